@@ -1,0 +1,540 @@
+"""Stage 2, codegen: a `.tflite` becomes the firmware's `model_data.h`,
+`model_data.cc` and `model_ops.h`, rendered from `templates/`.
+
+Python only prepares values (identifiers, literals, the hex body of the
+array); every line of C++ comes from a template rendered with strict
+undefined variables. Nothing is written unless every file rendered, and a
+file whose content did not change is not rewritten (its mtime stays, so
+builds do not recompile).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import keyword
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness import __version__
+from harness.errors import ConfigError, ModelError
+from harness.model import DTYPE_CODES, ModelInfo, TensorInfo, inspect_bytes, read_model_bytes
+from harness.paths import templates_dir
+
+FORMATS = ("array", "incbin")
+DEFAULT_ARENA_MARGIN = "20%"
+MAX_DIMS = 6  # TFLM's RuntimeShape keeps up to 6 dims inline
+FILES = ("model_data.h", "model_data.cc", "model_ops.h")
+INCBIN_COPY = "model_data.tflite"
+INCBIN_SECTION = ".rodata.hil_model"
+BYTES_PER_LINE = 12  # as `xxd -i`
+BOARD_WARN_FRACTION = 0.90
+
+# Stems the pipeline appends to model files; stripped to get a short default name.
+_NAME_SUFFIXES = ("_quantized", "_quant", "_int8", "_float32", "_float", "_dynamic", "_model", "_tflite")
+
+_CPP_KEYWORDS = frozenset("""
+alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t char16_t
+char32_t class compl concept const consteval constexpr constinit const_cast continue co_await
+co_return co_yield decltype default delete do double dynamic_cast else enum explicit export
+extern false float for friend goto if inline int long mutable namespace new noexcept not not_eq
+nullptr operator or or_eq private protected public register reinterpret_cast requires return
+short signed sizeof static static_assert static_cast struct switch template this thread_local
+throw true try typedef typeid typename union unsigned using virtual void volatile wchar_t while
+xor xor_eq restrict _Bool _Complex _Imaginary main
+""".split())
+
+
+@dataclass(frozen=True)
+class Arena:
+    measured: int
+    recommended: int
+    margin_text: str
+    how: str
+
+
+@dataclass
+class CodegenResult:
+    """What `generate()` did; the CLI reports it."""
+
+    out_dir: Path
+    name: str
+    data_symbol: str
+    format: str
+    model: ModelInfo
+    arena: Arena
+    ops: list[str]
+    written: dict[str, bool] = field(default_factory=dict)  # file -> rewritten?
+    config_path: Path | None = None
+    normalization: bool = False
+    warnings: list[str] = field(default_factory=list)
+    board_usage: dict | None = None
+
+
+# --------------------------------------------------------------------------- names
+
+def sanitize_identifier(text: str) -> str:
+    """Any string -> a C/C++ identifier: [A-Za-z0-9_], no leading digit, not a
+    keyword, no reserved `__` or `_X` spelling."""
+    ident = re.sub(r"[^0-9A-Za-z_]+", "_", text).strip("_")
+    ident = re.sub(r"__+", "_", ident)
+    if not ident:
+        ident = "model"
+    if ident[0].isdigit():
+        ident = "m_" + ident
+    if ident in _CPP_KEYWORDS or keyword.iskeyword(ident):
+        ident += "_"
+    return ident.lower()
+
+
+def default_name(model_path: Path) -> str:
+    """`gesture_model_quantized.tflite` -> `gesture`; the data array is then
+    `g_gesture_model_data`."""
+    stem = sanitize_identifier(model_path.stem)
+    changed = True
+    while changed:
+        changed = False
+        for suf in _NAME_SUFFIXES:
+            if stem.endswith(suf) and len(stem) > len(suf):
+                stem, changed = stem[: -len(suf)], True
+    return sanitize_identifier(stem)
+
+
+# --------------------------------------------------------------------------- literals
+
+def c_float(x: float) -> str:
+    """A float32 as a C++ literal that reads back to the same float32."""
+    x32 = np.float32(x)
+    if not math.isfinite(float(x32)):
+        raise ModelError(f"non-finite constant {x} cannot go into a header",
+                         "check the model's quantization parameters and the config's mean/std")
+    text = np.format_float_positional(x32, unique=True, trim="0") if abs(float(x32)) >= 1e-4 or x32 == 0 \
+        else np.format_float_scientific(x32, unique=True, trim="0")
+    if "e" not in text and "." not in text:
+        text += ".0"
+    if text.endswith("."):
+        text += "0"
+    return text + "f"
+
+
+def c_string(text: str) -> str:
+    """A C/C++ string literal (with quotes) for any text."""
+    out = []
+    for ch in text:
+        o = ord(ch)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif 0x20 <= o < 0x7F and ch != "?":  # '?' escaped: no trigraphs
+            out.append(ch)
+        else:
+            out.extend(f"\\{b:03o}" for b in ch.encode("utf-8"))
+    return '"' + "".join(out) + '"'
+
+
+def _asm_string(text: str) -> str:
+    """A GNU as string literal (with quotes)."""
+    out = []
+    for b in text.encode("utf-8"):
+        ch = chr(b)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif 0x20 <= b < 0x7F:
+            out.append(ch)
+        else:
+            out.append(f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
+
+
+_HEX_TABLE = np.frombuffer(b"".join(f"0x{i:02x}, ".encode() for i in range(256)), np.uint8).reshape(256, 6)
+
+
+def hex_body(data: bytes, per_line: int = BYTES_PER_LINE, indent: str = "  ") -> str:
+    """`0x1c, 0x00, ...` lines like `xxd -i`, built with numpy (about 20x
+    faster than a Python loop; 8 MB take ~0.1 s)."""
+    if not data:
+        return ""
+    a = np.frombuffer(data, np.uint8)
+    full = len(a) // per_line * per_line
+    lines = []
+    ind = np.frombuffer(indent.encode(), np.uint8)
+    if full:
+        body = _HEX_TABLE[a[:full]].reshape(-1, per_line * 6)[:, :-1]  # drop the trailing space
+        rows = body.shape[0]
+        block = np.empty((rows, len(ind) + body.shape[1] + 1), np.uint8)
+        block[:, : len(ind)] = ind
+        block[:, len(ind): -1] = body
+        block[:, -1] = ord("\n")
+        lines.append(block.tobytes())
+    if full < len(a):
+        lines.append(indent.encode() + _HEX_TABLE[a[full:]].tobytes()[:-1] + b"\n")
+    text = b"".join(lines)
+    return text[:-2].decode("ascii")  # no comma after the last byte, no final newline
+
+
+# --------------------------------------------------------------------------- inputs
+
+def load_model(path: str | Path) -> tuple[bytes, ModelInfo]:
+    path = Path(path)
+    data = read_model_bytes(path)
+    info = inspect_bytes(data, path)
+    _check_buffers(data, path)
+    return data, info
+
+
+def _check_buffers(data: bytes, path: Path) -> None:
+    """A truncated file can still parse (flatbuffers are read lazily), and
+    TFLM would then read past the end. Check every buffer lies inside the file."""
+    from ai_edge_litert import schema_py_generated as s
+
+    try:
+        m = s.Model.GetRootAs(data, 0)
+        for i in range(m.BuffersLength()):
+            b = m.Buffers(i)
+            n = b.DataLength()
+            if n:
+                start = b._tab.Vector(b._tab.Offset(4))
+                if start + n > len(data):
+                    raise ValueError("buffer past the end")
+            off, size = int(b.Offset()), int(b.Size())
+            if off > 1 and off + size > len(data):
+                raise ValueError("external buffer past the end")
+        for gi in range(m.SubgraphsLength()):
+            g = m.Subgraphs(gi)
+            for ti in range(g.TensorsLength()):
+                t = g.Tensors(ti)
+                if t.Buffer() >= max(m.BuffersLength(), 1):
+                    raise ValueError("tensor refers to a missing buffer")
+    except Exception as exc:
+        raise ModelError(f"{path} is truncated or corrupt ({exc})",
+                         "re-run `hil convert` to produce the .tflite") from exc
+
+
+def load_op_table() -> dict:
+    with open(templates_dir() / "tflm_ops.json", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def resolve_ops(info: ModelInfo, table: dict | None = None) -> list[tuple[str, str]]:
+    """[(op name, MicroMutableOpResolver method)] for the model, or
+    `ModelError` naming every operator TFLM cannot run."""
+    table = table or load_op_table()
+    ops, bad = [], []
+    for name in info.builtin_ops:
+        call = table["builtin"].get(name)
+        (ops.append((name, call)) if call else bad.append(name))
+    for name in info.custom_ops:
+        call = table["custom"].get(name)
+        (ops.append((name, call)) if call else bad.append(f"custom '{name}'"))
+    if bad:
+        raise ModelError(f"TFLM cannot run operator(s): {', '.join(bad)}",
+                         "rebuild the model from TFLM-supported builtin ops (see docs/codegen.md)")
+    if not ops:
+        raise ModelError(f"{info.path} has no operators", "re-convert the model")
+    return sorted(ops)
+
+
+def find_model_config(model_path: Path) -> Path | None:
+    """`<stem>_model_config.json` beside the model, also with the pipeline's
+    suffixes (`_quantized`, ...) taken off the stem."""
+    stems = [model_path.stem]
+    s = model_path.stem
+    for suf in _NAME_SUFFIXES[:-2]:
+        if s.endswith(suf):
+            s = s[: -len(suf)]
+            stems.append(s)
+    for stem in stems:
+        cand = model_path.with_name(f"{stem}_model_config.json")
+        if cand.is_file():
+            return cand
+    return None
+
+
+def read_normalization(config_path: Path) -> tuple[list[float], list[float]] | None:
+    """Mean and std from a model config. Accepted, first match wins:
+    `normalization: {mean, std}`, `preprocessing: {mean, std}` or
+    `preprocessing: {normalization: {mean, std}}`, top-level `mean`/`std`,
+    `input_mean`/`input_std` or `norm_mean`/`norm_std`. Each is a number or
+    a (nested) list of numbers; `stddev`/`scale` are accepted for `std`."""
+    try:
+        cfg = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"model config {config_path} is not readable JSON: {exc}",
+                          "pass the _model_config.json written by `hil convert`") from exc
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"model config {config_path} is not a JSON object", "pass the right file")
+
+    def pick(d):
+        if not isinstance(d, dict):
+            return None
+        for mk, sk in (("mean", "std"), ("mean", "stddev"), ("mean", "scale"), ("input_mean", "input_std"),
+                       ("norm_mean", "norm_std")):
+            if d.get(mk) is not None and d.get(sk) is not None:
+                return d[mk], d[sk]
+        return None
+
+    pre = cfg.get("preprocessing")
+    found = (pick(cfg.get("normalization")) or pick(pre)
+             or pick(pre.get("normalization") if isinstance(pre, dict) else None) or pick(cfg))
+    if found is None:
+        return None
+    try:
+        mean = [float(v) for v in np.ravel(np.asarray(found[0], dtype=np.float64))]
+        std = [float(v) for v in np.ravel(np.asarray(found[1], dtype=np.float64))]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model config {config_path}: mean/std are not numbers",
+                          "write them as a number or a list of numbers") from exc
+    if not mean or not std:
+        return None
+    if len(mean) != len(std):
+        if len(mean) == 1:
+            mean = mean * len(std)
+        elif len(std) == 1:
+            std = std * len(mean)
+        else:
+            raise ConfigError(f"model config {config_path}: mean has {len(mean)} values, std {len(std)}",
+                              "they must have the same length (or one of them a single value)")
+    if any(v == 0.0 or not math.isfinite(v) for v in std) or any(not math.isfinite(v) for v in mean):
+        raise ConfigError(f"model config {config_path}: std has a zero or non-finite value",
+                          "fix the normalization constants")
+    return mean, std
+
+
+def parse_margin(spec: str | int) -> tuple[float, int]:
+    """'20%' -> (0.20, 0); '2048' -> (0.0, 2048); '10%+512' -> (0.10, 512)."""
+    frac, extra = 0.0, 0
+    for part in str(spec).replace(" ", "").split("+"):
+        try:
+            if part.endswith("%"):
+                frac += float(part[:-1]) / 100.0
+            elif part:
+                extra += int(part)
+        except ValueError:
+            raise ConfigError(f"bad arena margin '{spec}'", "write e.g. 20%, 2048 (bytes) or 10%+512") from None
+    if frac < 0 or extra < 0:
+        raise ConfigError(f"bad arena margin '{spec}'", "the margin cannot be negative")
+    return frac, extra
+
+
+# --------------------------------------------------------------------------- rendering
+
+def _env():
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env
+
+
+def _tensor_ctx(t: TensorInfo, where: str) -> dict:
+    if t.dtype not in DTYPE_CODES:
+        raise ModelError(f"{where} tensor '{t.name}' has type {t.dtype}, which the protocol cannot carry",
+                         "convert with int8 or float32 inputs and outputs")
+    if len(t.shape) > MAX_DIMS:
+        raise ModelError(f"{where} tensor '{t.name}' has {len(t.shape)} dims (at most {MAX_DIMS})",
+                         "reshape the model's inputs/outputs")
+    dims = [int(d) for d in t.shape] + [0] * (MAX_DIMS - len(t.shape))
+    quant = f"scale {t.scale:.9g}, zero point {t.zero_point}" if t.quantized else "not quantized"
+    return {
+        "dtype_const": "kHilDtype" + t.dtype.capitalize(),
+        "ndims": len(t.shape),
+        "dims": ", ".join(str(d) for d in dims),
+        "scale": c_float(t.scale),
+        "zero_point": int(t.zero_point),
+        "nbytes": t.nbytes,
+        "name": c_string(t.name),
+        "comment": f"{t.name or '?'}: {t.dtype}[{', '.join(str(d) for d in t.shape)}], {quant}".replace("*/", "*_/"),
+    }
+
+
+def _dtype_codes_ctx() -> list[tuple[str, int]]:
+    return [(n.capitalize(), c) for n, c in sorted(DTYPE_CODES.items(), key=lambda kv: kv[1])]
+
+
+def render(info: ModelInfo, data: bytes, *, name: str, model_file: str, fmt: str, arena: Arena,
+           ops: list[tuple[str, str]], normalization: tuple[list[float], list[float]] | None,
+           config_name: str | None, incbin_path: str | None = None,
+           template_overrides: dict[str, str] | None = None) -> dict[str, bytes]:
+    """Render the three files in memory. `template_overrides` maps a file to
+    another template name (tests render deliberately broken variants)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format '{fmt}'", f"choose one of {', '.join(FORMATS)}")
+    env = _env()
+    data_symbol = f"g_{name}_model_data"
+    banner = (f"generated from {model_file} sha256 {info.sha256} by tinyhil {__version__}; do not edit")
+    if normalization:
+        mean, std = normalization
+        norm = {"present": True, "size": len(mean), "mean": ", ".join(c_float(v) for v in mean),
+                "std": ", ".join(c_float(v) for v in std),
+                "source": f"From {config_name}."}
+    else:
+        norm = {"present": False, "size": 1, "mean": "0.0f", "std": "1.0f",
+                "source": "No model config with mean/std was given: identity (mean 0, std 1)."}
+    ctx = {
+        "banner": banner,
+        "name": name,
+        "data_symbol": data_symbol,
+        "len_symbol": f"{data_symbol}_len",
+        "model_size": len(data),
+        "sha256": info.sha256,
+        "sha256_bytes": hex_body(info.sha256_bytes, per_line=16, indent="    "),
+        "dtype_codes": _dtype_codes_ctx(),
+        "max_dims": MAX_DIMS,
+        "inputs": [_tensor_ctx(t, "input") for t in info.inputs],
+        "outputs": [_tensor_ctx(t, "output") for t in info.outputs],
+        "normalization": norm,
+        "arena": arena,
+        "ops": [{"name": n, "call": c} for n, c in ops],
+    }
+    overrides = template_overrides or {}
+    out = {}
+    out["model_data.h"] = env.get_template(overrides.get("model_data.h", "model_data.h.j2")).render(
+        ctx, guard=f"HIL_{name.upper()}_MODEL_DATA_H_")
+    if fmt == "array":
+        cc = env.get_template(overrides.get("model_data.cc", "model_data.cc.j2")).render(
+            ctx, data_hex=hex_body(data))
+    else:
+        cc = env.get_template(overrides.get("model_data.cc", "model_data_incbin.cc.j2")).render(
+            ctx, section=f"{INCBIN_SECTION}.{data_symbol}", incbin_file=INCBIN_COPY,
+            incbin_path_asm=c_string(_asm_string(incbin_path or INCBIN_COPY))[1:-1])
+    out["model_data.cc"] = cc
+    out["model_ops.h"] = env.get_template(overrides.get("model_ops.h", "model_ops.h.j2")).render(
+        ctx, guard=f"HIL_{name.upper()}_MODEL_OPS_H_")
+    return {k: v.encode("utf-8") for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------- checks
+
+def check_board(board_id: str, model_size: int, arena_bytes: int) -> tuple[dict, list[str]]:
+    """Model size vs flash, arena vs RAM: `ConfigError` when it cannot fit,
+    warnings above 90 %."""
+    from harness.boards import load_board
+
+    board = load_board(board_id)
+    usage = {"board": board.id, "flash_bytes": board.flash_bytes, "ram_bytes": board.ram_bytes,
+             "model_bytes": model_size, "arena_bytes": arena_bytes,
+             "flash_fraction": model_size / board.flash_bytes if board.flash_bytes else math.inf,
+             "ram_fraction": arena_bytes / board.ram_bytes if board.ram_bytes else math.inf}
+    problems, warnings = [], []
+    for what, need, have, frac in (("model", model_size, board.flash_bytes, usage["flash_fraction"]),
+                                   ("tensor arena", arena_bytes, board.ram_bytes, usage["ram_fraction"])):
+        mem = "flash" if what == "model" else "RAM"
+        if need > have:
+            problems.append(f"the {what} needs {need:,} bytes but {board.id} has {have:,} bytes of {mem}")
+        elif frac > BOARD_WARN_FRACTION:
+            warnings.append(f"the {what} takes {frac:.0%} of {board.id}'s {mem} ({need:,} of {have:,} bytes);"
+                            " firmware and stack need room too")
+    if problems:
+        raise ConfigError("; ".join(problems), "use a smaller model or a board with more memory")
+    return usage, warnings
+
+
+# --------------------------------------------------------------------------- writing
+
+def _write_all(out_dir: Path, files: dict[str, bytes]) -> dict[str, bool]:
+    """Write the changed files; either all changed files are replaced or none."""
+    from harness.fileio import atomic_path
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"output {out_dir} is a file, not a folder", "pass a folder with --out")
+    changed = {}
+    for fname, blob in files.items():
+        try:
+            changed[fname] = (out_dir / fname).read_bytes() != blob
+        except FileNotFoundError:
+            changed[fname] = True
+        except OSError as exc:
+            raise ConfigError(f"cannot read {out_dir / fname}: {exc.strerror}", "check the output folder") from exc
+    with contextlib.ExitStack() as stack:
+        for fname, blob in files.items():
+            if changed[fname]:
+                tmp = stack.enter_context(atomic_path(out_dir / fname))
+                try:
+                    tmp.write_bytes(blob)
+                except OSError as exc:
+                    raise ConfigError(f"cannot write {out_dir / fname}: {exc.strerror}",
+                                      "choose a writable output folder") from exc
+        # leaving the stack renames every temporary file over its target
+    return changed
+
+
+# --------------------------------------------------------------------------- the stage
+
+def generate(model: str | Path, out: str | Path, *, name: str | None = None,
+             model_config: str | Path | None = None, fmt: str = "array", board: str | None = None,
+             arena_margin: str | int = DEFAULT_ARENA_MARGIN, arena_bytes: int | None = None,
+             progress=None) -> CodegenResult:
+    """Generate the firmware sources for `model` into the folder `out`.
+
+    `arena_bytes` skips the TFLM measurement (tests of rendering only); the
+    CLI always measures.
+    """
+    model = Path(model)
+    out_dir = Path(out)
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format '{fmt}'", f"choose one of {', '.join(FORMATS)}")
+    margin_frac, margin_extra = parse_margin(arena_margin)
+    data, info = load_model(model)
+    if not info.inputs or not info.outputs:
+        raise ModelError(f"{model} has no inputs or no outputs", "re-convert the model")
+    ops = resolve_ops(info)
+    if name is not None:
+        ident = sanitize_identifier(name)
+        if not name.strip():
+            raise ConfigError("--name is empty", "pass a name like gesture")
+    else:
+        ident = default_name(model)
+
+    config_path = Path(model_config) if model_config else find_model_config(model)
+    if model_config and not config_path.is_file():
+        raise ConfigError(f"model config {config_path} does not exist", "check the path or leave --model_config out")
+    normalization = read_normalization(config_path) if config_path else None
+
+    if arena_bytes is None:
+        from harness.arena import measure_arena
+
+        m = measure_arena(model)
+        measured = m.bytes
+        how = (f"smallest arena that allocated and invoked, {m.probes} probes"
+               + ("; the search floor was already enough" if m.at_floor else ""))
+    else:
+        measured = int(arena_bytes)
+        how = "given by the caller, not measured"
+    from harness.arena import align_up
+
+    recommended = align_up(measured * (1.0 + margin_frac) + margin_extra)
+    margin_text = " + ".join(p for p in (f"{margin_frac:.0%}" if margin_frac else "",
+                                          f"{margin_extra} bytes" if margin_extra else "") if p) or "none"
+    arena = Arena(measured=measured, recommended=recommended, margin_text=margin_text, how=how)
+
+    warnings: list[str] = []
+    usage = None
+    if board:
+        usage, warnings = check_board(board, len(data), recommended)
+
+    files = {}
+    incbin_path = None
+    if fmt == "incbin":
+        # The assembler resolves .incbin against its working directory, not
+        # the source's folder, so the copy beside the sources is named by
+        # its absolute path: compiling from any directory works.
+        incbin_path = str((out_dir / INCBIN_COPY).resolve())
+        files[INCBIN_COPY] = data
+    rendered = render(info, data, name=ident, model_file=model.name, fmt=fmt, arena=arena, ops=ops,
+                      normalization=normalization, config_name=config_path.name if config_path else None,
+                      incbin_path=incbin_path)
+    files.update(rendered)
+    written = _write_all(out_dir, files)
+    return CodegenResult(out_dir=out_dir, name=ident, data_symbol=f"g_{ident}_model_data", format=fmt,
+                         model=info, arena=arena, ops=[n for n, _ in ops], written=written,
+                         config_path=config_path, normalization=normalization is not None,
+                         warnings=warnings, board_usage=usage)
