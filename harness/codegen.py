@@ -15,6 +15,7 @@ import json
 import keyword
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,17 +79,18 @@ class CodegenResult:
 # --------------------------------------------------------------------------- names
 
 def sanitize_identifier(text: str) -> str:
-    """Any string -> a C/C++ identifier: [A-Za-z0-9_], no leading digit, not a
-    keyword, no reserved `__` or `_X` spelling."""
+    """Any string -> a lower-case C/C++ identifier: [a-z0-9_], no leading
+    digit, not a keyword, no reserved `__` or `_X` spelling."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     ident = re.sub(r"[^0-9A-Za-z_]+", "_", text).strip("_")
     ident = re.sub(r"__+", "_", ident)
     if not ident:
         ident = "model"
-    if ident[0].isdigit():
+    ident = ident.lower()
+    # a prefix, not a suffix: g_<name>_model_data must not get a reserved "__"
+    if ident[0].isdigit() or ident in _CPP_KEYWORDS or keyword.iskeyword(ident):
         ident = "m_" + ident
-    if ident in _CPP_KEYWORDS or keyword.iskeyword(ident):
-        ident += "_"
-    return ident.lower()
+    return ident
 
 
 def default_name(model_path: Path) -> str:
@@ -362,10 +364,8 @@ def _dtype_codes_ctx() -> list[tuple[str, int]]:
 
 def render(info: ModelInfo, data: bytes, *, name: str, model_file: str, fmt: str, arena: Arena,
            ops: list[tuple[str, str]], normalization: tuple[list[float], list[float]] | None,
-           config_name: str | None, incbin_path: str | None = None,
-           template_overrides: dict[str, str] | None = None) -> dict[str, bytes]:
-    """Render the three files in memory. `template_overrides` maps a file to
-    another template name (tests render deliberately broken variants)."""
+           config_name: str | None, incbin_path: str | None = None) -> dict[str, bytes]:
+    """Render the three files in memory (nothing is written here)."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format '{fmt}'", f"choose one of {', '.join(FORMATS)}")
     env = _env()
@@ -395,19 +395,18 @@ def render(info: ModelInfo, data: bytes, *, name: str, model_file: str, fmt: str
         "arena": arena,
         "ops": [{"name": n, "call": c} for n, c in ops],
     }
-    overrides = template_overrides or {}
     out = {}
-    out["model_data.h"] = env.get_template(overrides.get("model_data.h", "model_data.h.j2")).render(
+    out["model_data.h"] = env.get_template("model_data.h.j2").render(
         ctx, guard=f"HIL_{name.upper()}_MODEL_DATA_H_")
     if fmt == "array":
-        cc = env.get_template(overrides.get("model_data.cc", "model_data.cc.j2")).render(
+        cc = env.get_template("model_data.cc.j2").render(
             ctx, data_hex=hex_body(data))
     else:
-        cc = env.get_template(overrides.get("model_data.cc", "model_data_incbin.cc.j2")).render(
+        cc = env.get_template("model_data_incbin.cc.j2").render(
             ctx, section=f"{INCBIN_SECTION}.{data_symbol}", incbin_file=INCBIN_COPY,
             incbin_path_asm=c_string(_asm_string(incbin_path or INCBIN_COPY))[1:-1])
     out["model_data.cc"] = cc
-    out["model_ops.h"] = env.get_template(overrides.get("model_ops.h", "model_ops.h.j2")).render(
+    out["model_ops.h"] = env.get_template("model_ops.h.j2").render(
         ctx, guard=f"HIL_{name.upper()}_MODEL_OPS_H_")
     return {k: v.encode("utf-8") for k, v in out.items()}
 
@@ -453,7 +452,7 @@ def _write_all(out_dir: Path, files: dict[str, bytes]) -> dict[str, bool]:
         except FileNotFoundError:
             changed[fname] = True
         except OSError as exc:
-            raise ConfigError(f"cannot read {out_dir / fname}: {exc.strerror}", "check the output folder") from exc
+            raise ConfigError(f"cannot write to {out_dir}: {exc.strerror}", "choose a writable output folder") from exc
     with contextlib.ExitStack() as stack:
         for fname, blob in files.items():
             if changed[fname]:
