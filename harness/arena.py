@@ -3,10 +3,11 @@
 The `tflite-micro` package's interpreter is constructed (which runs TFLM's
 `AllocateTensors()`) with shrinking arenas until the smallest size that
 allocates is found to 16 bytes, and that size is then checked by one
-`Invoke()`. The search runs in a child process: TFLM's Python wrapper
-crashes (SIGSEGV) instead of failing when an arena is too small for even its
-allocator, or on some malformed models, and a crash must not take the
-harness with it.
+`Invoke()`. TFLM's Python wrapper does not always fail cleanly on a
+too-small arena: on some sizes a kernel's `Prepare()` dereferences a failed
+allocation and the process dies (SIGSEGV). So the search runs in a child
+process, and every probe in a process forked from it; a crash is a failed
+probe, never a crashed harness.
 
 The figure is the host's (64-bit) need, which is at least the 32-bit
 target's: TFLM's per-tensor and per-node structs hold pointers, so they
@@ -25,9 +26,8 @@ from pathlib import Path
 from harness.errors import ModelError, ToolError
 
 ALIGN = 16
-# Below about 500 bytes the wrapper cannot place its own allocator and
-# crashes; 1 KiB is safely above that for every model.
-MIN_PROBE = 1024
+# Smallest arena tried (probes are crash-isolated, so any floor is safe).
+MIN_PROBE = ALIGN
 # Largest arena tried (only touched pages are paid for, so this is cheap).
 MAX_PROBE = 256 << 20
 _MARKER = "HIL_ARENA_RESULT "
@@ -46,26 +46,48 @@ def align_up(n: int, a: int = ALIGN) -> int:
     return (int(n) + a - 1) // a * a
 
 
+class ArenaProbe:
+    """A measurement running in a child process; `result()` waits for it.
+    Started early, it runs while the caller renders (2 cores: ~free)."""
+
+    def __init__(self, model_path: str | os.PathLike, timeout: float = 300.0):
+        self.timeout = timeout
+        cmd = [sys.executable, "-m", "harness.arena", str(Path(model_path).resolve())]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        try:
+            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        except OSError as exc:
+            raise ToolError(f"cannot start {sys.executable} to measure the arena: {exc.strerror}",
+                            "check the Python installation") from exc
+
+    def cancel(self) -> None:
+        if self._proc.returncode is None:
+            self._proc.kill()
+            self._proc.communicate()
+
+    def result(self) -> ArenaMeasurement:
+        """Raise `ModelError` when TFLM cannot load or run the model at all."""
+        try:
+            stdout, stderr = self._proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired as exc:
+            self.cancel()
+            raise ToolError(f"measuring the tensor arena took over {self.timeout:.0f} s",
+                            "check the model with a host run of `hil validate`") from exc
+        for line in stdout.splitlines():
+            if line.startswith(_MARKER):
+                res = json.loads(line[len(_MARKER):])
+                if "error" in res:
+                    raise ModelError(f"TFLM cannot run the model: {res['error']}",
+                                     "use only operators TFLM supports (see docs/codegen.md)")
+                return ArenaMeasurement(res["bytes"], res["probes"], res["at_floor"])
+        why = _last_line(stderr) or f"exit status {self._proc.returncode}"
+        raise ModelError(f"TFLM's interpreter crashed while loading the model ({why})",
+                         "the .tflite is probably corrupt; re-run `hil convert`")
+
+
 def measure_arena(model_path: str | os.PathLike, timeout: float = 300.0) -> ArenaMeasurement:
-    """Run the search in a child process; raise `ModelError` when TFLM cannot
-    load or run the model at all."""
-    cmd = [sys.executable, "-m", "harness.arena", str(Path(model_path).resolve())]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired as exc:
-        raise ToolError(f"measuring the tensor arena took over {timeout:.0f} s",
-                        "check the model with `hil validate`'s host run") from exc
-    for line in proc.stdout.splitlines():
-        if line.startswith(_MARKER):
-            res = json.loads(line[len(_MARKER):])
-            if "error" in res:
-                raise ModelError(f"TFLM cannot run the model: {res['error']}",
-                                 "use only operators TFLM supports (see docs/codegen.md)")
-            return ArenaMeasurement(res["bytes"], res["probes"], res["at_floor"])
-    why = _last_line(proc.stderr) or f"exit status {proc.returncode}"
-    raise ModelError(f"TFLM's interpreter crashed while loading the model ({why})",
-                     "the .tflite is probably corrupt; re-run `hil convert`")
+    """Measure and wait (see `ArenaProbe`)."""
+    return ArenaProbe(model_path, timeout).result()
 
 
 def _last_line(text: str) -> str:
@@ -83,25 +105,32 @@ def _search(data: bytes) -> dict:
     n_inputs = len(inspect_bytes(data).inputs)
     probes = 0
 
-    def make(size: int):
-        nonlocal probes
-        probes += 1
+    def attempt(size: int, invoke: bool) -> bool:
         try:
-            return tflm.Interpreter.from_bytes(data, arena_size=size)
-        except Exception:
-            return None
-
-    def invokes(ip) -> bool:
-        try:
-            for i in range(n_inputs):
-                d = ip.get_input_details(i)
-                ip.set_input(np.zeros(d["shape"], d["dtype"]), i)
-            ip.invoke()
+            ip = tflm.Interpreter.from_bytes(data, arena_size=size)
+            if invoke:
+                for i in range(n_inputs):
+                    d = ip.get_input_details(i)
+                    ip.set_input(np.zeros(d["shape"], d["dtype"]), i)
+                ip.invoke()
             return True
         except Exception:
             return False
 
-    if make(MAX_PROBE) is None:
+    def probe(size: int, invoke: bool = False) -> bool:
+        """One try in a forked process: on some too-small arenas TFLM
+        dereferences a failed allocation and crashes, which counts as a fail."""
+        nonlocal probes
+        probes += 1
+        if not hasattr(os, "fork"):  # pragma: no cover - Windows: no isolation
+            return attempt(size, invoke)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the forked child
+            os._exit(0 if attempt(size, invoke) else 1)
+        _, status = os.waitpid(pid, 0)
+        return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+    if not probe(MAX_PROBE):
         return {"error": "AllocateTensors() failed even with a 256 MiB arena (unsupported operator or corrupt model)"}
 
     def smallest(lo_fail: int, hi_ok: int, check) -> int:
@@ -117,11 +146,10 @@ def _search(data: bytes) -> dict:
         return hi_ok
 
     def allocates(size: int) -> bool:
-        return make(size) is not None
+        return probe(size)
 
     def runs(size: int) -> bool:
-        ip = make(size)
-        return ip is not None and invokes(ip)
+        return probe(size, invoke=True)
 
     if allocates(MIN_PROBE):
         best, at_floor = MIN_PROBE, True
