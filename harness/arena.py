@@ -53,7 +53,12 @@ class ArenaProbe:
     def __init__(self, model_path: str | os.PathLike, timeout: float = 300.0):
         self.timeout = timeout
         cmd = [sys.executable, "-m", "harness.arena", str(Path(model_path).resolve())]
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        # the child must find this package even when it is not installed;
+        # one BLAS thread: the child forks, and forking with threads is fragile
+        pkg_root = str(Path(__file__).resolve().parents[1])
+        path = os.pathsep.join(p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=path, OMP_NUM_THREADS="1",
+                   OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         try:
             self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         except OSError as exc:

@@ -115,13 +115,21 @@ def c_float(x: float) -> str:
     if not math.isfinite(float(x32)):
         raise ModelError(f"non-finite constant {x} cannot go into a header",
                          "check the model's quantization parameters and the config's mean/std")
-    text = np.format_float_positional(x32, unique=True, trim="0") if abs(float(x32)) >= 1e-4 or x32 == 0 \
-        else np.format_float_scientific(x32, unique=True, trim="0")
+    if x32 == 0 or 1e-4 <= abs(float(x32)) < 1e7:
+        text = np.format_float_positional(x32, unique=True, trim="0")
+    else:
+        text = np.format_float_scientific(x32, unique=True, trim="0")
     if "e" not in text and "." not in text:
         text += ".0"
     if text.endswith("."):
         text += "0"
     return text + "f"
+
+
+def comment_text(text: str) -> str:
+    """Text that is safe inside a `//` comment: printable ASCII only, and no
+    backslash (one at the end of a line would splice the next line in)."""
+    return re.sub(r"[^\x20-\x7e]", "?", text).replace("\\", "/")
 
 
 def c_string(text: str) -> str:
@@ -357,7 +365,7 @@ def _tensor_ctx(t: TensorInfo, where: str) -> dict:
         "zero_point": int(t.zero_point),
         "nbytes": t.nbytes,
         "name": c_string(t.name),
-        "comment": f"{t.name or '?'}: {t.dtype}[{', '.join(str(d) for d in t.shape)}], {quant}".replace("*/", "*_/"),
+        "comment": comment_text(f"{t.name or '?'}: {t.dtype}[{', '.join(str(d) for d in t.shape)}], {quant}"),
     }
 
 
@@ -372,12 +380,12 @@ def _context(info: ModelInfo, data: bytes, *, name: str, model_file: str, ops: l
     if normalization:
         mean, std = normalization
         norm = {"present": True, "size": len(mean), "mean": ", ".join(c_float(v) for v in mean),
-                "std": ", ".join(c_float(v) for v in std), "source": f"From {config_name}."}
+                "std": ", ".join(c_float(v) for v in std), "source": comment_text(f"From {config_name}.")}
     else:
         norm = {"present": False, "size": 1, "mean": "0.0f", "std": "1.0f",
                 "source": "No model config with mean/std was given: identity (mean 0, std 1)."}
     return {
-        "banner": f"generated from {model_file} sha256 {info.sha256} by tinyhil {__version__}; do not edit",
+        "banner": f"generated from {comment_text(model_file)} sha256 {info.sha256} by tinyhil {__version__}; do not edit",
         "name": name,
         "data_symbol": data_symbol,
         "len_symbol": f"{data_symbol}_len",

@@ -621,3 +621,21 @@ def test_dtype_codes_match_protocol_doc():
     doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
     for name, code in DTYPE_CODES.items():
         assert f"{code} {name}" in doc
+
+
+@needs_gxx
+def test_hostile_file_and_folder_names_still_compile(tiny_models, tmp_path):
+    """Quotes, backslashes, spaces and non-ASCII in the model's file name and
+    the output folder end up in comments, strings and the .incbin path."""
+    odd_dir = tmp_path / 'dir "q" \\ é ?? x'
+    odd_dir.mkdir()
+    model = odd_dir / 'my "model" \\ v2 é.tflite'
+    shutil.copy(tiny_models["dense"], model)
+    for fmt in codegen.FORMATS:
+        res = codegen.generate(model, odd_dir / f"out {fmt}", fmt=fmt, arena_bytes=2048)
+        main = tmp_path / "main.cc"
+        main.write_text(HOST_MAIN.replace("@LEN@", f"{res.data_symbol}_len"))
+        exe = tmp_path / f"prog_{fmt}"
+        subprocess.run([GXX, "-std=c++17", "-Wall", "-Werror", "-I", str(res.out_dir), str(main),
+                        str(res.out_dir / "model_data.cc"), "-o", str(exe)], check=True, capture_output=True)
+        assert subprocess.run([str(exe)], capture_output=True, check=True).stdout == model.read_bytes()
