@@ -337,6 +337,77 @@ def test_op_resolver_compiles_against_tflm(generated, tmp_path):
             assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+TFLM_MAIN = r"""
+#include <cstdio>
+#include <cstring>
+#include "model_data.h"
+#include "model_ops.h"
+#include "tensorflow/lite/micro/micro_interpreter.h"
+#include "tensorflow/lite/schema/schema_generated.h"
+
+alignas(16) static uint8_t arena[kHilArenaSize];
+
+static int Code(TfLiteType t) {  // TFLM type -> kHilDtype...
+  switch (t) {
+    case kTfLiteFloat32: return kHilDtypeFloat32;
+    case kTfLiteInt8: return kHilDtypeInt8;
+    case kTfLiteUInt8: return kHilDtypeUint8;
+    case kTfLiteInt16: return kHilDtypeInt16;
+    case kTfLiteInt32: return kHilDtypeInt32;
+    default: return -1;
+  }
+}
+
+static bool Same(const TfLiteTensor* t, const HilTensorSpec& s) {
+  if (Code(t->type) != s.dtype || t->dims->size != s.ndims || t->bytes != s.nbytes) return false;
+  for (int i = 0; i < s.ndims; ++i) if (t->dims->data[i] != s.dims[i]) return false;
+  return t->params.scale == s.scale && t->params.zero_point == s.zero_point;
+}
+
+int main(int argc, char** argv) {
+  size_t size = argc > 1 ? static_cast<size_t>(std::atol(argv[1])) : kHilArenaSize;
+  static HilOpResolver resolver;
+  if (HilRegisterOps(resolver) != kTfLiteOk) return 2;
+  tflite::MicroInterpreter interp(tflite::GetModel(kHilModelData), resolver, arena, size);
+  if (interp.AllocateTensors() != kTfLiteOk) return 3;
+  if (interp.inputs_size() != kHilNumInputs || interp.outputs_size() != kHilNumOutputs) return 4;
+  for (int i = 0; i < kHilNumInputs; ++i) {
+    if (!Same(interp.input(i), kHilInputs[i])) return 5;
+    std::memset(interp.input(i)->data.raw, 0, kHilInputs[i].nbytes);
+  }
+  for (int i = 0; i < kHilNumOutputs; ++i) if (!Same(interp.output(i), kHilOutputs[i])) return 6;
+  if (interp.Invoke() != kTfLiteOk) return 7;
+  std::printf("%zu\n", interp.arena_used_bytes());
+  return 0;
+}
+"""
+
+
+@pytest.mark.tflm
+@needs_gxx
+def test_generated_model_runs_in_tflm_with_the_recommended_arena(generated, tmp_path):
+    """Linked with TFLM (C++), the generated model, resolver, tensor specs and
+    arena size work together: AllocateTensors, specs equal TFLM's tensors,
+    Invoke; TFLM's own arena use stays within the measured size."""
+    tree = _tflm_dir()
+    lib = os.environ.get("HIL_TFLM_HOST_LIB")
+    if not lib or not Path(lib).is_file():
+        pytest.skip("set HIL_TFLM_HOST_LIB=/path/libtflm.a (TFLM built for the host from HIL_TFLM_DIR, "
+                    "with -DTF_LITE_STATIC_MEMORY) to run the generated model in TFLM")
+    inc = [tree, tree / "third_party/flatbuffers/include", tree / "third_party/gemmlowp", tree / "third_party/ruy"]
+    for (key, fmt), res in generated.items():
+        src = tmp_path / "run.cc"
+        src.write_text(TFLM_MAIN)
+        exe = tmp_path / f"run_{key}_{fmt}"
+        cmd = [GXX, "-std=c++17", "-O1", "-fno-exceptions", "-fno-rtti", "-DTF_LITE_STATIC_MEMORY", "-I", str(res.out_dir)]
+        cmd += [f"-I{p}" for p in inc] + [str(src), str(res.out_dir / "model_data.cc"), lib, "-o", str(exe)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        run = subprocess.run([str(exe)], capture_output=True, text=True)
+        assert run.returncode == 0, (key, fmt, run.returncode, run.stderr[-2000:])
+        assert int(run.stdout) <= res.arena.measured <= res.arena.recommended
+
+
 # --------------------------------------------------------------------------- arena
 
 def test_arena_is_the_smallest_tflm_accepts(generated, example_models):
@@ -639,3 +710,20 @@ def test_hostile_file_and_folder_names_still_compile(tiny_models, tmp_path):
         subprocess.run([GXX, "-std=c++17", "-Wall", "-Werror", "-I", str(res.out_dir), str(main),
                         str(res.out_dir / "model_data.cc"), "-o", str(exe)], check=True, capture_output=True)
         assert subprocess.run([str(exe)], capture_output=True, check=True).stdout == model.read_bytes()
+
+
+def test_a_failed_write_replaces_no_file(existing, tiny_models, monkeypatch, capsys):
+    """All files change (another model), the last write fails: none of the
+    earlier ones may have been replaced, and no temporary file stays."""
+    out, before = existing
+    real = Path.write_bytes
+
+    def failing(self, data):
+        if "model_ops.h" in self.name:
+            raise OSError(28, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", failing)
+    rc, err = _cli(capsys, "--model", tiny_models["dwconv"], "--out", out)
+    assert rc == 2 and "No space left" in err
+    _assert_untouched(out, before)
