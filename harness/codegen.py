@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import keyword
 import math
 import re
 import unicodedata
@@ -89,7 +88,7 @@ def sanitize_identifier(text: str) -> str:
         ident = "model"
     ident = ident.lower()
     # a prefix, not a suffix: g_<name>_model_data must not get a reserved "__"
-    if ident[0].isdigit() or ident in _CPP_KEYWORDS or keyword.iskeyword(ident):
+    if ident[0].isdigit() or ident in _CPP_KEYWORDS:
         ident = "m_" + ident
     return ident
 
@@ -553,6 +552,12 @@ def generate(model: str | Path, out: str | Path, *, name: str | None = None,
     usage = None
     if board:
         usage, warnings = check_board(board, len(data), recommended)
+    if normalization:
+        n, shape = len(normalization[0]), info.inputs[0].shape
+        fits = {1, info.inputs[0].size, int(shape[-1]) if shape else 1}
+        if n not in fits:
+            warnings.append(f"{config_path.name} has {n} mean/std values, but input '{info.inputs[0].name}' "
+                            f"has shape {list(shape)}; check the model config belongs to this model")
     files["model_data.h"] = render_header(ctx, arena)
     files = {k: files[k] for k in ([INCBIN_COPY] if fmt == "incbin" else []) + list(FILES)}
     written = _write_all(out_dir, files)

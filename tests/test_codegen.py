@@ -527,7 +527,10 @@ def test_normalization_from_model_config(tiny_models, tmp_path):
     assert "constexpr int kHilNormalizationSize = 30;" in h
     got = re.search(r"kHilInputMean\[kHilNormalizationSize\] = \{(.*?)\};", h).group(1)
     assert [np.float32(float(v.strip()[:-1])) for v in got.split(",")] == [np.float32(v) for v in mean]
-    assert h.count("2.5f") == 30
+    assert h.count("2.5f") == 30 and res.warnings == []
+    (tmp_path / "gesture_model_model_config.json").write_text(json.dumps({"mean": [1, 2, 3], "std": 1}))
+    res = codegen.generate(model, tmp_path / "g", arena_bytes=2048)
+    assert len(res.warnings) == 1 and "3 mean/std values" in res.warnings[0]
 
 
 @pytest.mark.parametrize("cfg,expect", [
