@@ -1,7 +1,7 @@
 """Measure the tensor arena a model needs, with TFLM's own interpreter.
 
 The `tflite-micro` package's interpreter is constructed (which runs TFLM's
-`AllocateTensors()`) with shrinking arenas until the smallest size that
+`AllocateTensors()`) with arenas of different sizes until the smallest that
 allocates is found to 16 bytes, and that size is then checked by one
 `Invoke()`. TFLM's Python wrapper does not always fail cleanly on a
 too-small arena: on some sizes a kernel's `Prepare()` dereferences a failed
@@ -9,9 +9,10 @@ allocation and the process dies (SIGSEGV). So the search runs in a child
 process, and every probe in a process forked from it; a crash is a failed
 probe, never a crashed harness.
 
-The figure is the host's (64-bit) need, which is at least the 32-bit
-target's: TFLM's per-tensor and per-node structs hold pointers, so they
-shrink on Cortex-M; tensor buffers and kernel scratch are the same size.
+The figure is the host's (64-bit, reference kernels) need. For the same
+kernels a 32-bit target needs less (TFLM's per-tensor and per-node structs
+hold pointers); optimized kernels (CMSIS-NN) may ask for scratch buffers the
+reference kernels do not, which is what the codegen margin is for.
 """
 
 from __future__ import annotations

@@ -604,8 +604,6 @@ def existing(tiny_models, tmp_path):
 
 
 def _bad_models(tiny_models, d: Path) -> dict[str, tuple[Path, str]]:
-    from ai_edge_litert import schema_py_generated  # noqa: F401  (used by _patched)
-
     good = tiny_models["dense"].read_bytes()
     (d / "empty.tflite").write_bytes(b"")
     (d / "text.tflite").write_text("this is not a model\n" * 20)
