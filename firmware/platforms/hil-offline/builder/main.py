@@ -1,0 +1,154 @@
+"""Build script of the hil-offline platform (SCons, run by PlatformIO).
+
+Two kinds of targets:
+- no `board`: a host program built with the system's gcc/g++ (`native`);
+- a board whose manifest names a Cortex-M `build.cpu`: bare-metal firmware
+  built with `arm-none-eabi-gcc` from PATH, newlib-nano + nosys, the
+  board's linker script (`board_build.ldscript`).
+
+TensorFlow Lite Micro comes from a local source tree made by TFLM's
+`create_tflm_tree.py`: `HIL_TFLM_DIR` (or `custom_hil_tflm_dir`). It is
+compiled once into `$BUILD_DIR/tflm` as a static library; SCons rebuilds
+only what changed, and PlatformIO's build cache (`build_cache_dir`, set by
+the harness) keeps the objects when the build folder is wiped.
+`custom_hil_tflm = no` builds without TFLM (test programs).
+"""
+
+import os
+import shutil
+import sys
+
+from SCons.Script import AlwaysBuild, Builder, Default, DefaultEnvironment
+
+env = DefaultEnvironment()
+platform = env.PioPlatform()
+
+
+def fail(message):
+    sys.stderr.write("Error: %s\n" % message)
+    env.Exit(2)
+
+
+def option(name, default=None):
+    return env.GetProjectOption(name, default)
+
+
+def truthy(value):
+    return str(value).strip().lower() not in ("", "0", "no", "false", "off")
+
+
+board = env.BoardConfig() if "BOARD" in env else None
+cpu = board.get("build.cpu", "") if board else ""
+cross = cpu.startswith("cortex-m")
+prefix = option("custom_hil_toolchain_prefix", "arm-none-eabi-" if cross else "")
+
+for tool in ("gcc", "g++"):
+    if not shutil.which(prefix + tool):
+        fail("%s%s is not on PATH (%s) -- install it, e.g. `apt-get install %s`"
+             % (prefix, tool, "cross compiler for " + cpu if cross else "host compiler",
+                "gcc-arm-none-eabi libnewlib-arm-none-eabi" if cross else "g++"))
+
+env.Replace(
+    AR=prefix + "gcc-ar" if cross else "gcc-ar",
+    AS=prefix + "as",
+    CC=prefix + "gcc",
+    CXX=prefix + "g++",
+    GDB=prefix + "gdb",
+    OBJCOPY=prefix + "objcopy",
+    RANLIB=prefix + "gcc-ranlib" if cross else "gcc-ranlib",
+    SIZETOOL=prefix + "size",
+    ARFLAGS=["rc"],
+    SIZEPROGREGEXP=r"^(?:\.isr_vector|\.text|\.rodata|\.hil_model|\.ARM\.exidx|\.ARM\.extab|\.init_array|\.fini_array|\.preinit_array|\.data)\s+(\d+).*",
+    SIZEDATAREGEXP=r"^(?:\.data|\.bss|\.noinit|\.stack)\s+(\d+).*",
+    SIZECHECKCMD="$SIZETOOL -A -d $SOURCES",
+    SIZEPRINTCMD="$SIZETOOL -B -d $SOURCES",
+    PROGSUFFIX=".elf" if cross else "",
+)
+
+common = ["-O2", "-g", "-Wall", "-ffunction-sections", "-fdata-sections"]
+env.Append(
+    ASFLAGS=["-x", "assembler-with-cpp"],
+    CFLAGS=["-std=gnu11"],
+    CCFLAGS=common,
+    CXXFLAGS=["-std=gnu++17", "-fno-rtti", "-fno-exceptions", "-fno-threadsafe-statics"],
+    CPPDEFINES=["TF_LITE_STATIC_MEMORY"],
+)
+
+if cross:
+    machine = ["-mcpu=%s" % cpu, "-mthumb"]
+    fpu = board.get("build.fpu", "")
+    if fpu:
+        machine.append("-mfpu=%s" % fpu)
+    machine.append("-mfloat-abi=%s" % board.get("build.float_abi", "hard"))
+    env.Append(
+        ASFLAGS=machine,
+        CCFLAGS=machine,
+        CXXFLAGS=["-fno-use-cxa-atexit"],
+        LINKFLAGS=machine + [
+            "--specs=nano.specs", "--specs=nosys.specs",
+            "-Wl,--gc-sections", "-Wl,--no-warn-rwx-segments",
+            "-Wl,-Map,${BUILD_DIR}/firmware.map",
+        ],
+        LIBS=["m"],
+        CPPDEFINES=[("HIL_CPU_HZ", board.get("build.f_cpu", "0").rstrip("L") + "u")],
+    )
+    if board.get("build.ldscript", ""):
+        env.Replace(LDSCRIPT_PATH=board.get("build.ldscript"))
+    if not env.get("LDSCRIPT_PATH"):
+        fail("board %s has no linker script: set board_build.ldscript" % env.subst("$BOARD"))
+    env.Append(BUILDERS=dict(
+        ElfToBin=Builder(action=env.VerboseAction(
+            "$OBJCOPY -O binary $SOURCES $TARGET", "Building $TARGET"), suffix=".bin"),
+    ))
+else:
+    env.Append(LINKFLAGS=["-Wl,--gc-sections"], LIBS=["m", "pthread"])
+
+# ------------------------------------------------------------------ TFLM tree
+tflm_dir = os.environ.get("HIL_TFLM_DIR") or option("custom_hil_tflm_dir", "")
+if truthy(option("custom_hil_tflm", "yes")):
+    if not tflm_dir:
+        fail("no TensorFlow Lite Micro tree: set HIL_TFLM_DIR=/path/to/tflm_tree "
+             "(made by TFLM's create_tflm_tree.py; see docs/build.md)")
+    tflm_dir = os.path.abspath(os.path.expanduser(tflm_dir))
+    if not os.path.isfile(os.path.join(tflm_dir, "tensorflow", "lite", "micro", "micro_interpreter.h")):
+        fail("HIL_TFLM_DIR=%s is not a TFLM tree (no tensorflow/lite/micro/micro_interpreter.h) "
+             "-- point it at the output of create_tflm_tree.py" % tflm_dir)
+    include = [tflm_dir]
+    for sub in ("third_party/flatbuffers/include", "third_party/gemmlowp", "third_party/ruy",
+                "third_party/cmsis_nn", "third_party/cmsis_nn/Include",
+                "third_party/cmsis/CMSIS/Core/Include", "third_party/cmsis/CMSIS/DSP/Include"):
+        if os.path.isdir(os.path.join(tflm_dir, sub)):
+            include.append(os.path.join(tflm_dir, sub))
+    has_cmsis_nn = os.path.isdir(os.path.join(tflm_dir, "tensorflow", "lite", "micro", "kernels", "cmsis_nn"))
+    if has_cmsis_nn and not cross:
+        fail("HIL_TFLM_DIR=%s holds CMSIS-NN kernels (Cortex-M); the host build needs the "
+             "reference tree (create_tflm_tree.py without OPTIMIZED_KERNEL_DIR)" % tflm_dir)
+    env.Append(CPPPATH=include)
+    if has_cmsis_nn:
+        env.Append(CPPDEFINES=["CMSIS_NN"])
+    # The firmware implements TFLM's logging seam (DebugLog, as protocol
+    # frames), so the tree's own debug_log.cc is left out.
+    src_filter = ["+<tensorflow/>", "-<tensorflow/lite/micro/debug_log.cc>",
+                  "-<tensorflow/lite/micro/cortex_m_generic/debug_log.cc>"]
+    if has_cmsis_nn:
+        src_filter.append("+<third_party/cmsis_nn/Source/>")
+    extra = option("custom_hil_tflm_src_filter", "")
+    if extra:
+        src_filter.append(extra)
+    tflm_env = env.Clone()
+    # TFLM is third-party code: its warnings are not ours to fix.
+    tflm_env.Append(CCFLAGS=["-w"])
+    tflm_lib = tflm_env.BuildLibrary(os.path.join("$BUILD_DIR", "tflm"), tflm_dir, src_filter=src_filter)
+    env.Prepend(LIBS=[tflm_lib])
+    env.Replace(HIL_TFLM_DIR=tflm_dir)
+
+# ------------------------------------------------------------------ targets
+target_elf = env.BuildProgram()
+outputs = [target_elf]
+if cross and board.get("build.binary", False):
+    # A raw image for programmers that take .bin (the STM32N6 signing tool).
+    outputs.append(env.ElfToBin(os.path.join("$BUILD_DIR", "${PROGNAME}"), target_elf))
+    env.Depends(outputs[-1], "checkprogsize")
+
+AlwaysBuild(env.Alias("size", target_elf, env.VerboseAction("$SIZEPRINTCMD", "Calculating size $SOURCE")))
+Default(outputs)
