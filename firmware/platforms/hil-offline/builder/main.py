@@ -49,13 +49,13 @@ for tool in ("gcc", "g++"):
                 "gcc-arm-none-eabi libnewlib-arm-none-eabi" if cross else "g++"))
 
 env.Replace(
-    AR=prefix + "gcc-ar" if cross else "gcc-ar",
+    AR=prefix + "ar",
     AS=prefix + "as",
     CC=prefix + "gcc",
     CXX=prefix + "g++",
     GDB=prefix + "gdb",
     OBJCOPY=prefix + "objcopy",
-    RANLIB=prefix + "gcc-ranlib" if cross else "gcc-ranlib",
+    RANLIB=prefix + "ranlib",
     SIZETOOL=prefix + "size",
     ARFLAGS=["rc"],
     SIZEPROGREGEXP=r"^(?:\.isr_vector|\.text|\.rodata|\.hil_model|\.ARM\.exidx|\.ARM\.extab|\.init_array|\.fini_array|\.preinit_array|\.data)\s+(\d+).*",
@@ -136,6 +136,10 @@ if truthy(option("custom_hil_tflm", "yes")):
     if extra:
         src_filter.append(extra)
     tflm_env = env.Clone()
+    # Only the tree's own include folders: a path added for the firmware
+    # (the model's sources) must not change TFLM's command lines, or every
+    # new model would recompile the whole library.
+    tflm_env.Replace(CPPPATH=list(include))
     # TFLM is third-party code: its warnings are not ours to fix.
     tflm_env.Append(CCFLAGS=["-w"])
     tflm_lib = tflm_env.BuildLibrary(os.path.join("$BUILD_DIR", "tflm"), tflm_dir, src_filter=src_filter)

@@ -1,0 +1,63 @@
+"""`hil build`: codegen + PlatformIO build of the firmware for a board."""
+
+from __future__ import annotations
+
+from harness.cli._common import add_option, subcommand
+
+EPILOG = """\
+examples:
+  hil build --board qemu_m55 --model out/gesture_model_quantized.tflite --tflm /opt/tflm/tree_m55
+      -> build/qemu_m55/firmware.elf, model sources in build/qemu_m55/model/,
+         build/qemu_m55/build_report.json (flash/RAM use, model section, arena)
+  hil build --board native --model m.tflite           (TFLM tree from HIL_TFLM_DIR)
+  hil build --board nucleo_n657x0_q --model m.tflite --out fw/n6
+
+offline boards (native, qemu_m55, nucleo_n657x0_q, stm32n6570_dk) build with
+the system compilers (g++, arm-none-eabi-gcc) and a local TFLM tree: --tflm,
+else HIL_TFLM_M55_DIR (Cortex-M55 boards), else HIL_TFLM_DIR. nano33ble needs
+PlatformIO's registry (network). Builds share a cache (HIL_CACHE_DIR, default
+~/.cache/tinyhil): TFLM is compiled once per tree. See docs/build.md.
+
+exit codes: 0 built, 2 could not (missing PlatformIO/toolchain/TFLM tree,
+registry unreachable, compile error, does not fit the board).
+"""
+
+
+def register(sub, common):
+    p = subcommand(sub, common, "build", "build the firmware for a board (codegen + PlatformIO)", epilog=EPILOG)
+    add_option(p, "--board", required=True, metavar="ID", help="board id (see `hil boards`)")
+    add_option(p, "--model", required=True, metavar="M.tflite", help="the model the firmware will hold")
+    add_option(p, "--tflm", metavar="DIR", help="TFLM source tree (output of create_tflm_tree.py)")
+    add_option(p, "--out", metavar="DIR", help="output folder (default: build/<board>)")
+    add_option(p, "--clean", action="store_true", help="clean PlatformIO's build folder first")
+    add_option(p, "--jobs", "-j", type=int, metavar="N", help="parallel compile jobs (default: PlatformIO's)")
+    p.set_defaults(func=run)
+
+
+def _kb(n: int) -> str:
+    return f"{n / 1024:.1f} KiB"
+
+
+def run(args) -> int:
+    from harness import console
+    from harness.build import build
+
+    on_line = (lambda line: console.err.print(line, markup=False, highlight=False)) \
+        if console.VERBOSITY >= 1 else None
+    console.info(f"building {args.board} firmware for {args.model} ...")
+    res = build(args.board, args.model, tflm_dir=args.tflm, out=args.out, clean=args.clean,
+                jobs=args.jobs, on_line=on_line)
+    env_txt = " ".join(f"{k}={v}" for k, v in res.env_vars.items())
+    console.detail(f"command: {env_txt} {' '.join(res.command)}")
+    console.detail(f"log: {res.log}")
+    for s in res.sections:
+        console.detail(f"  {s.name:<14} 0x{s.address:08x} {s.size:>10} {s.kind}")
+    console.info(f"flash {_kb(res.flash_used)} of {_kb(res.flash_limit)} "
+                 f"({100 * res.flash_used / res.flash_limit:.1f} %), "
+                 f"RAM {_kb(res.ram_used)} of {_kb(res.ram_limit)} "
+                 f"({100 * res.ram_used / res.ram_limit:.1f} %)")
+    console.info(f"model {res.model_symbol}: {res.model_size} bytes in read-only {res.model_section} "
+                 f"at 0x{res.model_address:08x}; arena {res.arena_bytes} bytes")
+    console.info(f"built in {res.seconds:.1f} s")
+    console.out.print(str(res.elf))
+    return 0
