@@ -2,9 +2,9 @@
 // the STM32N6's core, provable without hardware.
 //
 // Link: CMSDK APB UART0, which QEMU connects to its first -serial backend
-// (a TCP socket for the harness). Time: SysTick on the 1 MHz reference clock
-// QEMU gives the AN547 (one tick = one microsecond of virtual time). QEMU
-// has no DWT cycle counter. Halt: semihosting SYS_EXIT_EXTENDED, so QEMU
+// (a TCP socket for the harness). Time: SysTick on the core clock (QEMU's
+// AN547 runs it at 32 MHz of virtual time), widened by its wrap interrupt.
+// QEMU has no DWT cycle counter. Halt: semihosting SYS_EXIT_EXTENDED, so QEMU
 // exits with the firmware's code (QEMU must run with -semihosting).
 #include <cstddef>
 #include <cstdint>
@@ -28,8 +28,9 @@ constexpr uint32_t kCtrlTxEnable = 1u << 0;
 constexpr uint32_t kCtrlRxEnable = 1u << 1;
 
 #ifndef HIL_CPU_HZ
-#define HIL_CPU_HZ 25000000u
+#define HIL_CPU_HZ 32000000u
 #endif
+constexpr uint32_t kTicksPerMicro = HIL_CPU_HZ / 1000000u;
 
 constexpr uint32_t kSysTickReload = 0x00FFFFFF;  // 24 bits
 volatile uint32_t g_systick_wraps = 0;
@@ -65,10 +66,13 @@ namespace board {
 void Init() {
   Reg(kUartBaudDiv) = 16;  // the smallest legal divisor; QEMU ignores the rate
   Reg(kUartCtrl) = kCtrlTxEnable | kCtrlRxEnable;
-  // CLKSOURCE = 0: the external reference clock, 1 MHz on QEMU's AN547.
   Reg(hil::cortex_m::kSysTickLoad) = kSysTickReload;
   Reg(hil::cortex_m::kSysTickVal) = 0;
-  Reg(hil::cortex_m::kSysTickCtrl) = hil::cortex_m::kSysTickEnable | hil::cortex_m::kSysTickInterrupt;
+  Reg(hil::cortex_m::kSysTickCtrl) =
+      hil::cortex_m::kSysTickEnable | hil::cortex_m::kSysTickInterrupt | hil::cortex_m::kSysTickCoreClock;
+  // VAL reads 0 until the first reload; MicrosNow() would jump back by a wrap.
+  while (Reg(hil::cortex_m::kSysTickVal) == 0) {
+  }
 }
 
 size_t Read(uint8_t* buffer, size_t capacity) {
@@ -95,7 +99,8 @@ uint32_t MicrosNow() {
     wraps = g_systick_wraps;
     val = Reg(hil::cortex_m::kSysTickVal);
   } while (wraps != g_systick_wraps);
-  return (wraps << 24) + (kSysTickReload - val);
+  const uint64_t ticks = (uint64_t{wraps} << 24) + (kSysTickReload - val);
+  return static_cast<uint32_t>(ticks / kTicksPerMicro);
 }
 
 uint64_t CyclesNow() { return 0; }
