@@ -1,0 +1,144 @@
+"""hil build / hil flash: error paths without tools, the STM32N6 command
+plan, and (with a TFLM tree) real offline builds validated in QEMU and on
+the host."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import build as hb
+from harness import flash as hf
+from harness.boards import load_board
+from harness.errors import BuildError, ConfigError, ToolError
+
+
+def test_registry_failure_is_one_line_with_the_offline_fix():
+    out = "Platform Manager: Installing platformio/nordicnrf52\nHTTPClientError: Could not resolve host\n"
+    err = hb._classify_failure(load_board("nano33ble"), out)
+    assert isinstance(err, BuildError) and "registry is unreachable" in err.message
+    assert "qemu_m55" in err.hint and "\n" not in str(err)
+
+
+def test_compile_error_is_reported_by_its_first_line():
+    out = "Compiling x.o\nsrc/main.cpp:3:1: error: 'foo' was not declared\n*** Error 1\n"
+    err = hb._classify_failure(load_board("qemu_m55"), out)
+    assert "src/main.cpp:3:1: error" in err.message
+
+
+def test_missing_tflm_tree_says_how_to_set_it(monkeypatch):
+    monkeypatch.delenv("HIL_TFLM_DIR", raising=False)
+    monkeypatch.delenv("HIL_TFLM_M55_DIR", raising=False)
+    with pytest.raises(ConfigError) as ei:
+        hb.find_tflm_tree(load_board("qemu_m55"))
+    assert "HIL_TFLM_DIR" in ei.value.hint
+
+
+def test_a_folder_that_is_not_a_tflm_tree_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="not a TensorFlow Lite Micro tree"):
+        hb.find_tflm_tree(load_board("native"), tmp_path)
+
+
+def test_cmsis_nn_tree_is_refused_for_the_host(tmp_path):
+    micro = tmp_path / "tensorflow" / "lite" / "micro"
+    (micro / "kernels" / "cmsis_nn").mkdir(parents=True)
+    (micro / "micro_interpreter.h").write_text("")
+    with pytest.raises(ConfigError, match="CMSIS-NN"):
+        hb.find_tflm_tree(load_board("native"), tmp_path)
+    assert hb.find_tflm_tree(load_board("qemu_m55"), tmp_path) == tmp_path.resolve()
+
+
+def test_board_without_firmware_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="no firmware"):
+        hb.build("sim", tmp_path / "m.tflite")
+
+
+def test_missing_cross_compiler_is_a_tool_error(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ToolError, match="arm-none-eabi-g"):
+        hb.check_toolchain(load_board("qemu_m55"))
+
+
+def test_stm32n6_flash_plan_signs_then_programs_external_flash(tmp_path):
+    elf = tmp_path / "firmware.elf"
+    elf.write_bytes(b"\x7fELF")
+    elf.with_suffix(".bin").write_bytes(b"\0" * 16)
+    res = hf.flash("nucleo_n657x0_q", elf=elf, dry_run=True)
+    sign, program = res.commands
+    assert sign[0] == "STM32_SigningTool_CLI" and "-t" in sign and sign[sign.index("-t") + 1] == "fsbl"
+    assert program[0] == "STM32_Programmer_CLI" and program[-1] == "0x70000000"
+    assert program[program.index("-el") + 1] == "MX25UM51245G_STM32N6570-NUCLEO.stldr"
+    assert program[program.index("-w") + 1] == sign[sign.index("-o") + 1]
+    ram = hf.flash("stm32n6570_dk", elf=elf, ram=True, dry_run=True)
+    assert ram.commands == [["STM32_Programmer_CLI", "-c", "port=SWD", "mode=HOTPLUG", "AP=1", "-d", str(elf), "-s"]]
+
+
+def test_stm32n6_without_st_tools_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    elf = tmp_path / "firmware.elf"
+    elf.write_bytes(b"\x7fELF")
+    elf.with_suffix(".bin").write_bytes(b"\0")
+    with pytest.raises(ToolError, match="STM32_Programmer_CLI is not installed"):
+        hf.flash("stm32n6570_dk", elf=elf)
+
+
+def test_flash_without_firmware_says_build_first(tmp_path):
+    with pytest.raises(ConfigError, match="hil build --board qemu_m55"):
+        hf.flash("qemu_m55", elf=tmp_path / "nope.elf")
+    with pytest.raises(ConfigError, match="hil build --board native"):
+        hf.flash("native", elf=tmp_path / "nope")
+
+
+def test_cli_build_error_exits_2(capsys, monkeypatch, tmp_path):
+    from harness.cli import main
+
+    monkeypatch.delenv("HIL_TFLM_DIR", raising=False)
+    monkeypatch.delenv("HIL_TFLM_M55_DIR", raising=False)
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    assert main(["build", "--board", "qemu_m55", "--model", str(model)]) == 2
+    assert "TensorFlow Lite Micro tree" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- with a TFLM tree
+
+def _tree(var: str) -> Path:
+    value = os.environ.get(var)
+    if not value:
+        pytest.skip(f"set {var}=/path/to/tflm_tree (create_tflm_tree.py output) to run real firmware builds")
+    return Path(value)
+
+
+def _fixture(request, name):
+    try:
+        return request.getfixturevalue(name)
+    except pytest.FixtureLookupError:
+        pytest.skip(f"fixture {name} (tests/conftest.py) is not available yet")
+
+
+@pytest.mark.tflm
+@pytest.mark.parametrize("board,var", [("qemu_m55", "HIL_TFLM_M55_DIR"), ("native", "HIL_TFLM_DIR")])
+@pytest.mark.parametrize("example", ["gesture_model", "audio_model"])
+def test_built_firmware_validates_bit_exact(request, tmp_path_factory, board, var, example):
+    tree = _tree(var)
+    model, data = _fixture(request, example)[:2]
+    if not (hb.firmware_dir() / "src" / "main.cpp").is_file():
+        pytest.skip("firmware/src/main.cpp is not there yet")
+    out = tmp_path_factory.mktemp(f"fw_{board}")
+    res = hb.build(board, model, tflm_dir=tree, out=out)
+    assert res.model_in_readonly_section
+    dev = hf.flash(board, elf=res.elf)
+    try:
+        proc = subprocess.run(["hil", "validate", "--port", dev.port, "--model", str(model), "--data", str(data)],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    finally:
+        if hasattr(dev.process, "stop"):
+            dev.process.stop()
+        else:
+            dev.process.kill()
