@@ -1,0 +1,569 @@
+"""The wire protocol's pure codec (docs/protocol.md): COBS framing, CRC-32,
+frame bodies and typed messages. Bytes in, bytes or messages out; no I/O.
+
+Every decoding failure raises `CodecError` whose `.reason` names it:
+frame level `COBS`, `SHORT`, `CRC`, `TOO_LONG` (the golden vectors' names);
+message level `UNKNOWN_TYPE`, `BAD_LENGTH` (a valid frame whose payload
+does not fit its type). Encoding a value that does not fit its field raises
+`CodecError("VALUE")`.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import Union
+
+from harness.errors import ProtocolError
+from harness.model import DTYPE_CODES
+
+VERSION = 1
+HEADER = 4  # type, flags, seq
+TRAILER = 4  # crc
+MIN_BODY = HEADER + TRAILER
+MAX_BODY_HOST = 65535 + MIN_BODY  # the largest body a host accepts
+FLAG_RETRY = 0x01
+
+# INFO flags
+INFO_CYCLES_REAL = 0x0001
+INFO_HOST_TIME = 0x0002
+
+# message types
+HELLO, WRITE, INVOKE, READ, PING = 0x01, 0x02, 0x03, 0x04, 0x06
+ACK, INFO, RESULT, DATA, PONG = 0x80, 0x81, 0x83, 0x84, 0x86
+ERROR, LOG, BOOT = 0xE0, 0xF0, 0xF1
+
+# ERROR codes
+E_UNKNOWN_TYPE, E_BAD_LENGTH, E_BAD_TENSOR, E_OUT_OF_RANGE = 1, 2, 3, 4
+E_INCOMPLETE_INPUT, E_INVOKE_FAILED, E_VERSION, E_NOT_READY = 5, 6, 7, 8
+ERROR_NAMES = {1: "UNKNOWN_TYPE", 2: "BAD_LENGTH", 3: "BAD_TENSOR", 4: "OUT_OF_RANGE",
+               5: "INCOMPLETE_INPUT", 6: "INVOKE_FAILED", 7: "VERSION", 8: "NOT_READY"}
+
+DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
+LOG_LEVELS = {0: "error", 1: "warn", 2: "info", 3: "debug"}
+
+
+class CodecError(ProtocolError):
+    """Bytes the codec cannot accept; `.reason` is the error's name."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"protocol {reason}" + (f": {detail}" if detail else ""),
+                         "the link is corrupting data — check the cable, baud rate and firmware version")
+        self.reason = reason
+
+
+# --------------------------------------------------------------------- COBS
+
+def cobs_encode(data: bytes) -> bytes:
+    """COBS-encode `data` as in Cheshire & Baker's StuffData: the result holds
+    no 0x00 (the delimiter is not added); a run of 254 non-zero bytes ends its
+    block with code 0xFF and is followed by a new block, even at the end."""
+    out = bytearray()
+    for part in bytes(data).split(b"\x00"):  # each part but the last is followed by a zero
+        i, n = 0, len(part)
+        while n - i >= 254:
+            out.append(0xFF)
+            out += part[i:i + 254]
+            i += 254
+        out.append(n - i + 1)
+        out += part[i:]
+    return bytes(out)
+
+
+def cobs_decode(data: bytes) -> bytes:
+    """Decode one COBS-encoded frame (without its 0x00); `CodecError("COBS")` if invalid."""
+    out = bytearray()
+    i, n = 0, len(data)
+    while i < n:
+        code = data[i]
+        if code == 0:
+            raise CodecError("COBS", f"zero byte at {i} inside a frame")
+        j = i + code
+        if j > n:
+            raise CodecError("COBS", f"block at {i} runs past the end of the frame")
+        block = data[i + 1:j]
+        if 0 in block:
+            raise CodecError("COBS", "zero byte inside a frame")
+        out += block
+        i = j
+        if code < 0xFF and i < n:
+            out.append(0)
+    return bytes(out)
+
+
+def cobs_max_encoded(n: int) -> int:
+    """Longest COBS encoding of `n` bytes (without the delimiter)."""
+    return n + n // 254 + 1
+
+
+# --------------------------------------------------------------------- frames
+
+def crc32(data: bytes) -> int:
+    return zlib.crc32(data) & 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A checked frame body: header fields and the raw payload."""
+
+    type: int
+    flags: int
+    seq: int
+    payload: bytes
+
+    def message(self) -> "Message":
+        return decode_payload(self.type, self.payload)
+
+    @property
+    def body(self) -> bytes:
+        return encode_body(self.type, self.flags, self.seq, self.payload)
+
+
+def encode_body(mtype: int, flags: int, seq: int, payload: bytes) -> bytes:
+    if not (0 <= mtype <= 0xFF and 0 <= flags <= 0xFF and 0 <= seq <= 0xFFFF):
+        raise CodecError("VALUE", f"header out of range (type {mtype}, flags {flags}, seq {seq})")
+    head = struct.pack("<BBH", mtype, flags, seq) + bytes(payload)
+    return head + struct.pack("<I", crc32(head))
+
+
+def decode_body(body: bytes, max_body: int = MAX_BODY_HOST) -> Frame:
+    """Check a decoded body: length and CRC."""
+    if len(body) > max_body:
+        raise CodecError("TOO_LONG", f"{len(body)}-byte body, limit {max_body}")
+    if len(body) < MIN_BODY:
+        raise CodecError("SHORT", f"{len(body)}-byte body, at least {MIN_BODY} needed")
+    (want,) = struct.unpack_from("<I", body, len(body) - TRAILER)
+    if crc32(body[:-TRAILER]) != want:
+        raise CodecError("CRC")
+    mtype, flags, seq = struct.unpack_from("<BBH", body, 0)
+    return Frame(mtype, flags, seq, bytes(body[HEADER:-TRAILER]))
+
+
+def encode_wire(body: bytes) -> bytes:
+    """A body as it goes on the wire: COBS(body) 0x00."""
+    return cobs_encode(body) + b"\x00"
+
+
+def decode_wire(wire: bytes, max_body: int = MAX_BODY_HOST) -> Frame:
+    """Decode exactly one frame, with or without its trailing 0x00."""
+    wire = bytes(wire)
+    if wire.endswith(b"\x00"):
+        wire = wire[:-1]
+    if len(wire) > cobs_max_encoded(max_body):
+        raise CodecError("TOO_LONG", f"{len(wire)} encoded bytes, body limit {max_body}")
+    return decode_body(cobs_decode(wire), max_body)
+
+
+# --------------------------------------------------------------------- messages
+
+def _u(fmt: str, payload: bytes, mtype: int, exact: bool = True) -> tuple:
+    size = struct.calcsize(fmt)
+    if len(payload) < size or (exact and len(payload) != size):
+        raise CodecError("BAD_LENGTH", f"type 0x{mtype:02X} payload of {len(payload)} bytes")
+    return struct.unpack_from(fmt, payload, 0)
+
+
+def _pack(fmt: str, *values) -> bytes:
+    try:
+        return struct.pack(fmt, *values)
+    except (struct.error, OverflowError) as exc:
+        raise CodecError("VALUE", str(exc)) from exc
+
+
+@dataclass(frozen=True)
+class Hello:
+    version_min: int = VERSION
+    version_max: int = VERSION
+    nonce: int = 0
+    TYPE = HELLO
+
+    def payload(self) -> bytes:
+        return _pack("<HHI", self.version_min, self.version_max, self.nonce)
+
+    @classmethod
+    def parse(cls, p: bytes) -> "Hello":
+        return cls(*_u("<HHI", p, HELLO))
+
+
+@dataclass(frozen=True)
+class Write:
+    tensor: int
+    offset: int
+    data: bytes
+    TYPE = WRITE
+
+    def payload(self) -> bytes:
+        return _pack("<BBHI", self.tensor, 0, 0, self.offset) + bytes(self.data)
+
+    @classmethod
+    def parse(cls, p: bytes) -> "Write":
+        t, _, _, off = _u("<BBHI", p, WRITE, exact=False)
+        return cls(t, off, bytes(p[8:]))
+
+
+@dataclass(frozen=True)
+class Invoke:
+    sample_id: int
+    TYPE = INVOKE
+
+    def payload(self) -> bytes:
+        return _pack("<I", self.sample_id)
+
+    @classmethod
+    def parse(cls, p: bytes) -> "Invoke":
+        return cls(*_u("<I", p, INVOKE))
+
+
+@dataclass(frozen=True)
+class Read:
+    tensor: int
+    offset: int
+    length: int
+    TYPE = READ
+
+    def payload(self) -> bytes:
+        return _pack("<BBHII", self.tensor, 0, 0, self.offset, self.length)
+
+    @classmethod
+    def parse(cls, p: bytes) -> "Read":
+        t, _, _, off, n = _u("<BBHII", p, READ)
+        return cls(t, off, n)
+
+
+@dataclass(frozen=True)
+class Ping:
+    data: bytes = b""
+    TYPE = PING
+
+    def payload(self) -> bytes:
+        return bytes(self.data)
+
+    @classmethod
+    def parse(cls, p: bytes) -> "Ping":
+        return cls(bytes(p))
+
+
+@dataclass(frozen=True)
+class Ack:
+    TYPE = ACK
+
+    def payload(self) -> bytes:
+        return b""
+
+    @classmethod
+    def parse(cls, p: bytes) -> "Ack":
+        if p:
+            raise CodecError("BAD_LENGTH", f"ACK with a {len(p)}-byte payload")
+        return cls()
+
+
+def dtype_code(name: str) -> int:
+    if name in DTYPE_CODES:
+        return DTYPE_CODES[name]
+    if name.startswith("dtype") and name[5:].isdigit():
+        return int(name[5:])
+    raise CodecError("VALUE", f"dtype {name!r} has no wire code")
+
+
+def dtype_name(code: int) -> str:
+    return DTYPE_NAMES.get(code, f"dtype{code}")
+
+
+@dataclass(frozen=True)
+class TensorDescriptor:
+    """An input or output tensor as the device reports it."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    scale: float = 0.0
+    zero_point: int = 0
+    nbytes: int = 0
+
+    def encode(self) -> bytes:
+        if len(self.shape) > 255:
+            raise CodecError("VALUE", "more than 255 dims")
+        return (_pack("<BBH", dtype_code(self.dtype), len(self.shape), 0)
+                + _pack(f"<{len(self.shape)}i", *self.shape)
+                + _pack("<fiI", self.scale, self.zero_point, self.nbytes))
+
+    @classmethod
+    def parse_from(cls, p: bytes, pos: int) -> tuple["TensorDescriptor", int]:
+        code, ndims, _ = _u("<BBH", p[pos:pos + 4], INFO)
+        pos += 4
+        need = 4 * ndims + 12
+        if len(p) - pos < need:
+            raise CodecError("BAD_LENGTH", "INFO ends inside a tensor descriptor")
+        dims = struct.unpack_from(f"<{ndims}i", p, pos)
+        scale, zp, nbytes = struct.unpack_from("<fiI", p, pos + 4 * ndims)
+        return cls(dtype_name(code), tuple(dims), scale, zp, nbytes), pos + need
+
+
+def _str8(s: str) -> bytes:
+    b = s.encode("utf-8")
+    if len(b) > 255:
+        raise CodecError("VALUE", "string longer than 255 bytes")
+    return bytes([len(b)]) + b
+
+
+def _read_str8(p: bytes, pos: int) -> tuple[str, int]:
+    if pos >= len(p) or pos + 1 + p[pos] > len(p):
+        raise CodecError("BAD_LENGTH", "INFO ends inside a string")
+    n = p[pos]
+    return p[pos + 1:pos + 1 + n].decode("utf-8", "replace"), pos + 1 + n
+
+
+_INFO_FIXED = "<HHIHHIII32sI"
+
+
+@dataclass(frozen=True)
+class Info:
+    version: int
+    flags: int
+    max_frame: int
+    rx_window: int
+    arena_size: int
+    arena_used: int
+    model_size: int
+    model_sha256: bytes
+    cpu_hz: int
+    firmware: str
+    board: str
+    inputs: tuple[TensorDescriptor, ...] = ()
+    outputs: tuple[TensorDescriptor, ...] = ()
+    TYPE = INFO
+
+    def payload(self) -> bytes:
+        if len(self.model_sha256) != 32:
+            raise CodecError("VALUE", "model_sha256 must be 32 bytes")
+        if len(self.inputs) > 255 or len(self.outputs) > 255:
+            raise CodecError("VALUE", "more than 255 tensors")
+        out = _pack(_INFO_FIXED, self.version, self.flags, self.max_frame, self.rx_window, 0,
+                    self.arena_size, self.arena_used, self.model_size, bytes(self.model_sha256),
+                    self.cpu_hz)
+        out += _str8(self.firmware) + _str8(self.board)
+        out += bytes([len(self.inputs), len(self.outputs)])
+        for t in (*self.inputs, *self.outputs):
+            out += t.encode()
+        return out
+
+    @classmethod
+    def parse(cls, p: bytes) -> "Info":
+        p = bytes(p)
+        (version, flags, max_frame, rx_window, _, arena_size, arena_used, model_size, sha,
+         cpu_hz) = _u(_INFO_FIXED, p, INFO, exact=False)
+        pos = struct.calcsize(_INFO_FIXED)
+        firmware, pos = _read_str8(p, pos)
+        board, pos = _read_str8(p, pos)
+        if pos + 2 > len(p):
+            raise CodecError("BAD_LENGTH", "INFO ends before the tensor counts")
+        n_in, n_out = p[pos], p[pos + 1]
+        pos += 2
+        tensors = []
+        for _ in range(n_in + n_out):
+            t, pos = TensorDescriptor.parse_from(p, pos)
+            tensors.append(t)
+        # bytes past this point belong to later versions and are ignored
+        return cls(version, flags, max_frame, rx_window, arena_size, arena_used, model_size, sha,
+                   cpu_hz, firmware, board, tuple(tensors[:n_in]), tuple(tensors[n_in:]))
+
+
+@dataclass(frozen=True)
+class Result:
+    sample_id: int
+    status: int
+    invoke_us: int
+    cycles: int = 0
+    TYPE = RESULT
+
+    def payload(self) -> bytes:
+        return _pack("<IIIIQ", self.sample_id, self.status, self.invoke_us, 0, self.cycles)
+
+    @classmethod
+    def parse(cls, p: bytes) -> "Result":
+        sid, status, us, _, cycles = _u("<IIIIQ", p, RESULT)
+        return cls(sid, status, us, cycles)
+
+
+@dataclass(frozen=True)
+class Data:
+    tensor: int
+    offset: int
+    data: bytes
+    TYPE = DATA
+
+    def payload(self) -> bytes:
+        return _pack("<BBHI", self.tensor, 0, 0, self.offset) + bytes(self.data)
+
+    @classmethod
+    def parse(cls, p: bytes) -> "Data":
+        t, _, _, off = _u("<BBHI", p, DATA, exact=False)
+        return cls(t, off, bytes(p[8:]))
+
+
+@dataclass(frozen=True)
+class Pong:
+    data: bytes = b""
+    TYPE = PONG
+
+    def payload(self) -> bytes:
+        return bytes(self.data)
+
+    @classmethod
+    def parse(cls, p: bytes) -> "Pong":
+        return cls(bytes(p))
+
+
+@dataclass(frozen=True)
+class Error:
+    code: int
+    message: str = ""
+    TYPE = ERROR
+
+    @property
+    def name(self) -> str:
+        return ERROR_NAMES.get(self.code, f"ERROR_{self.code}")
+
+    def payload(self) -> bytes:
+        return _pack("<HH", self.code, 0) + self.message.encode("utf-8")
+
+    @classmethod
+    def parse(cls, p: bytes) -> "Error":
+        code, _ = _u("<HH", p, ERROR, exact=False)
+        return cls(code, bytes(p[4:]).decode("utf-8", "replace"))
+
+
+@dataclass(frozen=True)
+class Log:
+    level: int
+    text: str
+    TYPE = LOG
+
+    def payload(self) -> bytes:
+        return _pack("<B", self.level) + self.text.encode("utf-8")
+
+    @classmethod
+    def parse(cls, p: bytes) -> "Log":
+        (level,) = _u("<B", p, LOG, exact=False)
+        return cls(level, bytes(p[1:]).decode("utf-8", "replace"))
+
+
+@dataclass(frozen=True)
+class Boot:
+    boot_nonce: int
+    TYPE = BOOT
+
+    def payload(self) -> bytes:
+        return _pack("<I", self.boot_nonce)
+
+    @classmethod
+    def parse(cls, p: bytes) -> "Boot":
+        return cls(*_u("<I", p, BOOT))
+
+
+Message = Union[Hello, Write, Invoke, Read, Ping, Ack, Info, Result, Data, Pong, Error, Log, Boot]
+MESSAGE_CLASSES = {c.TYPE: c for c in (Hello, Write, Invoke, Read, Ping, Ack, Info, Result, Data,
+                                       Pong, Error, Log, Boot)}
+REQUEST_TYPES = frozenset({HELLO, WRITE, INVOKE, READ, PING})
+TYPE_NAMES = {c.TYPE: c.__name__.upper() for c in MESSAGE_CLASSES.values()}
+
+
+def decode_payload(mtype: int, payload: bytes) -> Message:
+    cls = MESSAGE_CLASSES.get(mtype)
+    if cls is None:
+        raise CodecError("UNKNOWN_TYPE", f"type 0x{mtype:02X}")
+    return cls.parse(bytes(payload))
+
+
+def encode_message(msg: Message, seq: int = 0, flags: int = 0) -> bytes:
+    """A message as wire bytes: COBS(body) 0x00."""
+    return encode_wire(encode_body(msg.TYPE, flags, seq, msg.payload()))
+
+
+def message_body(msg: Message, seq: int = 0, flags: int = 0) -> bytes:
+    return encode_body(msg.TYPE, flags, seq, msg.payload())
+
+
+def decode_message(wire: bytes, max_body: int = MAX_BODY_HOST) -> tuple[Message, int, int]:
+    """One frame's wire bytes -> (message, seq, flags)."""
+    f = decode_wire(wire, max_body)
+    return f.message(), f.seq, f.flags
+
+
+# --------------------------------------------------------------------- stream
+
+@dataclass
+class FrameDecoder:
+    """Incremental receiver: `feed(bytes)` returns the frames completed by
+    those bytes. Bad frames are dropped (their reasons counted in `drops`
+    and listed in `drop_log`) and decoding resumes after the next 0x00.
+    Frames longer than `max_body` are skipped without being buffered."""
+
+    max_body: int = MAX_BODY_HOST
+    drops: dict = field(default_factory=dict)
+    drop_log: list = field(default_factory=list)
+    keep_log: int = 64
+
+    def __post_init__(self):
+        self._buf = bytearray()
+        self._skipping = False
+        self._max_enc = cobs_max_encoded(self.max_body)
+
+    def _drop(self, reason: str) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+        self.drop_log.append(reason)
+        if len(self.drop_log) > self.keep_log:
+            del self.drop_log[: len(self.drop_log) - self.keep_log]
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a partly received frame."""
+        return len(self._buf)
+
+    def reset(self) -> None:
+        self._buf.clear()
+        self._skipping = False
+
+    def feed(self, data: bytes) -> list[Frame]:
+        out: list[Frame] = []
+        data = bytes(data)
+        pos, n = 0, len(data)
+        while pos < n:
+            z = data.find(0, pos)
+            end = n if z < 0 else z
+            if not self._skipping:
+                self._buf += data[pos:end]
+                if len(self._buf) > self._max_enc:
+                    self._buf.clear()
+                    self._skipping = True
+                    self._drop("TOO_LONG")
+            if z < 0:
+                break
+            pos = z + 1
+            if self._skipping:
+                self._skipping = False
+                continue
+            if not self._buf:
+                continue  # empty frame: ignored
+            enc = bytes(self._buf)
+            self._buf.clear()
+            try:
+                out.append(decode_body(cobs_decode(enc), self.max_body))
+            except CodecError as exc:
+                self._drop(exc.reason)
+        return out
+
+def pretty(msg: Message) -> str:
+    """A short human-readable form for logs."""
+    name = TYPE_NAMES.get(msg.TYPE, hex(msg.TYPE))
+    if isinstance(msg, (Write, Data)):
+        return f"{name}(t{msg.tensor} @{msg.offset} +{len(msg.data)})"
+    if isinstance(msg, Error):
+        return f"ERROR({msg.name}: {msg.message})"
+    if isinstance(msg, Info):
+        return f"INFO(v{msg.version} {msg.board} {msg.firmware} max_frame={msg.max_frame})"
+    return f"{name}{tuple(getattr(msg, k) for k in msg.__dataclass_fields__)}"
