@@ -1,0 +1,346 @@
+// tinyhil wire protocol: the device side (see hil_dispatcher.h).
+#include "hil_dispatcher.h"
+
+#include <cstring>
+
+namespace hil {
+namespace protocol {
+
+namespace {
+
+constexpr size_t kWriteHeader = 8;   // u8 tensor, u8 0, u16 0, u32 offset
+constexpr size_t kReadPayload = 12;  // ... u32 length
+constexpr size_t kHelloPayload = 8;
+constexpr size_t kInvokePayload = 4;
+// DATA bytes that fit one frame of kMaxFrame: header, DATA header, CRC.
+constexpr size_t kMaxDataChunk = kMaxFrame - kMinBody - kWriteHeader;
+constexpr size_t kMaxErrorText = kMaxFrame - kMinBody - 4;
+
+size_t BoundedLength(const char* text, size_t limit) {
+  size_t n = 0;
+  if (text == nullptr) return 0;
+  while (n < limit && text[n] != '\0') ++n;
+  return n;
+}
+
+}  // namespace
+
+Dispatcher::Dispatcher(Backend* backend, ByteSink* sink)
+    : backend_(backend), writer_(sink), rx_{}, receiver_(rx_, sizeof(rx_)), coverage_{}, memory_{} {}
+
+Status Dispatcher::Feed(const uint8_t* data, size_t length) {
+  if (data == nullptr && length > 0) return Status::kBadArgument;
+  for (size_t i = 0; i < length; ++i) {
+    if (receiver_.Push(data[i]) == FrameReceiver::Event::kFrame) Handle(receiver_.frame());
+  }
+  return Status::kOk;
+}
+
+Status Dispatcher::SendBoot(uint32_t boot_nonce) {
+  const Status s = writer_.Begin(kBoot, 0, 0);
+  if (s != Status::kOk) return s;
+  writer_.PutU32(boot_nonce);
+  return writer_.End();
+}
+
+Status Dispatcher::Log(LogLevel level, const char* text, size_t length) {
+  if (text == nullptr && length > 0) return Status::kBadArgument;
+  if (writer_.open()) {
+    ++counters_.logs_dropped;
+    return Status::kBusy;
+  }
+  if (length > kMaxLog) length = kMaxLog;
+  writer_.Begin(kLog, 0, 0);
+  writer_.PutU8(static_cast<uint8_t>(level));
+  writer_.Put(reinterpret_cast<const uint8_t*>(text), length);
+  return writer_.End();
+}
+
+// ---------------------------------------------------------------- requests
+Dispatcher::Remembered* Dispatcher::Find(uint16_t seq) {
+  for (Remembered& m : memory_) {
+    if (m.used && m.seq == seq) return &m;
+  }
+  return nullptr;
+}
+
+void Dispatcher::Handle(const FrameView& request) {
+  ++counters_.requests;
+  Remembered* seen = Find(request.seq);
+  if (seen != nullptr && seen->request_type == request.type) {
+    ++counters_.duplicates;
+    if (seen->stored) {
+      writer_.Begin(seen->response_type, 0, request.seq);
+      writer_.Put(seen->payload, seen->length);
+      writer_.End();
+    } else {
+      Execute(request);  // no side effect: the same answer again
+    }
+    return;
+  }
+  if (seen != nullptr) seen->used = false;  // the seq was reused for another request
+  if (request.type == kHello) {
+    // A new session numbers its requests from 1 again: forget the old one.
+    for (Remembered& m : memory_) m.used = false;
+    ClearInputs();
+  }
+  Remembered& slot = memory_[next_memory_];
+  next_memory_ = (next_memory_ + 1) % kDupEntries;
+  slot.used = false;
+  writer_.Capture(slot.payload, sizeof(slot.payload));
+  Execute(request);
+  writer_.Capture(nullptr, 0);
+  slot.used = true;
+  slot.seq = request.seq;
+  slot.request_type = request.type;
+  slot.response_type = response_type_;
+  slot.stored = writer_.payload_length() <= sizeof(slot.payload);
+  slot.length = slot.stored ? static_cast<uint8_t>(writer_.payload_length()) : 0;
+}
+
+void Dispatcher::Execute(const FrameView& request) {
+  switch (request.type) {
+    case kHello:
+      HandleHello(request);
+      return;
+    case kWrite:
+      HandleWrite(request);
+      return;
+    case kInvoke:
+      HandleInvoke(request);
+      return;
+    case kRead:
+      HandleRead(request);
+      return;
+    case kPing:
+      response_type_ = kPong;
+      writer_.Begin(kPong, 0, request.seq);
+      writer_.Put(request.payload, request.payload_length);
+      writer_.End();
+      return;
+    default:
+      SendError(request.seq, kErrUnknownType, "unknown request type");
+      return;
+  }
+}
+
+bool Dispatcher::RefuseNotReady(uint16_t seq) {
+  const char* reason = backend_->NotReadyReason();
+  if (reason == nullptr && backend_->NumInputs() > kMaxInputs) {
+    reason = "the model has more inputs than HIL_MAX_INPUTS";
+  }
+  if (reason == nullptr && (backend_->NumInputs() > 255 || backend_->NumOutputs() > 255 ||
+                            backend_->NumInputs() < 0 || backend_->NumOutputs() < 0)) {
+    reason = "tensor count out of range";
+  }
+  if (reason == nullptr) return false;
+  SendError(seq, kErrNotReady, reason);
+  return true;
+}
+
+void Dispatcher::HandleHello(const FrameView& request) {
+  if (request.payload_length != kHelloPayload) {
+    SendError(request.seq, kErrBadLength, "HELLO takes 8 bytes");
+    return;
+  }
+  const uint16_t version_min = LoadU16(request.payload);
+  const uint16_t version_max = LoadU16(request.payload + 2);
+  if (version_min > kProtocolVersion || version_max < kProtocolVersion) {
+    SendError(request.seq, kErrVersion, "device speaks protocol version 1 only");
+    return;
+  }
+  if (RefuseNotReady(request.seq)) return;
+  const int n_in = backend_->NumInputs();
+  const int n_out = backend_->NumOutputs();
+  TensorSpec spec;
+  for (int i = 0; i < n_in + n_out; ++i) {
+    if (!backend_->GetTensorSpec(i >= n_in, i >= n_in ? i - n_in : i, &spec) || spec.ndims > kMaxDims) {
+      SendError(request.seq, kErrNotReady, "tensor description unavailable");
+      return;
+    }
+  }
+  DeviceInfo info{};
+  backend_->GetInfo(&info);
+  static const uint8_t kNoSha[32] = {};
+  const size_t firmware_len = BoundedLength(info.firmware, 255);
+  const size_t board_len = BoundedLength(info.board, 255);
+
+  response_type_ = kInfo;
+  writer_.Begin(kInfo, 0, request.seq);
+  writer_.PutU16(kProtocolVersion);
+  writer_.PutU16(info.flags);
+  writer_.PutU32(static_cast<uint32_t>(kMaxFrame));
+  writer_.PutU16(kRxWindow);
+  writer_.PutU16(0);
+  writer_.PutU32(info.arena_size);
+  writer_.PutU32(info.arena_used);
+  writer_.PutU32(info.model_size);
+  writer_.Put(info.model_sha256 != nullptr ? info.model_sha256 : kNoSha, 32);
+  writer_.PutU32(info.cpu_hz);
+  writer_.PutU8(static_cast<uint8_t>(firmware_len));
+  writer_.Put(reinterpret_cast<const uint8_t*>(info.firmware), firmware_len);
+  writer_.PutU8(static_cast<uint8_t>(board_len));
+  writer_.Put(reinterpret_cast<const uint8_t*>(info.board), board_len);
+  writer_.PutU8(static_cast<uint8_t>(n_in));
+  writer_.PutU8(static_cast<uint8_t>(n_out));
+  for (int i = 0; i < n_in + n_out; ++i) {
+    backend_->GetTensorSpec(i >= n_in, i >= n_in ? i - n_in : i, &spec);
+    writer_.PutU8(spec.dtype);
+    writer_.PutU8(spec.ndims);
+    writer_.PutU16(0);
+    for (int d = 0; d < spec.ndims; ++d) writer_.PutI32(spec.dims[d]);
+    writer_.PutF32(spec.scale);
+    writer_.PutI32(spec.zero_point);
+    writer_.PutU32(spec.nbytes);
+  }
+  writer_.End();
+}
+
+void Dispatcher::HandleWrite(const FrameView& request) {
+  if (request.payload_length < kWriteHeader) {
+    SendError(request.seq, kErrBadLength, "WRITE takes 8 bytes + data");
+    return;
+  }
+  if (RefuseNotReady(request.seq)) return;
+  const uint8_t tensor = request.payload[0];
+  const uint32_t offset = LoadU32(request.payload + 4);
+  const size_t length = request.payload_length - kWriteHeader;
+  TensorSpec spec;
+  if (tensor >= backend_->NumInputs() || !backend_->GetTensorSpec(false, tensor, &spec)) {
+    SendError(request.seq, kErrBadTensor, "no such input tensor");
+    return;
+  }
+  if (offset > spec.nbytes || length > spec.nbytes - offset) {
+    SendError(request.seq, kErrOutOfRange, "WRITE beyond the end of the tensor");
+    return;
+  }
+  uint8_t* buffer = backend_->InputBuffer(tensor);
+  if (buffer == nullptr) {
+    SendError(request.seq, kErrNotReady, "input tensor has no buffer");
+    return;
+  }
+  if (length > 0) {
+    std::memcpy(buffer + offset, request.payload + kWriteHeader, length);
+    Cover(tensor, offset, static_cast<uint32_t>(offset + length));
+  }
+  SendEmpty(kAck, request.seq);
+}
+
+void Dispatcher::HandleInvoke(const FrameView& request) {
+  if (request.payload_length != kInvokePayload) {
+    SendError(request.seq, kErrBadLength, "INVOKE takes 4 bytes");
+    return;
+  }
+  if (RefuseNotReady(request.seq)) return;
+  const uint32_t sample_id = LoadU32(request.payload);
+  const int n_in = backend_->NumInputs();
+  for (int i = 0; i < n_in; ++i) {
+    TensorSpec spec;
+    if (!backend_->GetTensorSpec(false, i, &spec) || !Complete(i, spec.nbytes)) {
+      SendError(request.seq, kErrIncompleteInput, "an input was not fully written");
+      return;
+    }
+  }
+  uint32_t invoke_us = 0;
+  uint64_t cycles = 0;
+  const int32_t status = backend_->Invoke(&invoke_us, &cycles);
+  ClearInputs();
+  if (status != 0) {
+    SendError(request.seq, kErrInvokeFailed, "Invoke() failed");
+    return;
+  }
+  response_type_ = kResult;
+  writer_.Begin(kResult, 0, request.seq);
+  writer_.PutU32(sample_id);
+  writer_.PutU32(static_cast<uint32_t>(status));
+  writer_.PutU32(invoke_us);
+  writer_.PutU32(0);
+  writer_.PutU64(cycles);
+  writer_.End();
+}
+
+void Dispatcher::HandleRead(const FrameView& request) {
+  if (request.payload_length != kReadPayload) {
+    SendError(request.seq, kErrBadLength, "READ takes 12 bytes");
+    return;
+  }
+  if (RefuseNotReady(request.seq)) return;
+  const uint8_t tensor = request.payload[0];
+  const uint32_t offset = LoadU32(request.payload + 4);
+  uint32_t length = LoadU32(request.payload + 8);
+  TensorSpec spec;
+  if (tensor >= backend_->NumOutputs() || !backend_->GetTensorSpec(true, tensor, &spec)) {
+    SendError(request.seq, kErrBadTensor, "no such output tensor");
+    return;
+  }
+  if (offset > spec.nbytes || length > spec.nbytes - offset) {
+    SendError(request.seq, kErrOutOfRange, "READ beyond the end of the tensor");
+    return;
+  }
+  const uint8_t* buffer = backend_->OutputBuffer(tensor);
+  if (buffer == nullptr) {
+    SendError(request.seq, kErrNotReady, "output tensor has no buffer");
+    return;
+  }
+  if (length > kMaxDataChunk) length = static_cast<uint32_t>(kMaxDataChunk);
+  response_type_ = kData;
+  writer_.Begin(kData, 0, request.seq);
+  writer_.PutU8(tensor);
+  writer_.PutU8(0);
+  writer_.PutU16(0);
+  writer_.PutU32(offset);
+  writer_.Put(buffer + offset, length);
+  writer_.End();
+}
+
+void Dispatcher::SendEmpty(uint8_t type, uint16_t seq) {
+  response_type_ = type;
+  writer_.Begin(type, 0, seq);
+  writer_.End();
+}
+
+void Dispatcher::SendError(uint16_t seq, uint16_t code, const char* message) {
+  ++counters_.errors;
+  response_type_ = kError;
+  writer_.Begin(kError, 0, seq);
+  writer_.PutU16(code);
+  writer_.PutU16(0);
+  writer_.Put(reinterpret_cast<const uint8_t*>(message), BoundedLength(message, kMaxErrorText));
+  writer_.End();
+}
+
+// ---------------------------------------------------------------- inputs
+void Dispatcher::ClearInputs() {
+  for (Coverage& c : coverage_) c.count = 0;
+}
+
+void Dispatcher::Cover(int input, uint32_t begin, uint32_t end) {
+  if (input < 0 || input >= kMaxInputs || begin >= end) return;
+  Coverage& c = coverage_[input];
+  // Merge every range that touches [begin, end), then keep the rest sorted
+  // out of order: only the union matters.
+  int kept = 0;
+  for (int i = 0; i < c.count; ++i) {
+    const Range r = c.ranges[i];
+    if (r.begin <= end && begin <= r.end) {
+      if (r.begin < begin) begin = r.begin;
+      if (r.end > end) end = r.end;
+    } else {
+      c.ranges[kept++] = r;
+    }
+  }
+  c.count = static_cast<uint8_t>(kept);
+  // Out of room (more gaps than the window allows): the range is forgotten,
+  // INVOKE answers INCOMPLETE_INPUT and the host repeats the sample.
+  if (c.count < kInputRanges) c.ranges[c.count++] = Range{begin, end};
+}
+
+bool Dispatcher::Complete(int input, uint32_t nbytes) const {
+  if (nbytes == 0) return true;
+  if (input < 0 || input >= kMaxInputs) return false;
+  const Coverage& c = coverage_[input];
+  return c.count == 1 && c.ranges[0].begin == 0 && c.ranges[0].end >= nbytes;
+}
+
+}  // namespace protocol
+}  // namespace hil

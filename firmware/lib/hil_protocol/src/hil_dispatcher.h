@@ -1,0 +1,162 @@
+// tinyhil wire protocol: the device side (docs/protocol.md sections 2-4).
+//
+// The Dispatcher turns received bytes into requests, runs them against a
+// Backend (the model: TFLM on a device, a fake in tests) and streams the
+// responses to a ByteSink. It keeps the memory of recent requests that makes
+// WRITE and INVOKE exactly-once under retransmission, tracks which input
+// bytes were written since the last INVOKE, and sends the unsolicited BOOT
+// and LOG frames. All of its state is inside the object: declare it static.
+#ifndef HIL_DISPATCHER_H_
+#define HIL_DISPATCHER_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "hil_protocol.h"
+
+// Input tensors the dispatcher can track (a model with more is NOT_READY).
+#ifndef HIL_MAX_INPUTS
+#define HIL_MAX_INPUTS 4
+#endif
+// Disjoint written ranges remembered per input between two INVOKEs.
+#ifndef HIL_INPUT_RANGES
+#define HIL_INPUT_RANGES (2 * HIL_RX_WINDOW)
+#endif
+// Payload bytes kept per remembered response (RESULT needs 24).
+#ifndef HIL_DUP_PAYLOAD
+#define HIL_DUP_PAYLOAD 48
+#endif
+// Longest LOG text, bytes (longer text is cut).
+#ifndef HIL_MAX_LOG
+#define HIL_MAX_LOG 160
+#endif
+
+namespace hil {
+namespace protocol {
+
+constexpr int kMaxDims = 6;
+constexpr int kMaxInputs = HIL_MAX_INPUTS;
+constexpr int kInputRanges = HIL_INPUT_RANGES;
+constexpr size_t kDupPayload = HIL_DUP_PAYLOAD;
+constexpr size_t kMaxLog = HIL_MAX_LOG;
+constexpr int kDupEntries = 2 * kRxWindow;
+
+static_assert(kDupPayload >= 24 && kDupPayload <= 255, "HIL_DUP_PAYLOAD must hold a RESULT");
+static_assert(kMaxLog + 1 + kMinBody <= kMaxFrame, "HIL_MAX_LOG does not fit a frame");
+
+// A tensor as the handshake describes it (docs/protocol.md 3.1).
+struct TensorSpec {
+  uint8_t dtype;  // 1 float32, 2 int8, 3 uint8, 4 int16, 5 int32, 6 float16, 7 int64, 8 bool
+  uint8_t ndims;
+  int32_t dims[kMaxDims];
+  float scale;  // 0 when not quantized
+  int32_t zero_point;
+  uint32_t nbytes;
+};
+
+// The rest of INFO.
+struct DeviceInfo {
+  const char* firmware;          // firmware version
+  const char* board;             // board id (boards/<id>.json)
+  const uint8_t* model_sha256;   // 32 bytes
+  uint32_t model_size;
+  uint32_t arena_size;
+  uint32_t arena_used;
+  uint32_t cpu_hz;               // 0 when unknown
+  uint16_t flags;                // kInfoCyclesReal, kInfoHostTime
+};
+
+// What the dispatcher needs from the model. Implemented by hil_runner's
+// TFLM backend and by the tests' fake.
+class Backend {
+ public:
+  // nullptr when the model is loaded and allocated; else why not (sent as
+  // ERROR NOT_READY to every request but PING).
+  virtual const char* NotReadyReason() = 0;
+  virtual void GetInfo(DeviceInfo* info) = 0;
+  virtual int NumInputs() = 0;
+  virtual int NumOutputs() = 0;
+  // index < NumInputs() (output false) or < NumOutputs() (output true).
+  virtual bool GetTensorSpec(bool output, int index, TensorSpec* spec) = 0;
+  // Spec().nbytes bytes each; nullptr makes the request fail with NOT_READY.
+  virtual uint8_t* InputBuffer(int index) = 0;
+  virtual const uint8_t* OutputBuffer(int index) = 0;
+  // Runs the model once; returns TfLiteStatus (0 = ok).
+  virtual int32_t Invoke(uint32_t* invoke_us, uint64_t* cycles) = 0;
+
+ protected:
+  ~Backend() = default;
+};
+
+class Dispatcher {
+ public:
+  Dispatcher(Backend* backend, ByteSink* sink);
+
+  // Feeds received bytes; each complete request is answered before Feed
+  // returns. Bad frames are dropped silently (the host retransmits).
+  Status Feed(const uint8_t* data, size_t length);
+
+  // Unsolicited frames (seq 0). Log() is safe to call from inside
+  // Backend::Invoke (TFLM's DebugLog); a log that arrives while a response
+  // is being written is counted and dropped.
+  Status SendBoot(uint32_t boot_nonce);
+  Status Log(LogLevel level, const char* text, size_t length);
+
+  struct Counters {
+    uint32_t requests;
+    uint32_t duplicates;  // answered from memory / repeated
+    uint32_t errors;      // ERROR responses
+    uint32_t logs_dropped;
+  };
+  const Counters& counters() const { return counters_; }
+  const FrameReceiver::Counters& link_counters() const { return receiver_.counters(); }
+
+ private:
+  struct Range {
+    uint32_t begin;
+    uint32_t end;
+  };
+  struct Coverage {  // input bytes written since the last INVOKE
+    Range ranges[kInputRanges];
+    uint8_t count;
+  };
+  struct Remembered {
+    bool used;
+    bool stored;  // false: the request has no side effect and is run again
+    uint8_t request_type;
+    uint8_t response_type;
+    uint16_t seq;
+    uint8_t length;
+    uint8_t payload[kDupPayload];
+  };
+
+  void Handle(const FrameView& request);
+  void Execute(const FrameView& request);
+  void HandleHello(const FrameView& request);
+  void HandleWrite(const FrameView& request);
+  void HandleInvoke(const FrameView& request);
+  void HandleRead(const FrameView& request);
+  void SendError(uint16_t seq, uint16_t code, const char* message);
+  void SendEmpty(uint8_t type, uint16_t seq);
+  // NOT_READY when the backend is not ready (and answers); else false.
+  bool RefuseNotReady(uint16_t seq);
+  Remembered* Find(uint16_t seq);
+  void ClearInputs();
+  void Cover(int input, uint32_t begin, uint32_t end);
+  bool Complete(int input, uint32_t nbytes) const;
+
+  Backend* backend_;
+  FrameWriter writer_;
+  uint8_t rx_[kMaxFrame];
+  FrameReceiver receiver_;
+  Coverage coverage_[kMaxInputs];
+  Remembered memory_[kDupEntries];
+  int next_memory_ = 0;
+  uint8_t response_type_ = 0;  // of the response being written
+  Counters counters_{};
+};
+
+}  // namespace protocol
+}  // namespace hil
+
+#endif  // HIL_DISPATCHER_H_

@@ -1,0 +1,277 @@
+// tinyhil wire protocol, version 1 (docs/protocol.md): the codec.
+//
+// COBS framing, CRC-32, frame encode/decode, an incremental receiver and a
+// streaming frame writer. Plain C++17: no heap, no exceptions, no RTTI, no
+// Arduino or HAL includes. Buffers belong to the caller; every function
+// reports a Status. The command dispatcher (device side) is hil_dispatcher.h.
+#ifndef HIL_PROTOCOL_H_
+#define HIL_PROTOCOL_H_
+
+#include <cstddef>
+#include <cstdint>
+
+// Largest frame body the device accepts (INFO.max_frame), bytes.
+#ifndef HIL_MAX_FRAME
+#define HIL_MAX_FRAME 1024
+#endif
+// Requests the host may keep outstanding (INFO.rx_window).
+#ifndef HIL_RX_WINDOW
+#define HIL_RX_WINDOW 4
+#endif
+// Bytes the frame writer collects before it calls the sink (>= 256).
+#ifndef HIL_TX_STAGE
+#define HIL_TX_STAGE 512
+#endif
+
+namespace hil {
+namespace protocol {
+
+constexpr uint16_t kProtocolVersion = 1;
+constexpr size_t kMaxFrame = HIL_MAX_FRAME;
+constexpr uint16_t kRxWindow = HIL_RX_WINDOW;
+constexpr size_t kTxStage = HIL_TX_STAGE;
+constexpr size_t kHeaderSize = 4;  // type, flags, seq
+constexpr size_t kCrcSize = 4;
+constexpr size_t kMinBody = kHeaderSize + kCrcSize;
+// The host accepts bodies up to this size (docs/protocol.md section 1).
+constexpr size_t kHostMaxBody = 65535 + kMinBody;
+
+static_assert(kMaxFrame >= 64 && kMaxFrame <= kHostMaxBody, "HIL_MAX_FRAME out of range");
+static_assert(kRxWindow >= 1 && kRxWindow <= 64, "HIL_RX_WINDOW out of range");
+static_assert(kTxStage >= 256, "HIL_TX_STAGE must hold a whole COBS block");
+
+// Wire bytes of a body of n bytes: COBS overhead plus the 0x00 delimiter.
+constexpr size_t WireSize(size_t body) { return body + body / 254 + 2; }
+
+// Message types (section 3).
+enum MessageType : uint8_t {
+  kHello = 0x01,
+  kWrite = 0x02,
+  kInvoke = 0x03,
+  kRead = 0x04,
+  kPing = 0x06,
+  kAck = 0x80,
+  kInfo = 0x81,
+  kResult = 0x83,
+  kData = 0x84,
+  kPong = 0x86,
+  kError = 0xE0,
+  kLog = 0xF0,
+  kBoot = 0xF1,
+};
+
+constexpr uint8_t kFlagRetry = 0x01;
+
+// INFO.flags.
+constexpr uint16_t kInfoCyclesReal = 0x0001;
+constexpr uint16_t kInfoHostTime = 0x0002;
+
+// ERROR codes (section 4).
+enum ErrorCode : uint16_t {
+  kErrUnknownType = 1,
+  kErrBadLength = 2,
+  kErrBadTensor = 3,
+  kErrOutOfRange = 4,
+  kErrIncompleteInput = 5,
+  kErrInvokeFailed = 6,
+  kErrVersion = 7,
+  kErrNotReady = 8,
+};
+
+enum LogLevel : uint8_t { kLogError = 0, kLogWarn = 1, kLogInfo = 2, kLogDebug = 3 };
+
+// Result of every codec call. The first four are the spec's named codec
+// errors (what a receiver drops a frame for).
+enum class Status : uint8_t {
+  kOk = 0,
+  kCobs,      // invalid COBS
+  kShort,     // body shorter than 8 bytes
+  kCrc,       // CRC mismatch
+  kTooLong,   // longer than the receiver's buffer
+  kNoSpace,   // the caller's output buffer is too small
+  kBadArgument,
+  kBusy,      // a frame is being written already
+  kUnknownType,  // message level: a type the protocol does not define
+  kBadLength,    // message level: a payload that does not fit its type
+};
+
+// "OK", "COBS", "SHORT", "CRC", "TOO_LONG", "UNKNOWN_TYPE", "BAD_LENGTH", ...
+// (the golden vectors' names).
+const char* StatusName(Status status);
+
+// ---------------------------------------------------------------- CRC-32
+// IEEE 802.3 (zlib.crc32): reflected, poly 0xEDB88320, init/xorout ~0.
+class Crc32 {
+ public:
+  void Update(const uint8_t* data, size_t length);
+  void Update(uint8_t byte) { Update(&byte, 1); }
+  uint32_t Value() const { return ~state_; }
+  static uint32_t Of(const uint8_t* data, size_t length);
+
+ private:
+  uint32_t state_ = 0xFFFFFFFFu;
+};
+
+// ---------------------------------------------------------------- COBS
+// Encodes `length` bytes (no delimiter added), exactly as Cheshire & Baker's
+// StuffData: a run of 254 non-zero bytes ends its block (FF) and a new block
+// starts even at the end, so 254 x 55 is FF 55..55 01. Needs at most
+// length + length/254 + 1 bytes.
+Status CobsEncode(const uint8_t* in, size_t length, uint8_t* out, size_t capacity, size_t* out_length);
+// Decodes one frame's COBS bytes (without the 0x00 delimiter).
+Status CobsDecode(const uint8_t* in, size_t length, uint8_t* out, size_t capacity, size_t* out_length);
+
+// ---------------------------------------------------------------- frames
+struct FrameView {
+  uint8_t type;
+  uint8_t flags;
+  uint16_t seq;
+  const uint8_t* payload;
+  size_t payload_length;
+};
+
+// Checks a decoded body (length, CRC) and splits it.
+Status ParseBody(const uint8_t* body, size_t length, FrameView* frame);
+// Builds the body (header, payload, CRC) into `body`.
+Status BuildBody(uint8_t type, uint8_t flags, uint16_t seq, const uint8_t* payload, size_t payload_length,
+                 uint8_t* body, size_t capacity, size_t* body_length);
+// Body -> wire: COBS(body) 0x00.
+Status EncodeFrame(uint8_t type, uint8_t flags, uint16_t seq, const uint8_t* payload, size_t payload_length,
+                   uint8_t* wire, size_t capacity, size_t* wire_length);
+// Message level: kUnknownType for a type the protocol does not define,
+// kBadLength for a payload that does not fit its type (docs/protocol.md 3).
+Status CheckMessage(uint8_t type, const uint8_t* payload, size_t length);
+// Wire -> body, checked exactly as the receiver checks it. `wire` may end
+// with its 0x00 delimiter or not; it must hold no other 0x00. A body longer
+// than `capacity` is kTooLong.
+Status DecodeFrame(const uint8_t* wire, size_t length, uint8_t* body, size_t capacity, size_t* body_length);
+
+// ---------------------------------------------------------------- receiver
+// Byte-at-a-time COBS decoding into a caller-owned buffer. A frame that is
+// invalid is dropped and counted; the next 0x00 resynchronises.
+class FrameReceiver {
+ public:
+  enum class Event : uint8_t { kNone, kFrame, kDropped };
+
+  FrameReceiver(uint8_t* buffer, size_t capacity) : buffer_(buffer), capacity_(capacity) {}
+
+  // kFrame: frame() holds a CRC-checked frame until the next Push.
+  // kDropped: last_error() says why.
+  Event Push(uint8_t byte);
+  const FrameView& frame() const { return frame_; }
+  Status last_error() const { return last_error_; }
+  void Reset();
+
+  struct Counters {
+    uint32_t frames;
+    uint32_t cobs;
+    uint32_t short_body;
+    uint32_t crc;
+    uint32_t too_long;
+  };
+  const Counters& counters() const { return counters_; }
+
+ private:
+  Event Drop(Status why);
+
+  uint8_t* buffer_;
+  size_t capacity_;
+  size_t length_ = 0;
+  size_t wire_bytes_ = 0;  // since the last delimiter
+  uint8_t code_ = 0;
+  uint8_t remaining_ = 0;  // data bytes left in the current COBS block
+  Status error_ = Status::kOk;
+  Status last_error_ = Status::kOk;
+  FrameView frame_{};
+  Counters counters_{};
+};
+
+// ---------------------------------------------------------------- writer
+// Where encoded frames go (a board's serial port, a test buffer).
+class ByteSink {
+ public:
+  virtual void Write(const uint8_t* data, size_t length) = 0;
+
+ protected:
+  ~ByteSink() = default;
+};
+
+// Streams one frame at a time to a sink: header, payload pieces and CRC are
+// COBS-encoded on the fly through a small staging buffer, so no body buffer
+// is needed for a response (a DATA payload is read straight from its tensor).
+class FrameWriter {
+ public:
+  explicit FrameWriter(ByteSink* sink) : sink_(sink) {}
+
+  Status Begin(uint8_t type, uint8_t flags, uint16_t seq);
+  void Put(const uint8_t* data, size_t length);
+  void PutU8(uint8_t v) { Put(&v, 1); }
+  void PutU16(uint16_t v);
+  void PutU32(uint32_t v);
+  void PutU64(uint64_t v);
+  void PutI32(int32_t v) { PutU32(static_cast<uint32_t>(v)); }
+  void PutF32(float v);
+  // Appends the CRC and the delimiter, and hands everything to the sink.
+  Status End();
+  bool open() const { return open_; }
+  // Payload bytes written since Begin (header and CRC not counted).
+  size_t payload_length() const { return payload_length_; }
+
+  // Optional: the first `capacity` payload bytes are also copied here (the
+  // dispatcher's memory of recent responses).
+  void Capture(uint8_t* buffer, size_t capacity) {
+    capture_ = buffer;
+    capture_capacity_ = capacity;
+  }
+
+ private:
+  void PutRaw(const uint8_t* data, size_t length);
+  void FinishBlock();
+  void Flush();
+
+  ByteSink* sink_;
+  uint8_t stage_[kTxStage];
+  size_t used_ = 0;      // finished bytes in stage_
+  size_t code_pos_ = 0;  // where the current block's code byte goes
+  size_t run_ = 0;       // data bytes in the current block
+  bool open_ = false;
+  size_t payload_length_ = 0;
+  Crc32 crc_;
+  uint8_t* capture_ = nullptr;
+  size_t capture_capacity_ = 0;
+};
+
+// ---------------------------------------------------------------- payloads
+// Little-endian field access with bounds checks.
+class Reader {
+ public:
+  Reader(const uint8_t* data, size_t length) : data_(data), length_(length) {}
+  bool U8(uint8_t* v);
+  bool U16(uint16_t* v);
+  bool U32(uint32_t* v);
+  size_t remaining() const { return length_ - pos_; }
+  const uint8_t* here() const { return data_ + pos_; }
+
+ private:
+  const uint8_t* data_;
+  size_t length_;
+  size_t pos_ = 0;
+};
+
+inline uint16_t LoadU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+inline uint32_t LoadU32(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |
+         (static_cast<uint32_t>(p[3]) << 24);
+}
+inline void StoreU16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v);
+  p[1] = static_cast<uint8_t>(v >> 8);
+}
+inline void StoreU32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+
+}  // namespace protocol
+}  // namespace hil
+
+#endif  // HIL_PROTOCOL_H_
