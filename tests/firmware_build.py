@@ -119,3 +119,45 @@ def cross_build(cpu: str, out_dir: Path, prefix: str = "arm-none-eabi-") -> dict
         "forbidden": forbidden_symbols(elf, prefix),
         "library_imports": sorted(imports),
     }
+
+
+# --------------------------------------------------------------------- native program
+
+NATIVE_COMMON = [FIRMWARE / "src" / "main.cpp", FIRMWARE / "src" / "boards" / "native" / "board_native.cc", *SOURCES]
+RUNNER_SRC = FIRMWARE / "lib" / "hil_runner" / "src"
+NATIVE_FLAGS = ["-std=c++17", "-O2", "-g", "-fno-exceptions", "-fno-rtti", "-fno-threadsafe-statics",
+                "-Wall", "-Wextra"]
+
+
+def _includes(tree, model_dir: Path | None = None) -> list[str]:
+    dirs = [FIRMWARE / "include", PROTOCOL_SRC, RUNNER_SRC]
+    if model_dir is not None:
+        dirs.insert(0, model_dir)
+    # TFLM's headers as system headers: their warnings are not ours.
+    return [f"-I{d}" for d in dirs] + [f"-isystem{d}" for d in tree.include_dirs()]
+
+
+def build_native_common(tree, out_dir: Path, cxx: str = "g++") -> list[Path]:
+    """Objects of the native firmware that do not depend on the model."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    objs = []
+    for src in NATIVE_COMMON:
+        obj = out_dir / (src.stem + ".o")
+        _run([cxx, *NATIVE_FLAGS, *tree.defines(), *_includes(tree), "-c", str(src), "-o", str(obj)])
+        objs.append(obj)
+    return objs
+
+
+def build_native(tree, tflm_lib: Path, common: list[Path], model_dir: Path, out_dir: Path,
+                 cxx: str = "g++", defines: tuple[str, ...] = ()) -> Path:
+    """The native firmware for the model generated into `model_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    objs = list(common)
+    for src in (RUNNER_SRC / "hil_runner.cc", model_dir / "model_data.cc"):
+        obj = out_dir / (src.stem + ".o")
+        _run([cxx, *NATIVE_FLAGS, *defines, *tree.defines(), *_includes(tree, model_dir), "-c", str(src),
+              "-o", str(obj)])
+        objs.append(obj)
+    exe = out_dir / "firmware"
+    _run([cxx, *map(str, objs), str(tflm_lib), "-lm", "-lpthread", "-o", str(exe)])
+    return exe
