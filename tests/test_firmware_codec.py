@@ -216,6 +216,23 @@ def test_memory_holds_two_windows(codec_bin):
     assert error_of(res[forgotten][0]) == ("INCOMPLETE_INPUT", 3)  # executed again
 
 
+def test_a_new_session_is_not_answered_from_the_old_ones_memory(codec_bin):
+    """A second host process numbers from 1 again; its HELLO (new nonce)
+    clears the memory, a retransmitted HELLO (same nonce) does not."""
+    dev = Device(codec_bin)
+    for nonce, fill in ((111, 1), (222, 2)):          # two sessions, the same seqs
+        dev.request(c.Hello(1, 1, nonce), 1)
+        dev.request(c.Write(0, 0, bytes([fill] * 16)), 2)
+        dev.request(c.Write(1, 0, bytes([fill] * 6)), 3)
+        dev.request(c.Invoke(9), 4)
+    dev.request(c.Hello(1, 1, 222), 1, flags=c.FLAG_RETRY)   # a late retransmission of the 2nd HELLO
+    dup = dev.request(c.Invoke(9), 4, flags=c.FLAG_RETRY)
+    res = dev.run()
+    assert res[3] == [c.encode_message(FakeModel.result(9, 0), 4)]
+    assert res[7] == [c.encode_message(FakeModel.result(9, 1), 4)]   # executed: the model's 2nd invoke
+    assert res[dup] == res[7]                                        # still remembered
+
+
 def test_errors(codec_bin):
     dev = Device(codec_bin)
     cases = {

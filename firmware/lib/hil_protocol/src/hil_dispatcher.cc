@@ -66,6 +66,24 @@ Dispatcher::Remembered* Dispatcher::Find(uint16_t seq) {
 
 void Dispatcher::Handle(const FrameView& request) {
   ++counters_.requests;
+  if (request.type == kHello) {
+    // A HELLO starts a session. A new host process numbers its requests
+    // from 1 again, so the old session's memory must go; the HELLO's nonce
+    // tells a new session from a retransmitted HELLO of the current one.
+    const bool same = hello_seen_ && request.seq == hello_seq_ && request.payload_length == 8 &&
+                      LoadU32(request.payload + 4) == hello_nonce_;
+    if (same) {
+      ++counters_.duplicates;
+    } else {
+      for (Remembered& m : memory_) m.used = false;
+      ClearInputs();
+      hello_seen_ = request.payload_length == 8;
+      hello_seq_ = request.seq;
+      hello_nonce_ = hello_seen_ ? LoadU32(request.payload + 4) : 0;
+    }
+    Execute(request);  // no side effect: INFO (or the error) again
+    return;
+  }
   Remembered* seen = Find(request.seq);
   if (seen != nullptr && seen->request_type == request.type) {
     ++counters_.duplicates;
@@ -79,11 +97,6 @@ void Dispatcher::Handle(const FrameView& request) {
     return;
   }
   if (seen != nullptr) seen->used = false;  // the seq was reused for another request
-  if (request.type == kHello) {
-    // A new session numbers its requests from 1 again: forget the old one.
-    for (Remembered& m : memory_) m.used = false;
-    ClearInputs();
-  }
   Remembered& slot = memory_[next_memory_];
   next_memory_ = (next_memory_ + 1) % kDupEntries;
   slot.used = false;

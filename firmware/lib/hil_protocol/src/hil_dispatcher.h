@@ -152,6 +152,9 @@ class Dispatcher {
   Coverage coverage_[kMaxInputs];
   Remembered memory_[kDupEntries];
   int next_memory_ = 0;
+  bool hello_seen_ = false;
+  uint16_t hello_seq_ = 0;
+  uint32_t hello_nonce_ = 0;
   uint8_t response_type_ = 0;  // of the response being written
   Counters counters_{};
 };
