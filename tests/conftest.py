@@ -1,0 +1,81 @@
+"""Shared session fixtures: the two bundled examples, built and converted
+once per test session.
+
+Other test modules use these by name (keep names and attributes stable):
+
+- ``gesture_example`` / ``audio_example``: `harness.examples.ExamplePaths`
+  (``keras``, ``config``, ``data``, ``class_names``, ``out_dir``).
+- ``gesture_model`` / ``audio_model``: `ConvertedModel` with ``tflite``,
+  ``npz``, ``keras``, ``config``, ``report`` (Paths) and ``result`` (the
+  `harness.convert.ConvertResult`); it is also a tuple whose first two items
+  are ``(tflite, npz)``.
+
+Fixtures that only one area needs belong in a conftest.py of a sub-folder,
+not here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Small enough to keep the session fast, large enough for stable metrics.
+FIXTURE_NUM_SAMPLES = 64
+FIXTURE_VALIDATE_SAMPLES = 32
+
+
+class ConvertedModel(NamedTuple):
+    tflite: Path
+    npz: Path
+    keras: Path
+    config: Path
+    report: Path
+    result: object
+
+
+@pytest.fixture(scope="session")
+def examples_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("examples")
+
+
+def _example(name: str, root: Path):
+    from harness.examples import build_example
+
+    return build_example(name, root / name, seed=0)
+
+
+def _converted(ex, root: Path) -> ConvertedModel:
+    from harness.convert import convert
+
+    out = root / "converted" / f"{ex.name}_quantized.tflite"
+    report = out.with_name(f"{ex.name}_report.json")
+    res = convert(ex.keras, model_config=ex.config, output_path=out, data_path_train=ex.data,
+                  num_samples=FIXTURE_NUM_SAMPLES, validate_samples=FIXTURE_VALIDATE_SAMPLES,
+                  report_json=report, seed=0)
+    return ConvertedModel(tflite=res.tflite, npz=res.npz, keras=ex.keras, config=ex.config,
+                          report=report, result=res)
+
+
+@pytest.fixture(scope="session")
+def gesture_example(examples_dir):
+    return _example("gesture", examples_dir)
+
+
+@pytest.fixture(scope="session")
+def audio_example(examples_dir):
+    return _example("audio", examples_dir)
+
+
+@pytest.fixture(scope="session")
+def gesture_model(gesture_example, examples_dir) -> ConvertedModel:
+    return _converted(gesture_example, examples_dir / "gesture")
+
+
+@pytest.fixture(scope="session")
+def audio_model(audio_example, examples_dir) -> ConvertedModel:
+    return _converted(audio_example, examples_dir / "audio")
