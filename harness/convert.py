@@ -128,13 +128,17 @@ def _tf():
     return tf
 
 
-def load_keras(path: Path):
+def check_checkpoint(path: Path) -> None:
     if not path.exists():
         raise ModelError(f"Keras model {path} does not exist", "check --checkpoint_path")
     if path.is_dir():
         raise ModelError(f"{path} is a folder, not a .keras file", "pass the .keras (or .h5) file")
     if path.suffix not in (".keras", ".h5", ".hdf5"):
         raise ModelError(f"{path} is not a .keras or .h5 file", "pass the trained model saved by model.save()")
+
+
+def load_keras(path: Path):
+    check_checkpoint(path)
     tf = _tf()
     try:
         with _tf_quiet():
@@ -295,8 +299,7 @@ def convert(checkpoint_path: str | os.PathLike,
 
     # ---- paths and config
     ckpt = Path(checkpoint_path)
-    if not ckpt.exists():
-        raise ModelError(f"Keras model {ckpt} does not exist", "check --checkpoint_path")
+    check_checkpoint(ckpt)
     if model_config is not None:
         cfg_path: Path | None = Path(model_config)
         if not cfg_path.is_file():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from rich.markup import escape
+
 from harness import console
 from harness.cli._common import add_option, subcommand
 
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                       progress=progress)
     rep = res.report
     for note in res.notes:
-        console.warn(note)
+        console.warn(escape(note))
     d = rep["data"]
     if d:
         console.info(f"data: {d['samples']} samples ({d['layout']}), {d['skipped_silent']} near-silent skipped, "
@@ -118,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         worst = ", ".join(f"{w['id']} ({w['label']}, cosine {w['cosine']:.4f})" if w["label"] is not None
                           else f"{w['id']} (cosine {w['cosine']:.6f})" for w in g["worst_samples"][:5])
         console.err.print(f"[bold red]FAIL[/bold red] cosine mean {g['value']:.6f} < --min_cosine_sim "
-                          f"{g['threshold']} (round {g['round']}); worst samples: {worst}",
+                          f"{g['threshold']} (round {g['round']}); worst samples: {escape(worst)}",
                           soft_wrap=True, highlight=False)
         return 1
     return 0
