@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     except HilError as exc:
         if args.debug:
             raise
-        console.err.print(f"[bold red]error:[/bold red] {exc}", markup=True, highlight=False, soft_wrap=True)
+        from rich.markup import escape  # messages hold brackets: "tinyhil[onnx]", "X.npy[3]"
+
+        console.err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", markup=True, highlight=False,
+                          soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         console.err.print("interrupted")
