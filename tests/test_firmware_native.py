@@ -46,13 +46,14 @@ def sim_models(tmp_path_factory):
 
 
 def _model(request, name, sim_models):
+    """(tflite path, validation npz or None)."""
     if name in sim_models:
-        return sim_models[name]
+        return sim_models[name], None
     try:
         value = request.getfixturevalue(name)
     except pytest.FixtureLookupError:
         pytest.skip(f"fixture {name} is not defined (tests/conftest.py)")
-    return getattr(value, "tflite", value)
+    return value.tflite, value.npz
 
 
 _built: dict = {}
@@ -96,11 +97,20 @@ def test_native_firmware_is_bit_exact_to_tflm(request, name, sim_models, tflm_na
     from harness.protocol.session import DeviceSession, check_device_matches
     from harness.runtime import HostInterpreter
 
-    model_path = _model(request, name, sim_models)
+    from harness.runtime import prepare_input
+
+    model_path, npz = _model(request, name, sim_models)
     exe = build_for(model_path, tflm_native, tmp_path_factory)
     model = inspect_model(model_path)
     ref = HostInterpreter(read_model_bytes(model_path), "tflm")
     rng = np.random.default_rng(7)
+    samples = []
+    if npz is not None:  # the example's own validation inputs and TFLM outputs
+        data = np.load(npz)
+        for i in range(min(N_SAMPLES, len(data["x"]))):
+            samples.append(([prepare_input(data["x"][i], model.inputs[0])], data["y_tflm"][i]))
+    while len(samples) < N_SAMPLES:
+        samples.append((random_sample(model.inputs, rng), None))
     dev = NativeDevice(exe)
     try:
         with DeviceSession(dev.port, timeout=5.0) as s:
@@ -108,13 +118,15 @@ def test_native_firmware_is_bit_exact_to_tflm(request, name, sim_models, tflm_na
             assert check_device_matches(info, model) == []
             assert info.board == "native" and info.model_size == model_path.stat().st_size
             assert 0 < info.arena_used <= info.arena_size
-            for _ in range(N_SAMPLES):
-                x = random_sample(model.inputs, rng)
+            for x, y_tflm in samples:
                 got = s.infer(x)
                 want = ref.run(x)
                 for g, w in zip(got.outputs, want):
                     assert g.dtype == w.dtype and g.shape == w.shape
                     assert g.tobytes() == w.tobytes(), "device output differs from TFLM's reference"
+                if y_tflm is not None:   # and from what convert stored as the oracle
+                    assert got.outputs[0].tobytes() == np.asarray(y_tflm, got.outputs[0].dtype).reshape(
+                        got.outputs[0].shape).tobytes()
             assert s.stats.retransmits == 0
     finally:
         dev.close()
