@@ -280,6 +280,14 @@ class TensorDescriptor:
     zero_point: int = 0
     nbytes: int = 0
 
+    @property
+    def np_dtype(self):
+        import numpy as np
+
+        if self.dtype not in DTYPE_CODES:
+            raise CodecError("VALUE", f"dtype {self.dtype} has no numpy type")
+        return np.dtype(self.dtype if self.dtype != "bool" else np.bool_).newbyteorder("<")
+
     def encode(self) -> bytes:
         if len(self.shape) > 255:
             raise CodecError("VALUE", "more than 255 dims")

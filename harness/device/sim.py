@@ -1,0 +1,359 @@
+"""The simulated board (SIL device): speaks the wire protocol of
+docs/protocol.md and runs inference with TensorFlow Lite Micro's own kernels
+(the `tflite-micro` package), so its outputs are what TFLM firmware computes.
+
+`SimDevice` is the board's protocol logic (no I/O): frames in, frames out.
+`start_sim()` puts it behind an emulated serial line (`harness.device.link`)
+on a real pseudo-terminal or a TCP socket, in background threads:
+
+    with start_sim("model.tflite", listen="pty") as sim:
+        with DeviceSession(sim.url) as s:
+            s.handshake()
+
+Its `invoke_us` is the host's wall time for TFLM's `Invoke()` (INFO flags
+bit 1 says so); `cycles` is 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness import __version__
+from harness.boards import Board, load_board
+from harness.device.link import Faults, LineFaults, LinePipe, RxBuffer, make_transport, parse_faults
+from harness.errors import ConfigError
+from harness.model import inspect_bytes, read_model_bytes
+from harness.protocol import codec as c
+
+FIRMWARE = f"tinyhil-sim {__version__}"
+BOOT_TIME_S = 0.02  # a reset loses what arrives while the board boots
+
+_ARENA_CACHE: dict[str, int] = {}
+
+
+def measured_arena(model: bytes) -> int:
+    """TFLM's arena need for `model` (harness.arena), cached per model."""
+    sha = hashlib.sha256(model).hexdigest()
+    if sha not in _ARENA_CACHE:
+        from harness.arena import measure_arena
+
+        with tempfile.TemporaryDirectory(prefix="hil-sim-") as d:
+            p = Path(d) / "model.tflite"
+            p.write_bytes(model)
+            _ARENA_CACHE[sha] = measure_arena(p).bytes
+    return _ARENA_CACHE[sha]
+
+
+@dataclass
+class SimStats:
+    frames_received: int = 0
+    frames_sent: int = 0
+    requests: int = 0
+    duplicates: int = 0
+    invokes: int = 0
+    resets: int = 0
+    stalls: int = 0
+    errors: dict = field(default_factory=dict)
+    invoke_us: list = field(default_factory=list)  # host time of each Invoke()
+
+
+class SimDevice:
+    """The board: protocol state machine around a TFLM interpreter.
+
+    `handle(frame) -> response body or None`; `boot() -> BOOT body`.
+    When the model does not fit the board (arena > RAM, model > flash) the
+    device still answers HELLO (INFO tells the truth) and answers every
+    other request with `ERROR NOT_READY`, as the firmware does.
+    """
+
+    def __init__(self, model: bytes, board: str | Board = "sim", *, max_frame: int | None = None,
+                 rx_window: int | None = None, arena_size: int | None = None):
+        self.model = bytes(model)
+        self.info_model = inspect_bytes(self.model)
+        self.board = board if isinstance(board, Board) else load_board(board)
+        self.max_frame = int(max_frame or self.board.max_frame)
+        self.rx_window = int(rx_window or self.board.rx_window)
+        if self.max_frame < 64:
+            raise ConfigError(f"max_frame {self.max_frame} is too small", "use at least 64 bytes")
+        self.arena_used = int(arena_size) if arena_size else measured_arena(self.model)
+        self.not_ready = ""
+        if self.arena_used > self.board.ram_bytes:
+            self.not_ready = (f"tensor arena {self.arena_used} B does not fit the board's "
+                              f"{self.board.ram_bytes} B of RAM")
+        elif len(self.model) > self.board.flash_bytes:
+            self.not_ready = f"model {len(self.model)} B does not fit the board's {self.board.flash_bytes} B of flash"
+        self._interp = None
+        if not self.not_ready:
+            from harness.runtime import HostInterpreter
+
+            self._interp = HostInterpreter(self.model, "tflm")
+        self._ins = self.info_model.inputs
+        self._outs = self.info_model.outputs
+        self.stats = SimStats()
+        self.boot_nonce = 0
+        self._reset_state()
+
+    # ------------------------------------------------------------- state
+    def _reset_state(self) -> None:
+        self._in_bufs = [bytearray(t.nbytes) for t in self._ins]
+        self._in_marks = [np.zeros(t.nbytes, bool) for t in self._ins]
+        self._out_bufs: list[bytes] | None = None  # None until an INVOKE succeeds
+        # seq -> (type, payload digest, response body): 2 x rx_window requests
+        self._memory: OrderedDict[int, tuple[int, bytes, bytes]] = OrderedDict()
+
+    def boot(self) -> bytes:
+        """Power-on / reset: state lost; returns the BOOT frame's body."""
+        self._reset_state()
+        self.boot_nonce = int.from_bytes(os.urandom(4), "little")
+        return c.message_body(c.Boot(self.boot_nonce), 0)
+
+    def info(self) -> c.Info:
+        def desc(t):
+            return c.TensorDescriptor(t.dtype, tuple(t.shape), float(t.scale), int(t.zero_point), t.nbytes)
+
+        return c.Info(version=c.VERSION, flags=c.INFO_HOST_TIME, max_frame=self.max_frame,
+                      rx_window=self.rx_window, arena_size=self.arena_used, arena_used=self.arena_used,
+                      model_size=len(self.model), model_sha256=self.info_model.sha256_bytes,
+                      cpu_hz=int(self.board.get("clock_hz", 0) or 0), firmware=FIRMWARE,
+                      board=self.board.id, inputs=tuple(desc(t) for t in self._ins),
+                      outputs=tuple(desc(t) for t in self._outs))
+
+    # ------------------------------------------------------------- requests
+    def handle(self, frame: c.Frame) -> bytes | None:
+        st = self.stats
+        st.frames_received += 1
+        if frame.type == c.HELLO:
+            self._memory.clear()  # a (new) host numbers from 1 again
+        else:
+            key = hashlib.blake2s(bytes([frame.type]) + frame.payload, digest_size=8).digest()
+            seen = self._memory.get(frame.seq)
+            if seen is not None and seen[0] == frame.type and seen[1] == key and frame.type != c.READ:
+                st.duplicates += 1
+                return seen[2]
+        try:
+            msg = frame.message()
+        except c.CodecError as exc:
+            code = c.E_UNKNOWN_TYPE if exc.reason == "UNKNOWN_TYPE" else c.E_BAD_LENGTH
+            return self._error(frame, code, str(exc.args[0]))
+        st.requests += 1
+        if isinstance(msg, c.Hello):
+            if msg.version_min <= c.VERSION <= msg.version_max:
+                resp = c.message_body(self.info(), frame.seq)
+            else:
+                return self._error(frame, c.E_VERSION, f"device speaks {c.VERSION}..{c.VERSION}, host asked "
+                                                       f"{msg.version_min}..{msg.version_max}")
+        elif isinstance(msg, c.Ping):
+            resp = c.message_body(c.Pong(msg.data), frame.seq)
+        elif not isinstance(msg, (c.Write, c.Invoke, c.Read)):
+            return self._error(frame, c.E_UNKNOWN_TYPE, f"type 0x{frame.type:02X} is not a request")
+        elif self.not_ready:
+            return self._error(frame, c.E_NOT_READY, self.not_ready)
+        elif isinstance(msg, c.Write):
+            resp = self._write(frame, msg)
+        elif isinstance(msg, c.Invoke):
+            resp = self._invoke(frame, msg)
+        else:
+            resp = self._read(frame, msg)
+        if frame.type != c.HELLO:
+            self._remember(frame, resp)
+        return resp
+
+    def _remember(self, frame: c.Frame, resp: bytes) -> None:
+        key = hashlib.blake2s(bytes([frame.type]) + frame.payload, digest_size=8).digest()
+        self._memory[frame.seq] = (frame.type, key, resp)
+        self._memory.move_to_end(frame.seq)
+        while len(self._memory) > 2 * self.rx_window:
+            self._memory.popitem(last=False)
+
+    def _error(self, frame: c.Frame, code: int, text: str) -> bytes:
+        name = c.ERROR_NAMES.get(code, str(code))
+        self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
+        resp = c.message_body(c.Error(code, text[:200]), frame.seq)
+        if frame.type in c.REQUEST_TYPES and frame.type != c.HELLO:
+            self._remember(frame, resp)
+        return resp
+
+    def _write(self, frame: c.Frame, m: c.Write) -> bytes:
+        if m.tensor >= len(self._ins):
+            return self._error(frame, c.E_BAD_TENSOR, f"input {m.tensor}: the model has {len(self._ins)} inputs")
+        n = self._ins[m.tensor].nbytes
+        if m.offset + len(m.data) > n:
+            return self._error(frame, c.E_OUT_OF_RANGE,
+                               f"input {m.tensor}: bytes {m.offset}..{m.offset + len(m.data)} beyond its {n}")
+        self._in_bufs[m.tensor][m.offset:m.offset + len(m.data)] = m.data
+        self._in_marks[m.tensor][m.offset:m.offset + len(m.data)] = True
+        return c.message_body(c.Ack(), frame.seq)
+
+    def _invoke(self, frame: c.Frame, m: c.Invoke) -> bytes:
+        for i, marks in enumerate(self._in_marks):
+            have = int(marks.sum())
+            if have != marks.size:
+                return self._error(frame, c.E_INCOMPLETE_INPUT, f"input {i}: {have} of {marks.size} bytes written")
+        arrays = [np.frombuffer(bytes(b), t.np_dtype).reshape(t.shape) for b, t in zip(self._in_bufs, self._ins)]
+        t0 = time.perf_counter()
+        try:
+            outs = self._interp.run(arrays)
+        except Exception as exc:  # the interpreter's failure is the device's answer
+            return self._error(frame, c.E_INVOKE_FAILED, f"{type(exc).__name__}: {exc}".splitlines()[0])
+        us = int(round((time.perf_counter() - t0) * 1e6))
+        self._out_bufs = [np.ascontiguousarray(o, t.np_dtype).tobytes() for o, t in zip(outs, self._outs)]
+        for marks in self._in_marks:
+            marks[:] = False
+        self.stats.invokes += 1
+        self.stats.invoke_us.append(us)
+        return c.message_body(c.Result(m.sample_id, 0, min(us, 0xFFFFFFFF), 0), frame.seq)
+
+    def _read(self, frame: c.Frame, m: c.Read) -> bytes:
+        if m.tensor >= len(self._outs):
+            return self._error(frame, c.E_BAD_TENSOR, f"output {m.tensor}: the model has {len(self._outs)} outputs")
+        n = self._outs[m.tensor].nbytes
+        if m.offset + m.length > n:
+            return self._error(frame, c.E_OUT_OF_RANGE,
+                               f"output {m.tensor}: bytes {m.offset}..{m.offset + m.length} beyond its {n}")
+        if self._out_bufs is None:
+            return self._error(frame, c.E_INCOMPLETE_INPUT, "no INVOKE since the device started")
+        k = min(m.length, self.max_frame - 16)
+        return c.message_body(c.Data(m.tensor, m.offset, self._out_bufs[m.tensor][m.offset:m.offset + k]),
+                              frame.seq)
+
+
+def _model_bytes(model) -> bytes:
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model)
+    return read_model_bytes(model)
+
+
+class SimHandle:
+    """A running simulated board: `.url` to open, `.close()` to stop."""
+
+    def __init__(self, device: SimDevice, listen: str, baud: int, latency_ms: float, faults: Faults,
+                 seed: int, rx_buffer: int | None):
+        self.device = device
+        self.faults = faults
+        self.baud = int(baud)
+        self.latency_ms = float(latency_ms)
+        self._rng = np.random.default_rng(seed + 7919)
+        cap = rx_buffer or int(device.board.get("rx_buffer", 0) or 0) or \
+            device.rx_window * (c.cobs_max_encoded(device.max_frame) + 2) + 256
+        self.rx = RxBuffer(cap)
+        self._decoder = c.FrameDecoder(max_body=device.max_frame)
+        self._stop = threading.Event()
+        self._booting_until = 0.0
+        self._frames_since_reset = 0
+        self._reset_done = False
+        self.transport = make_transport(listen, self._from_host)
+        lat = self.latency_ms / 1000.0
+        self.to_device = LinePipe(self._into_device, self.baud, lat, LineFaults(faults, seed * 2 + 1), "h2d")
+        self.to_host = LinePipe(self.transport.send, self.baud, lat, LineFaults(faults, seed * 2 + 2), "d2h")
+        self.url = self.transport.url
+        self._thread = threading.Thread(target=self._run, name="sim-device", daemon=True)
+        self._thread.start()
+        self._send(device.boot())
+        self._log(2, f"{FIRMWARE} on board {device.board.id}: arena {device.arena_used} B of "
+                     f"{device.board.ram_bytes} B RAM" + (f"; NOT READY: {device.not_ready}" if device.not_ready else ""))
+
+    # bytes from the host's port into the line
+    def _from_host(self, data: bytes) -> None:
+        self.to_device.put(data)
+
+    def _into_device(self, data: bytes) -> None:
+        if time.monotonic() < self._booting_until:
+            return
+        self.rx.push(data)
+
+    def _send(self, body: bytes) -> None:
+        self.device.stats.frames_sent += 1
+        self.to_host.put(b"\x00" + c.encode_wire(body))
+
+    def _log(self, level: int, text: str) -> None:
+        self._send(c.message_body(c.Log(level, text), 0))
+
+    def reset(self) -> None:
+        """What a reset button does: state and buffered bytes lost, BOOT sent."""
+        self.device.stats.resets += 1
+        self._booting_until = time.monotonic() + BOOT_TIME_S
+        self.rx.clear()
+        self._decoder.reset()
+        self._frames_since_reset = 0
+        self._send(self.device.boot())
+
+    def _run(self) -> None:
+        f = self.faults
+        while not self._stop.is_set():
+            chunk = self.rx.pop_frame(0.1)
+            if not chunk:
+                continue
+            for frame in self._decoder.feed(chunk):
+                if self._stop.is_set():
+                    return
+                if f.stall_p and self._rng.random() < f.stall_p:
+                    self.device.stats.stalls += 1
+                    self._stop.wait(f.stall_s)
+                resp = self.device.handle(frame)
+                if resp is not None:
+                    self._send(resp)
+                self._frames_since_reset += 1
+                if ((f.reset_after and not self._reset_done and self._frames_since_reset >= f.reset_after)
+                        or (f.reset_every and self._frames_since_reset >= f.reset_every)):
+                    self._reset_done = True
+                    self.reset()
+                    break
+
+    @property
+    def dropped_frames(self) -> dict:
+        return dict(self._decoder.drops)
+
+    def summary(self) -> dict:
+        s = self.device.stats
+        us = sorted(s.invoke_us)
+        return {
+            "url": self.url, "board": self.device.board.id, "baud": self.baud, "latency_ms": self.latency_ms,
+            "faults": self.faults.describe(), "requests": s.requests, "duplicates": s.duplicates,
+            "invokes": s.invokes, "resets": s.resets, "stalls": s.stalls, "errors": dict(s.errors),
+            "dropped_frames": self.dropped_frames, "rx_overrun_bytes": self.rx.overrun_bytes,
+            "rx_high_water": self.rx.high_water, "rx_capacity": self.rx.capacity,
+            "invoke_us_host_median": us[len(us) // 2] if us else None,
+        }
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self.rx.wake()
+        self.to_device.close()
+        self.to_host.close()
+        self.transport.close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "SimHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def start_sim(model, listen: str = "pty", board: str | Board = "sim", baud: int = 921600,
+              latency_ms: float = 1.0, faults: str | Faults | None = None, seed: int = 0, *,
+              max_frame: int | None = None, rx_window: int | None = None, arena_size: int | None = None,
+              rx_buffer: int | None = None) -> SimHandle:
+    """Start a simulated board in background threads of this process.
+
+    `model`: path or bytes of a .tflite. `listen`: "pty" or "tcp:PORT"
+    ("tcp:0" picks a free port). `baud`: line rate (8N1: baud/10 bytes/s per
+    direction; 0 = unlimited). `faults`: see `link.FAULTS_HELP`.
+    `arena_size` skips the arena measurement (bytes)."""
+    if baud < 0:
+        raise ConfigError(f"baud {baud} is negative", "use a positive baud rate, or 0 for an unlimited line")
+    if latency_ms < 0:
+        raise ConfigError(f"latency {latency_ms} ms is negative", "use 0 or more")
+    dev = SimDevice(_model_bytes(model), board, max_frame=max_frame, rx_window=rx_window, arena_size=arena_size)
+    return SimHandle(dev, listen, baud, latency_ms, parse_faults(faults), int(seed), rx_buffer)

@@ -1,0 +1,665 @@
+"""The host's client session over any pyserial URL (`/dev/ttyACM0`,
+`socket://host:port`, `rfc2217://host:port`, `loop://`, a pty path).
+
+    with DeviceSession(url) as s:
+        info = s.handshake()
+        problems = check_device_matches(info, inspect_model("m.tflite"))
+        result = s.infer([x])          # arrays in the device's dtypes/shapes
+
+What it does on the link (docs/protocol.md): keeps up to `rx_window`
+requests in flight (WRITEs chunked to `max_frame - 16` bytes, the INVOKE and
+the READs queued behind them), retransmits a request whose response is late
+(the deadline counts the line time of everything queued before it), matches
+responses by `seq`, repeats a sample after a device reset (`BOOT`) or an
+`INCOMPLETE_INPUT`, and hands `LOG` frames to `on_log`. Every wait is bounded:
+a silent or broken device ends in a one-line `DeviceError`, never a hang.
+
+A `READ` is only believed when its `DATA` arrives after the sample's
+`RESULT`: responses come back in the order the device processed the
+requests, so an earlier `DATA` may hold the previous sample's outputs (its
+INVOKE was lost and retransmitted) and the read is issued again.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from harness.errors import ConfigError, DataError, DeviceError
+from harness.protocol import codec as c
+from harness.protocol.codec import TensorDescriptor
+
+__all__ = ["DeviceSession", "DeviceInfo", "InferenceResult", "LinkStats", "TensorDescriptor",
+           "check_device_matches"]
+
+PORT_HINT = "check the port with `hil ports`, the cable, and that no other program holds it"
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What the device said in its handshake (INFO)."""
+
+    version: int
+    flags: int
+    max_frame: int
+    rx_window: int
+    arena_size: int
+    arena_used: int
+    model_size: int
+    model_sha256: str  # hex
+    cpu_hz: int
+    firmware: str
+    board: str
+    inputs: list[TensorDescriptor]
+    outputs: list[TensorDescriptor]
+
+    @property
+    def cycles_real(self) -> bool:
+        return bool(self.flags & c.INFO_CYCLES_REAL)
+
+    @property
+    def host_time(self) -> bool:
+        """True when invoke_us is the host's time (the simulated board)."""
+        return bool(self.flags & c.INFO_HOST_TIME)
+
+    @classmethod
+    def from_message(cls, m: c.Info) -> "DeviceInfo":
+        return cls(m.version, m.flags, m.max_frame, m.rx_window, m.arena_size, m.arena_used, m.model_size,
+                   bytes(m.model_sha256).hex(), m.cpu_hz, m.firmware, m.board, list(m.inputs), list(m.outputs))
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in ("version", "flags", "max_frame", "rx_window", "arena_size",
+                                            "arena_used", "model_size", "model_sha256", "cpu_hz",
+                                            "firmware", "board")}
+        d["inputs"] = [_desc_dict(t) for t in self.inputs]
+        d["outputs"] = [_desc_dict(t) for t in self.outputs]
+        d["invoke_us_is_host_time"] = self.host_time
+        return d
+
+
+def _desc_dict(t: TensorDescriptor) -> dict:
+    return {"dtype": t.dtype, "shape": list(t.shape), "scale": t.scale, "zero_point": t.zero_point,
+            "nbytes": t.nbytes}
+
+
+@dataclass
+class InferenceResult:
+    outputs: list[np.ndarray]
+    invoke_us: int
+    cycles: int
+    status: int
+    retransmits: int = 0  # requests sent again during this sample
+    resyncs: int = 0  # corrupt frames the host dropped (and resynchronised after) during this sample
+    repeats: int = 0  # times the sample was started again (device reset, incomplete input)
+    device_resets: int = 0
+
+
+@dataclass
+class LinkStats:
+    """Counters since the port was opened. `payload_bytes_*` count tensor
+    bytes delivered (acknowledged WRITE data, accepted DATA), so
+    payload / wire is the link's efficiency with every overhead counted."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    payload_bytes_sent: int = 0
+    payload_bytes_received: int = 0
+    frames_sent: int = 0
+    frames_received: int = 0
+    retransmits: int = 0
+    dropped_frames: int = 0
+    device_resets: int = 0
+    repeats: int = 0
+    elapsed: float = 0.0  # seconds spent inside handshake/infer/ping
+
+    @property
+    def efficiency(self) -> float:
+        wire = self.bytes_sent + self.bytes_received
+        return (self.payload_bytes_sent + self.payload_bytes_received) / wire if wire else 0.0
+
+
+class _Redo(Exception):
+    """Start the sample again (device reset or incomplete input)."""
+
+    def __init__(self, why: str, reset: bool = False):
+        super().__init__(why)
+        self.reset = reset
+
+
+@dataclass
+class _Req:
+    msg: object
+    seq: int = 0
+    tries: int = 0
+    deadline: float = 0.0
+    reply_bytes: int = 16  # expected response body size (for its line time)
+    tag: object = None
+    body: bytes = b""
+    first_idx: int = 0  # order of this request's first transmission
+    last_idx: int = 0  # order of its latest transmission
+
+
+class DeviceSession:
+    """A connection to one device; see the module docstring."""
+
+    def __init__(self, url: str, *, baudrate: int = 921600, timeout: float = 2.0, retries: int = 5,
+                 window: int | None = None, chunk_size: int | None = None,
+                 on_log: Callable[[int, str], None] | None = None):
+        if timeout <= 0:
+            raise ConfigError(f"timeout {timeout} s must be positive", "use e.g. --timeout 2")
+        if retries < 0:
+            raise ConfigError(f"retries {retries} must be 0 or more", "use e.g. 5")
+        if window is not None and window < 1:
+            raise ConfigError(f"window {window} must be at least 1", "use 1 for stop-and-wait")
+        if chunk_size is not None and chunk_size < 1:
+            raise ConfigError(f"chunk size {chunk_size} must be at least 1 byte", "omit it to use the device's")
+        self.url = url
+        self.baudrate = int(baudrate)
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.window_limit = window
+        self.chunk_limit = chunk_size
+        self.on_log = on_log
+        self.logs: deque[tuple[int, str]] = deque(maxlen=500)
+        self.stats = LinkStats()
+        self.info: DeviceInfo | None = None
+        self.window = 1
+        self.chunk = 32
+        self.read_chunk = 32
+        self._seq = 0
+        self._decoder = c.FrameDecoder()
+        self._line_free = 0.0
+        self._sample_id = 0
+        self._boots: deque[c.Boot] = deque()
+        self._tx_idx = 0
+        self._port = self._open()
+
+    # ------------------------------------------------------------ port
+    def _open(self):
+        import serial
+
+        kw = dict(baudrate=self.baudrate, timeout=0, write_timeout=max(self.timeout, 1.0))
+        if "://" not in self.url:
+            kw["exclusive"] = True
+        try:
+            port = serial.serial_for_url(self.url, **kw)
+        except ValueError as exc:
+            raise DeviceError(f"cannot open port {self.url}: {exc}", PORT_HINT) from exc
+        except (serial.SerialException, OSError) as exc:
+            text = str(exc)
+            low = text.lower()
+            if "busy" in low or "lock" in low or "errno 16" in low or "resource temporarily" in low:
+                raise DeviceError(f"port {self.url} is busy (another program has it open)",
+                                  "close the other program (serial monitor, another hil)") from exc
+            if "no such file" in low or "errno 2" in low or "could not open port" in low and "errno 2" in low:
+                raise DeviceError(f"port {self.url} does not exist", PORT_HINT) from exc
+            if "connection refused" in low or "errno 111" in low:
+                raise DeviceError(f"nothing listens at {self.url} (connection refused)",
+                                  "start the device (e.g. `hil device sim`) or check host:port") from exc
+            if "permission denied" in low or "errno 13" in low:
+                raise DeviceError(f"no permission to open {self.url}",
+                                  "add yourself to the dialout group (then log in again)") from exc
+            raise DeviceError(f"cannot open port {self.url}: {text.splitlines()[0] if text else type(exc).__name__}",
+                              PORT_HINT) from exc
+        try:
+            port.reset_input_buffer()  # stale bytes from before us
+        except Exception:
+            pass
+        try:
+            self._fd = port.fileno()
+        except Exception:
+            self._fd = None
+        return port
+
+    def close(self) -> None:
+        port, self._port = getattr(self, "_port", None), None
+        if port is not None:
+            try:
+                port.close()
+            except Exception:
+                pass
+
+    def __enter__(self) -> "DeviceSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):  # pragma: no cover - safety net
+        self.close()
+
+    def _write(self, data: bytes) -> None:
+        import serial
+
+        if self._port is None:
+            raise DeviceError(f"port {self.url} is closed", "open a new session")
+        try:
+            self._port.write(data)
+        except serial.SerialTimeoutException as exc:
+            raise DeviceError(f"device at {self.url} does not take data (write timed out)",
+                              "check the port/baud/firmware") from exc
+        except (serial.SerialException, OSError) as exc:
+            raise DeviceError(f"port {self.url} failed while writing: {exc}", PORT_HINT) from exc
+        now = time.monotonic()
+        self._line_free = max(self._line_free, now) + self._line_time(len(data))
+        self.stats.bytes_sent += len(data)
+
+    def _line_time(self, nbytes: int) -> float:
+        return 10.0 * nbytes / self.baudrate if self.baudrate > 0 else 0.0
+
+    def _poll(self, wait: float) -> list[c.Frame]:
+        """Frames that arrived within `wait` seconds (returns early on data)."""
+        import serial
+
+        if self._port is None:
+            raise DeviceError(f"port {self.url} is closed", "open a new session")
+        try:
+            data = self._port.read(65536)
+            if not data and wait > 0:
+                if self._fd is not None:
+                    import select
+
+                    select.select([self._fd], [], [], wait)
+                else:
+                    time.sleep(min(wait, 0.001))
+                data = self._port.read(65536)
+        except (serial.SerialException, OSError) as exc:
+            raise DeviceError(f"device at {self.url} went away: {str(exc).splitlines()[0] if str(exc) else exc}",
+                              "check the cable/power, then run again") from exc
+        if not data:
+            return []
+        self.stats.bytes_received += len(data)
+        before = self._decoder.dropped
+        frames = self._decoder.feed(data)
+        self.stats.dropped_frames += self._decoder.dropped - before
+        self.stats.frames_received += len(frames)
+        out = []
+        for f in frames:
+            if f.type == c.LOG:
+                self._log(f)
+            elif f.type == c.BOOT:
+                try:
+                    self._boots.append(f.message())
+                except c.CodecError:
+                    self._boots.append(c.Boot(0))
+            else:
+                out.append(f)
+        return out
+
+    def _log(self, f: c.Frame) -> None:
+        try:
+            m = f.message()
+        except c.CodecError:
+            return
+        self.logs.append((m.level, m.text))
+        if self.on_log is not None:
+            self.on_log(m.level, m.text)
+
+    def _next_seq(self) -> int:
+        self._seq = self._seq % 0xFFFF + 1
+        return self._seq
+
+    # ------------------------------------------------------------ engine
+    def _send(self, req: _Req, retry: bool = False) -> None:
+        if not retry:
+            req.seq = self._next_seq()
+        flags = c.FLAG_RETRY if retry else 0
+        req.body = c.message_body(req.msg, req.seq, flags)
+        wire = c.encode_wire(req.body)
+        # a leading 0x00 ends whatever junk the device holds, so it cannot
+        # spoil this frame (docs/protocol.md, section 1)
+        self._write(b"\x00" + wire)
+        req.tries += 1
+        self._tx_idx += 1
+        if not retry:
+            req.first_idx = self._tx_idx
+        req.last_idx = self._tx_idx
+        self.stats.frames_sent += 1
+        if retry:
+            self.stats.retransmits += 1
+        # late = the line time of all we have queued (the device reads it
+        # first), the reply's line time, then the timeout proper
+        req.deadline = self._line_free + self._line_time(req.reply_bytes + req.reply_bytes // 254 + 2) \
+            + self.timeout
+
+    def _exchange(self, reqs: list[_Req], handle: Callable[[_Req, object], object],
+                  what: str, stop_on_boot: bool = True) -> None:
+        """Run `reqs` pipelined. `handle(req, msg)` returns None (done),
+        "defer" (send again after `release()`), or a list of new requests;
+        it may raise. Responses to requests not in flight are ignored."""
+        pending: deque[_Req] = deque(reqs)
+        inflight: dict[int, _Req] = {}
+        self._deferred: list[_Req] = []
+        self._pending = pending
+        while pending or inflight or self._deferred:
+            if stop_on_boot and self._boots:
+                self._boots.clear()
+                raise _Redo("device reset (BOOT)", reset=True)
+            while pending and len(inflight) < self.window:
+                r = pending.popleft()
+                self._send(r)
+                inflight[r.seq] = r
+            if not inflight and not pending and self._deferred:
+                raise DeviceError(f"device at {self.url} answered out of order", "check the firmware")  # unreachable
+            now = time.monotonic()
+            next_deadline = min((r.deadline for r in inflight.values()), default=now + 0.05)
+            answered: list[_Req] = []
+            for f in self._poll(max(0.0, min(next_deadline - now, 0.05))):
+                r = inflight.get(f.seq)
+                if r is None:
+                    continue  # a late answer to something we no longer wait for
+                try:
+                    msg = f.message()
+                except c.CodecError:
+                    continue  # garbled beyond the CRC's reach: wait for the retry
+                if f.type != c.ERROR and f.type != _RESPONSE[type(r.msg)]:
+                    continue
+                del inflight[f.seq]
+                answered.append(r)
+                out = handle(r, msg)
+                if out == "defer":
+                    self._deferred.append(r)
+                elif out:
+                    pending.extendleft(reversed(out))
+            # The device answers in the order it received: a request sent
+            # before the first copy of one just answered, and still
+            # unanswered, was lost (or its answer was) — resend it now
+            # rather than at its timeout.
+            if answered:
+                mark = max(r.first_idx for r in answered)
+                for r in [r for r in inflight.values() if r.last_idx < mark]:
+                    self._retry(r, inflight, pending, what)
+            now = time.monotonic()
+            for r in [r for r in inflight.values() if now >= r.deadline]:
+                self._retry(r, inflight, pending, what)
+
+    def _retry(self, r: _Req, inflight: dict, pending: deque, what: str) -> None:
+        parts = _split(r) if r.tries >= 2 else None
+        if parts:
+            # a frame that keeps failing is cut in two: on a noisy line
+            # shorter frames get through (WRITE/READ address by offset)
+            del inflight[r.seq]
+            pending.extendleft(reversed(parts))
+            m0 = parts[0].msg
+            if isinstance(m0, c.Write):
+                self.chunk = max(MIN_CHUNK, min(self.chunk, len(m0.data)))
+            else:
+                self.read_chunk = max(MIN_CHUNK, min(self.read_chunk, m0.length))
+            self.stats.retransmits += 1
+            return
+        if r.tries > self.retries:
+            raise DeviceError(f"device at {self.url} stopped answering ({what}: "
+                              f"{c.TYPE_NAMES[r.msg.TYPE]} unanswered after {r.tries} tries, "
+                              f"{self.timeout:g} s each)", "check the port/baud/firmware, or reset the board")
+        self._send(r, retry=True)
+
+    def _release_deferred(self) -> None:
+        """Issue deferred requests again (as new requests)."""
+        if self._deferred:
+            for r in self._deferred:
+                r.tries = 0
+            self._pending.extendleft(reversed(self._deferred))
+            self._deferred = []
+
+    def _drain(self, reqs_left: float) -> None:
+        """After abandoning a sample, let answers to requests already sent
+        come back so the device's buffer is empty before the next burst."""
+        end = time.monotonic() + reqs_left
+        while time.monotonic() < end:
+            if not self._poll(0.01) and time.monotonic() > self._line_free + 0.05:
+                break
+
+    # ------------------------------------------------------------ API
+    def handshake(self) -> DeviceInfo:
+        t0 = time.monotonic()
+        try:
+            return self._handshake()
+        finally:
+            self.stats.elapsed += time.monotonic() - t0
+
+    def _handshake(self) -> DeviceInfo:
+        result: list[c.Info] = []
+
+        def handle(r, msg):
+            if isinstance(msg, c.Error):
+                if msg.code == c.E_VERSION:
+                    raise DeviceError(f"device at {self.url} speaks another protocol version ({msg.message}); "
+                                      f"this host speaks {c.VERSION}..{c.VERSION}",
+                                      "update the firmware or the harness so both speak one version")
+                raise DeviceError(f"device at {self.url} refused the handshake: {msg.name} {msg.message}",
+                                  "check the firmware")
+            result.append(msg)
+
+        nonce = int.from_bytes(os.urandom(4), "little")
+        req = _Req(c.Hello(c.VERSION, c.VERSION, nonce), reply_bytes=1024)
+        self._boots.clear()
+        saved = self.window
+        self.window = 1
+        try:
+            self._exchange([req], handle, "handshake", stop_on_boot=False)
+        except DeviceError as exc:
+            if "stopped answering" in exc.message:
+                total = self.timeout * (self.retries + 1)
+                raise DeviceError(f"device at {self.url} did not answer the handshake within {total:g} s",
+                                  "check the port/baud/firmware") from None
+            raise
+        finally:
+            self.window = saved
+        m = result[0]
+        if m.version != c.VERSION:
+            raise DeviceError(f"device at {self.url} chose protocol version {m.version}; this host speaks "
+                              f"{c.VERSION}..{c.VERSION}", "update the firmware or the harness")
+        if m.max_frame < 64:
+            raise DeviceError(f"device at {self.url} reports max_frame {m.max_frame}, below the protocol's minimum",
+                              "check the firmware")
+        info = DeviceInfo.from_message(m)
+        if self.info is not None and (info.model_sha256, info.inputs, info.outputs) != (
+                self.info.model_sha256, self.info.inputs, self.info.outputs):
+            raise DeviceError(f"device at {self.url} came back from a reset with another model or tensor layout",
+                              "check what is flashed on the board")
+        self.info = info
+        self.window = max(1, min(m.rx_window or 1, self.window_limit or 1 << 16))
+        self.chunk = max(1, min(m.max_frame - 16, self.chunk_limit or 1 << 30))
+        self.read_chunk = m.max_frame - 16
+        self._boots.clear()
+        return info
+
+    def ping(self, payload: bytes = b"") -> bytes:
+        t0 = time.monotonic()
+        try:
+            if self.info is None:
+                self._handshake()
+            if len(payload) > self.info.max_frame - 8:
+                raise ConfigError(f"ping payload of {len(payload)} B exceeds the device's frame "
+                                  f"({self.info.max_frame - 8} B)", "send less")
+            got: list[bytes] = []
+
+            def handle(r, msg):
+                if isinstance(msg, c.Error):
+                    raise DeviceError(f"device at {self.url} answered PING with {msg.name}: {msg.message}",
+                                      "check the firmware")
+                got.append(msg.data)
+
+            self._exchange([_Req(c.Ping(bytes(payload)), reply_bytes=len(payload) + 8)], handle, "ping",
+                           stop_on_boot=False)
+            if got[0] != bytes(payload):
+                raise DeviceError(f"device at {self.url} echoed other bytes than it was sent",
+                                  "the link corrupts data undetected — check the firmware's codec")
+            return got[0]
+        finally:
+            self.stats.elapsed += time.monotonic() - t0
+
+    def infer(self, inputs: Sequence[np.ndarray]) -> InferenceResult:
+        t0 = time.monotonic()
+        try:
+            return self._infer(inputs)
+        finally:
+            self.stats.elapsed += time.monotonic() - t0
+
+    def _infer(self, inputs: Sequence[np.ndarray]) -> InferenceResult:
+        if self.info is None:
+            self._handshake()
+        info = self.info
+        if len(inputs) != len(info.inputs):
+            raise DataError(f"{len(inputs)} input arrays for a device with {len(info.inputs)} inputs",
+                            "pass one array per model input")
+        bufs = []
+        for i, (x, t) in enumerate(zip(inputs, info.inputs)):
+            x = np.asarray(x)
+            if x.dtype != t.np_dtype.newbyteorder("="):
+                raise DataError(f"input {i} is {x.dtype}, the device's input {i} is {t.dtype}",
+                                "convert/quantize the data to the device's dtype first")
+            b = np.ascontiguousarray(x, dtype=t.np_dtype).tobytes()
+            if len(b) != t.nbytes:
+                raise DataError(f"input {i} holds {len(b)} bytes, the device's input {i} takes {t.nbytes} "
+                                f"(shape {tuple(t.shape)})", "reshape the data to the device's input shape")
+            bufs.append(b)
+        r0, d0 = self.stats.retransmits, self.stats.dropped_frames
+        repeats = resets = 0
+        while True:
+            try:
+                res = self._infer_once(bufs)
+                res.retransmits = self.stats.retransmits - r0
+                res.resyncs = self.stats.dropped_frames - d0
+                res.repeats, res.device_resets = repeats, resets
+                return res
+            except _Redo as redo:
+                repeats += 1
+                self.stats.repeats += 1
+                if repeats > self.retries:
+                    raise DeviceError(f"device at {self.url} could not complete a sample in {repeats} attempts "
+                                      f"(last: {redo})", "check the link (cable, baud) and the board's power")
+                if redo.reset:
+                    resets += 1
+                    self.stats.device_resets += 1
+                    self._handshake()
+                else:
+                    self._drain(self.timeout)
+
+    def _infer_once(self, bufs: list[bytes]) -> InferenceResult:
+        info = self.info
+        self._sample_id = (self._sample_id + 1) & 0xFFFFFFFF
+        sid = self._sample_id
+        reqs = []
+        for ti, b in enumerate(bufs):
+            for off in range(0, len(b), self.chunk):
+                reqs.append(_Req(c.Write(ti, off, b[off:off + self.chunk]), reply_bytes=8))
+        after = [_Req(c.Invoke(sid), reply_bytes=32)]
+        outs = [bytearray(t.nbytes) for t in info.outputs]
+        got = [0] * len(outs)
+        rmax = self.read_chunk
+        for ti, t in enumerate(info.outputs):
+            for off in range(0, t.nbytes, rmax):
+                after.append(_Req(c.Read(ti, off, min(rmax, t.nbytes - off)), reply_bytes=min(rmax, t.nbytes - off) + 16))
+        total_in = sum(len(b) for b in bufs)
+        state = {"result": None, "acked": 0}
+        if total_in == 0:
+            reqs, after = after, []
+
+        def fail(msg: c.Error, r: _Req):
+            if msg.code == c.E_INCOMPLETE_INPUT:
+                raise _Redo(f"{c.TYPE_NAMES[r.msg.TYPE]}: INCOMPLETE_INPUT ({msg.message})")
+            hint = {c.E_NOT_READY: "the model does not fit/load on the device — check its arena and RAM",
+                    c.E_INVOKE_FAILED: "the firmware's interpreter failed — check its op resolver and arena"}
+            raise DeviceError(f"device at {self.url} answered {c.TYPE_NAMES[r.msg.TYPE]} with {msg.name}: "
+                              f"{msg.message}", hint.get(msg.code, "check that the firmware matches the model"))
+
+        def handle(r: _Req, msg):
+            if isinstance(r.msg, c.Read) and state["result"] is None:
+                return "defer"  # processed before the INVOKE: may be the previous sample's
+            if isinstance(msg, c.Error):
+                return fail(msg, r)
+            if isinstance(msg, c.Ack):
+                self.stats.payload_bytes_sent += len(r.msg.data)
+                state["acked"] += len(r.msg.data)
+                if state["acked"] >= total_in and after:
+                    # INVOKE only once every WRITE is in: a WRITE the device
+                    # handled after the INVOKE would leave its bytes marked
+                    # as written for the next sample
+                    out = list(after)
+                    after.clear()
+                    return out
+                return None
+            if isinstance(msg, c.Result):
+                if msg.sample_id != sid:
+                    raise DeviceError(f"device at {self.url} answered sample {sid} with sample {msg.sample_id}",
+                                      "check the firmware's INVOKE handling")
+                state["result"] = msg
+                self._release_deferred()
+                return None
+            # DATA
+            req: c.Read = r.msg
+            if msg.tensor != req.tensor or msg.offset != req.offset or len(msg.data) > req.length \
+                    or not msg.data:
+                raise DeviceError(f"device at {self.url} answered READ(t{req.tensor} @{req.offset}) with "
+                                  f"DATA(t{msg.tensor} @{msg.offset} +{len(msg.data)})", "check the firmware's READ")
+            outs[req.tensor][req.offset:req.offset + len(msg.data)] = msg.data
+            got[req.tensor] += len(msg.data)
+            self.stats.payload_bytes_received += len(msg.data)
+            if len(msg.data) < req.length:  # the device's frame is smaller: read on
+                n = req.length - len(msg.data)
+                return [_Req(c.Read(req.tensor, req.offset + len(msg.data), n), reply_bytes=n + 16)]
+            return None
+
+        r0 = self.stats.retransmits
+        self._exchange(reqs, handle, "inference")
+        if self.stats.retransmits == r0:  # a clean sample: frames may grow back
+            self.chunk = min(info.max_frame - 16, self.chunk_limit or 1 << 30, self.chunk * 2)
+            self.read_chunk = min(info.max_frame - 16, self.read_chunk * 2)
+        res: c.Result = state["result"]
+        if res.status != 0:
+            raise DeviceError(f"inference failed on the device at {self.url} (TfLiteStatus {res.status})",
+                              "check the firmware's op resolver and arena")
+        arrays = [np.frombuffer(bytes(b), t.np_dtype).reshape(tuple(t.shape)).astype(t.np_dtype.newbyteorder("="))
+                  for b, t in zip(outs, info.outputs)]
+        return InferenceResult(outputs=arrays, invoke_us=res.invoke_us, cycles=res.cycles, status=res.status)
+
+
+MIN_CHUNK = 64
+
+
+def _split(r: _Req) -> list[_Req] | None:
+    m = r.msg
+    if isinstance(m, c.Write) and len(m.data) >= 2 * MIN_CHUNK:
+        h = len(m.data) // 2
+        return [_Req(c.Write(m.tensor, m.offset, m.data[:h]), reply_bytes=8),
+                _Req(c.Write(m.tensor, m.offset + h, m.data[h:]), reply_bytes=8)]
+    if isinstance(m, c.Read) and m.length >= 2 * MIN_CHUNK:
+        h = m.length // 2
+        return [_Req(c.Read(m.tensor, m.offset, h), reply_bytes=h + 16),
+                _Req(c.Read(m.tensor, m.offset + h, m.length - h), reply_bytes=m.length - h + 16)]
+    return None
+
+
+_RESPONSE = {c.Hello: c.INFO, c.Write: c.ACK, c.Invoke: c.RESULT, c.Read: c.DATA, c.Ping: c.PONG}
+
+
+def check_device_matches(info: DeviceInfo, model) -> list[str]:
+    """Differences between what the device holds and `model`
+    (a `harness.model.ModelInfo`), one human-readable line each."""
+    out = []
+    if info.model_sha256 != model.sha256:
+        out.append(f"model sha256: device {info.model_sha256[:16]}…, file {model.sha256[:16]}…")
+    if info.model_size != model.size:
+        out.append(f"model size: device {info.model_size} B, file {model.size} B")
+    for kind, dev, want in (("input", info.inputs, model.inputs), ("output", info.outputs, model.outputs)):
+        if len(dev) != len(want):
+            out.append(f"{kind}s: device has {len(dev)}, model has {len(want)}")
+        for i, (d, m) in enumerate(zip(dev, want)):
+            name = f"{kind} {i}" + (f" '{m.name}'" if getattr(m, "name", "") else "")
+            if d.dtype != m.dtype:
+                out.append(f"{name} dtype: device {d.dtype}, model {m.dtype}")
+            if tuple(d.shape) != tuple(m.shape):
+                out.append(f"{name} shape: device {tuple(d.shape)}, model {tuple(m.shape)}")
+            if np.float32(d.scale) != np.float32(m.scale):
+                out.append(f"{name} scale: device {d.scale:.9g}, model {m.scale:.9g}")
+            if int(d.zero_point) != int(m.zero_point):
+                out.append(f"{name} zero point: device {d.zero_point}, model {m.zero_point}")
+            if d.nbytes and d.nbytes != m.nbytes and tuple(d.shape) == tuple(m.shape) and d.dtype == m.dtype:
+                out.append(f"{name} size: device {d.nbytes} B, model {m.nbytes} B")
+    return out
