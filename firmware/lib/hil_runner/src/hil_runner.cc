@@ -143,8 +143,8 @@ bool TflmBackend::Init() {
   }
   interpreter_ = new (g_interpreter_storage) tflite::MicroInterpreter(model, g_resolver, g_arena, kArenaSize);
   if (interpreter_->AllocateTensors() != kTfLiteOk) {
-    return Fail("AllocateTensors() failed with a %u-byte arena (see the LOG before; rebuild with a larger "
-                "HIL_ARENA_SIZE or hil codegen --arena-margin)", static_cast<unsigned>(kArenaSize));
+    return Fail("AllocateTensors() failed with a %u-byte arena; rebuild with a larger HIL_ARENA_SIZE or "
+                "hil codegen --arena-margin", static_cast<unsigned>(kArenaSize));
   }
   if (static_cast<int>(interpreter_->inputs_size()) != kHilNumInputs ||
       static_cast<int>(interpreter_->outputs_size()) != kHilNumOutputs) {

@@ -59,7 +59,7 @@ class TflmBackend : public protocol::Backend {
 
   tflite::MicroInterpreter* interpreter_ = nullptr;
   bool ready_ = false;
-  char reason_[96] = "the runner was not initialised";
+  char reason_[128] = "the runner was not initialised";
 };
 
 }  // namespace runner
