@@ -61,3 +61,15 @@ def random_inputs(info, rng: np.random.Generator) -> list[np.ndarray]:
             ii = np.iinfo(t.np_dtype)
             out.append(rng.integers(ii.min, ii.max + 1, size=t.shape).astype(t.np_dtype))
     return out
+
+
+_BUILT: dict[str, Path] = {}
+
+
+def tiny_models() -> dict[str, Path]:
+    """`build_tiny_models` once per test process (shared by the test files)."""
+    if not _BUILT:
+        import tempfile
+
+        _BUILT.update(build_tiny_models(Path(tempfile.mkdtemp(prefix="hil-sim-models-"))))
+    return dict(_BUILT)

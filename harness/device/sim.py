@@ -355,5 +355,6 @@ def start_sim(model, listen: str = "pty", board: str | Board = "sim", baud: int 
         raise ConfigError(f"baud {baud} is negative", "use a positive baud rate, or 0 for an unlimited line")
     if latency_ms < 0:
         raise ConfigError(f"latency {latency_ms} ms is negative", "use 0 or more")
+    faults = parse_faults(faults)
     dev = SimDevice(_model_bytes(model), board, max_frame=max_frame, rx_window=rx_window, arena_size=arena_size)
-    return SimHandle(dev, listen, baud, latency_ms, parse_faults(faults), int(seed), rx_buffer)
+    return SimHandle(dev, listen, baud, latency_ms, faults, int(seed), rx_buffer)

@@ -1,0 +1,127 @@
+"""DeviceSession: port errors, a silent device, model checks, input checks."""
+
+from __future__ import annotations
+
+import os
+import time
+import tty
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from harness.device.link import TcpTransport
+from harness.device.sim import start_sim
+from harness.errors import DataError, DeviceError
+from harness.model import inspect_model
+from harness.protocol.session import DeviceSession, check_device_matches
+from simmodels import tiny_models
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return tiny_models()
+
+
+def test_missing_port_is_a_one_line_device_error():
+    with pytest.raises(DeviceError) as exc:
+        DeviceSession("/dev/ttyDOES_NOT_EXIST")
+    assert "does not exist" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_refused_tcp_port():
+    t = TcpTransport(lambda d: None)
+    port = t.port
+    t.close()
+    with pytest.raises(DeviceError) as exc:
+        DeviceSession(f"socket://127.0.0.1:{port}")
+    assert "refused" in str(exc.value) or "cannot open" in str(exc.value)
+
+
+def test_silent_device_fails_the_handshake_in_bounded_time():
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    try:
+        t0 = time.monotonic()
+        with DeviceSession(os.ttyname(slave), timeout=0.2, retries=2) as s:
+            with pytest.raises(DeviceError) as exc:
+                s.handshake()
+        assert "did not answer the handshake within 0.6 s" in str(exc.value)
+        assert "check the port/baud/firmware" in str(exc.value)
+        assert time.monotonic() - t0 < 3
+        assert exc.value.exit_code == 2
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_device_that_stops_answering_mid_run(models):
+    mi = inspect_model(models["float_io"])
+    sim = start_sim(models["float_io"], listen="tcp:0", baud=0, latency_ms=0, arena_size=100_000)
+    try:
+        with DeviceSession(sim.url, timeout=0.2, retries=2) as s:
+            s.handshake()
+            sim.close()
+            t0 = time.monotonic()
+            with pytest.raises(DeviceError):
+                s.infer([np.zeros(mi.inputs[0].shape, np.float32)])
+            assert time.monotonic() - t0 < 5
+    finally:
+        sim.close()
+
+
+def test_check_device_matches_names_each_difference(models):
+    mi = inspect_model(models["float_io"])
+    other = inspect_model(models["int8_io"])
+    with start_sim(models["float_io"], listen="tcp:0", baud=0, latency_ms=0, arena_size=100_000) as sim:
+        with DeviceSession(sim.url) as s:
+            info = s.handshake()
+    assert check_device_matches(info, mi) == []
+    diffs = check_device_matches(info, other)
+    text = "\n".join(diffs)
+    assert "model sha256" in text and "input 0" in text and "dtype: device float32, model int8" in text
+    assert "scale" in text and "zero point" in text
+    moved = replace(mi, inputs=(replace(mi.inputs[0], shape=(1, 301)),))
+    assert any("shape: device (1, 300), model (1, 301)" in d for d in check_device_matches(info, moved))
+
+
+def test_inputs_must_have_the_devices_dtype_and_size(models):
+    mi = inspect_model(models["float_io"])
+    with start_sim(models["float_io"], listen="tcp:0", baud=0, latency_ms=0, arena_size=100_000) as sim:
+        with DeviceSession(sim.url) as s:
+            with pytest.raises(DataError):
+                s.infer([np.zeros(mi.inputs[0].shape, np.float64)])
+            with pytest.raises(DataError):
+                s.infer([np.zeros((1, 10), np.float32)])
+            with pytest.raises(DataError):
+                s.infer([])
+            assert s.ping(b"\x00" * 100) == b"\x00" * 100
+
+
+def test_not_ready_device_is_a_clean_error(models):
+    from harness.boards import load_board
+
+    small = replace(load_board("sim"), ram_bytes=100)
+    mi = inspect_model(models["float_io"])
+    with start_sim(models["float_io"], listen="tcp:0", board=small, baud=0, arena_size=5000) as sim:
+        with DeviceSession(sim.url, timeout=0.5) as s:
+            with pytest.raises(DeviceError) as exc:
+                s.infer([np.zeros(mi.inputs[0].shape, np.float32)])
+    assert "NOT_READY" in str(exc.value) and "does not fit" in str(exc.value)
+
+
+def test_logs_go_to_on_log_not_into_data(models):
+    logs = []
+    with start_sim(models["float_io"], listen="tcp:0", baud=0, arena_size=100_000) as sim:
+        with DeviceSession(sim.url, on_log=lambda level, text: logs.append((level, text))) as s:
+            s.handshake()
+            sim._log(1, "a warning from the board")
+            sim._log(2, "\x00 binary-looking \x00 log")
+            assert s.ping(b"x") == b"x"
+            deadline = time.monotonic() + 2
+            while len(logs) < 2 and time.monotonic() < deadline:
+                s.ping(b"y")
+    assert (1, "a warning from the board") in logs
+    assert (2, "\x00 binary-looking \x00 log") in logs
