@@ -44,7 +44,10 @@ def build_model(path: Path) -> Path:
     inp = tf.keras.Input((64, 96, 4), batch_size=1)
     x = tf.keras.layers.GlobalAveragePooling2D()(inp)
     out = tf.keras.layers.Dense(4)(x)
-    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, out)).convert())
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):  # the converter chats on stdout
+        path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, out)).convert())
     return path
 
 
