@@ -185,3 +185,35 @@ def read_model_bytes(path: str | Path) -> bytes:
 def inspect_model(path: str | Path) -> ModelInfo:
     path = Path(path)
     return inspect_bytes(read_model_bytes(path), path)
+
+
+def dequantize_sources(data: bytes) -> tuple[TensorInfo | None, ...]:
+    """For each model output: the quantized tensor a final DEQUANTIZE op
+    reads, or None when the output is not produced by one.
+
+    A float32-I/O int8 model computes in int8 and dequantizes at the end, so
+    its float outputs still move in steps of that tensor's scale (one LSB);
+    `validate` counts differences in those steps.
+    """
+    from ai_edge_litert import schema_py_generated as s
+
+    inspect_bytes(data)  # raises ModelError on garbage
+    m = s.Model.GetRootAs(data, 0)
+    g = m.Subgraphs(0)
+    producer: dict[int, tuple[int, int]] = {}  # tensor index -> (builtin code, first input tensor)
+    for i in range(g.OperatorsLength()):
+        op = g.Operators(i)
+        oc = m.OperatorCodes(op.OpcodeIndex())
+        code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
+        first_in = int(op.InputsAsNumpy()[0]) if op.InputsLength() else -1
+        for t in (op.OutputsAsNumpy() if op.OutputsLength() else ()):
+            producer[int(t)] = (code, first_in)
+    out = []
+    for idx in (g.OutputsAsNumpy() if g.OutputsLength() else ()):
+        code, src = producer.get(int(idx), (None, -1))
+        if code == s.BuiltinOperator.DEQUANTIZE and src >= 0:
+            t = _tensor(s, g.Tensors(src))
+            out.append(t if t.quantized else None)
+        else:
+            out.append(None)
+    return tuple(out)
