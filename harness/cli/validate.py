@@ -1,0 +1,149 @@
+"""`hil validate`: run the validation inputs on a device and report drift."""
+
+from __future__ import annotations
+
+import os
+
+from harness.cli._common import add_option, subcommand
+
+EPILOG = """\
+examples:
+  hil validate --port /dev/ttyACM0 --model gesture_quantized.tflite \\
+      --data gesture_quantized_validation_data.npz --html report.html --junit-xml junit.xml
+
+  export HIL_PORT=socket://127.0.0.1:5555              # QEMU, or a TCP serial server
+  hil validate --model M.tflite --data M_validation_data.npz --samples 50 --report-json r.json
+
+  hil validate --port rfc2217://lab-host:4000 --model M.tflite --data M_validation_data.npz --max-lsb 0
+
+  # a model made elsewhere (e.g. int8 in/out): any .npz/.npy of inputs; float inputs are
+  # quantized with the model's own scale/zero point, int8 inputs sent as they are; the
+  # host references are computed here
+  hil validate --port /dev/ttyUSB0 --model int8_model.tflite --data inputs.npy
+
+  # try it without hardware: the simulated board on a pseudo-terminal
+  hil device sim --model M.tflite > port.txt &  sleep 3
+  hil validate --port $(cat port.txt) --model M.tflite --data M_validation_data.npz
+
+what is compared (per output tensor, device vs the host's TFLM kernels, the oracle):
+  float domain   cosine (worst sample and mean), MSE, MAE, Pearson r, max |error|
+  LSB domain     device - host in quantization steps (int8 outputs, or the tensor behind the
+                 final DEQUANTIZE of float outputs): exact / +-1 / >1 counts, max LSB
+  classifiers    top-1 agreement, samples whose argmax flips, accuracy vs labels
+  triangulation  which host kernels (TFLM, LiteRT reference, LiteRT default) the device
+                 matches bit-exactly: drift of kernels vs drift of the device
+  timing         invoke time / cycles as the device reports them: min, median, p99
+
+gates (defaults): --min-cosine 0.99 (every sample), --max-lsb 1; --min-top1 off.
+
+exit codes: 0 every gate passed; 1 a gate failed (outputs drifted); 2 could not run
+(port, device, model, data, interrupted). Reports are written in every case; a run cut
+short (Ctrl-C, device lost) is marked partial and keeps the samples done.
+"""
+
+
+def register(sub, common) -> None:
+    p = subcommand(sub, common, "validate", help="run the validation data on a device and report drift vs the host",
+                   description="Stream the validation inputs to a device over the serial protocol, get its raw "
+                               "outputs and timing back, compare them with the host's TFLite results and write "
+                               "a drift report.", epilog=EPILOG)
+    g = p.add_argument_group("device")
+    add_option(g, "--port", default=os.environ.get("HIL_PORT"), metavar="URL",
+               help="any pyserial URL: /dev/ttyACM0, COM3, socket://host:port, rfc2217://host:port "
+                    "(default: $HIL_PORT)")
+    add_option(g, "--baud", type=int, default=921600, metavar="B", help="baud rate (default 921600)")
+    add_option(g, "--timeout", type=float, default=2.0, metavar="S",
+               help="seconds to wait for an answer before retransmitting (default 2)")
+    add_option(g, "--retries", type=int, default=5, metavar="N", help="retransmissions before giving up (default 5)")
+    g = p.add_argument_group("model and data")
+    add_option(g, "--model", required=True, metavar="M.tflite", help="the model the device holds")
+    add_option(g, "--data", required=True, metavar="D.npz",
+               help="the _validation_data.npz of `hil convert`, or any .npz/.npy of inputs (samples first)")
+    add_option(g, "--samples", type=int, default=None, metavar="N", help="use the first N samples (default all)")
+    add_option(g, "--reference", choices=("tflm", "litert_ref", "litert"), default="tflm",
+               help="host kernels the gates compare with (default tflm: what TFLM firmware computes)")
+    g = p.add_argument_group("gates")
+    add_option(g, "--min_cosine", type=float, default=0.99, metavar="C",
+               help="every sample's cosine similarity must be >= C (default 0.99; -1 turns it off)")
+    add_option(g, "--max_lsb", type=int, default=1, metavar="K",
+               help="no output may differ by more than K quantization steps (default 1; -1 turns it off)")
+    add_option(g, "--min_top1", type=float, default=None, metavar="A",
+               help="classifiers: top-1 agreement with the host must be >= A (default off)")
+    g = p.add_argument_group("reports")
+    add_option(g, "--report_json", metavar="PATH", help="JSON report (schema in docs/validate.md)")
+    add_option(g, "--junit_xml", metavar="PATH", help="JUnit XML, one testcase per gate (for CI)")
+    add_option(g, "--html", metavar="PATH", help="self-contained HTML report")
+    add_option(g, "--worst_k", type=int, default=10, metavar="K", help="worst samples listed (default 10)")
+    p.set_defaults(func=run)
+
+
+def gates_from_args(args):
+    from harness.validate import Gates
+
+    return Gates(min_cosine=None if args.min_cosine == -1 else args.min_cosine,
+                 max_lsb=None if args.max_lsb == -1 else args.max_lsb, min_top1=args.min_top1)
+
+
+def link_column():
+    """A progress column: samples/s, bytes/s and the share of the line rate."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class LinkColumn(ProgressColumn):
+        def render(self, task):
+            f = task.fields
+            if "samples_per_s" not in f:
+                return Text("")
+            return Text(f"{f['samples_per_s']:.1f} samples/s  {f['bytes_per_s'] / 1000:.1f} kB/s  "
+                        f"{100 * f['line_fraction']:.0f}% of line", style="cyan")
+
+    return LinkColumn()
+
+
+def execute(port, model, data, args, *, reports: dict, progress_label: str | None = None) -> int:
+    """Run validate, print the summary, write the reports; the exit code.
+    Shared with `hil demo`."""
+    from harness import console
+    from harness.errors import ConfigError
+    from harness.report import summary, write_html, write_json, write_junit
+    from harness.validate import validate
+
+    if not port:
+        raise ConfigError("no port given", "pass --port URL or set HIL_PORT; `hil ports` lists serial ports, "
+                                           "`hil device sim` starts a simulated board")
+    with console.make_progress(extra_columns=[link_column()]) as progress:
+        rep = validate(port, model, data, samples=args.samples, gates=gates_from_args(args),
+                       reference=args.reference, baud=args.baud, timeout=args.timeout, retries=args.retries,
+                       worst_k=args.worst_k, progress=progress,
+                       on_log=lambda level, text: console.detail(f"device: {text}"))
+    d = rep.to_dict()
+    if console.VERBOSITY >= 0 and (d["outputs"] or d["device"]):
+        console.out.print(summary(d))
+    written = []
+    for kind, path in reports.items():
+        if not path:
+            continue
+        writer = {"json": write_json, "junit": write_junit, "html": write_html}[kind]
+        written.append(str(writer(d, path)))
+    for w in written:
+        console.info(f"report: {w}")
+    if rep.error is not None and rep.exit_code == 2:
+        raise rep.error  # one line, exit 2 (cli/__init__.py)
+    if rep.error is not None or rep.interrupted:
+        from rich.markup import escape
+
+        msg = escape(d["error"]["message"])
+        console.err.print(f"[bold red]error:[/bold red] {msg}", markup=True, highlight=False, soft_wrap=True)
+    if rep.exit_code == 1:
+        failed = [g["name"] for g in d["gates"] if g["status"] == "fail"]
+        console.err.print(f"[bold red]DRIFT[/bold red]: {', '.join(failed)} outside tolerance "
+                          f"({d['triangulation']['verdict'] if d.get('triangulation') else ''})",
+                          markup=True, highlight=False, soft_wrap=True)
+    elif rep.exit_code == 0:
+        console.info("[bold green]PASS[/bold green]: every gate within tolerance")
+    return rep.exit_code
+
+
+def run(args) -> int:
+    return execute(args.port, args.model, args.data, args,
+                   reports={"json": args.report_json, "junit": args.junit_xml, "html": args.html})

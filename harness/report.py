@@ -1,0 +1,320 @@
+"""The drift report of `hil validate` in its four forms: JSON (the schema in
+docs/validate.md), JUnit XML (one testcase per gate, for lab CI), a
+self-contained HTML page, and a console summary (rich renderables; the CLI
+prints them).
+
+Every writer takes the report dict (`ValidationReport.to_dict()`) and writes
+atomically.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import socket
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from harness.fileio import write_json_atomic, write_text_atomic
+
+SHORT_KERNEL = {"tflm": "TFLM", "litert_ref": "LiteRT reference", "litert": "LiteRT default"}
+STATUS_COLOR = {"pass": "green", "fail": "red", "error": "yellow", "skipped": "dim"}
+
+
+# --------------------------------------------------------------------------- JSON
+
+def write_json(report: dict, path: str | os.PathLike) -> Path:
+    write_json_atomic(path, report)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- JUnit
+
+def _model_stem(report: dict) -> str:
+    m = (report.get("settings") or {}).get("model") or "model"
+    return Path(m).stem.replace(".", "_") or "model"
+
+
+def junit_tree(report: dict) -> ET.ElementTree:
+    """A JUnit XML document: one <testcase> per gate; drift is <failure>,
+    could-not-run is <error>, gates that do not apply are <skipped>."""
+    gates = report.get("gates") or []
+    counts = {s: sum(1 for g in gates if g["status"] == s) for s in ("fail", "error", "skipped")}
+    t = f"{float(report.get('duration_s') or 0.0):.3f}"
+    suites = ET.Element("testsuites", name="hil validate", tests=str(len(gates)), failures=str(counts["fail"]),
+                        errors=str(counts["error"]), skipped=str(counts["skipped"]), time=t)
+    cls = f"hil.validate.{_model_stem(report)}"
+    suite = ET.SubElement(suites, "testsuite", name=cls, tests=str(len(gates)), failures=str(counts["fail"]),
+                          errors=str(counts["error"]), skipped=str(counts["skipped"]), time=t,
+                          timestamp=str(report.get("started") or ""), hostname=socket.gethostname())
+    props = ET.SubElement(suite, "properties")
+    dev = report.get("device") or {}
+    model = report.get("model") or {}
+    settings = report.get("settings") or {}
+    for name, value in (("status", report.get("status")), ("port", settings.get("port")),
+                        ("model", settings.get("model")), ("model_sha256", model.get("sha256")),
+                        ("data", settings.get("data")), ("board", dev.get("board")),
+                        ("firmware", dev.get("firmware")),
+                        ("samples", f"{report.get('samples_done', 0)}/{report.get('samples_planned', 0)}"),
+                        ("partial", str(bool(report.get("partial"))).lower()),
+                        ("verdict", (report.get("triangulation") or {}).get("verdict"))):
+        if value is not None:
+            ET.SubElement(props, "property", name=name, value=str(value))
+    err = report.get("error") or {}
+    for g in gates:
+        tc = ET.SubElement(suite, "testcase", classname=cls, name=g["name"], time=t)
+        msg = g.get("message") or ""
+        if g["status"] == "fail":
+            f = ET.SubElement(tc, "failure", message=msg, type="drift")
+            f.text = _failure_text(report, g)
+        elif g["status"] == "error":
+            e = ET.SubElement(tc, "error", message=msg, type=err.get("type") or "Incomplete")
+            e.text = " — ".join(x for x in (err.get("message"), err.get("hint")) if x) or msg
+        elif g["status"] == "skipped":
+            ET.SubElement(tc, "skipped", message=msg)
+        out = ET.SubElement(tc, "system-out")
+        out.text = f"value={_num(g['value'])} threshold={_num(g['threshold'])} status={g['status']}"
+    ET.indent(suites)
+    return ET.ElementTree(suites)
+
+
+def _failure_text(report: dict, g: dict) -> str:
+    lines = [g.get("message") or ""]
+    tri = report.get("triangulation") or {}
+    if tri.get("verdict"):
+        lines.append(f"attribution: {tri['verdict']}")
+    for w in (report.get("worst_samples") or [])[:5]:
+        lines.append(f"sample {w['index']}: cosine {w['cosine']:.6f}, max LSB {w.get('max_lsb')}")
+    return "\n".join(lines)
+
+
+def write_junit(report: dict, path: str | os.PathLike) -> Path:
+    tree = junit_tree(report)
+    text = ET.tostring(tree.getroot(), encoding="unicode", xml_declaration=False)
+    write_text_atomic(path, '<?xml version="1.0" encoding="UTF-8"?>\n' + text + "\n")
+    return Path(path)
+
+
+def _num(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return f"{v:.6g}"
+    return str(v)
+
+
+# --------------------------------------------------------------------------- SVG (no matplotlib)
+
+def svg_scatter(values: list[float | None], *, title: str, threshold: float | None = None,
+                y_label: str = "", width: int = 640, height: int = 180, integer: bool = False) -> str:
+    """Per-sample values as dots, with the gate's threshold as a dashed line."""
+    pts = [(i, v) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
+    pad_l, pad_r, pad_t, pad_b = 56, 12, 22, 26
+    w, h = width - pad_l - pad_r, height - pad_t - pad_b
+    ys = [v for _, v in pts] + ([threshold] if threshold is not None else [])
+    lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
+    if integer:
+        lo, hi = min(lo, 0), max(hi, 1)
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5 * (abs(lo) or 1) * 1e-3, hi + 0.5 * (abs(hi) or 1) * 1e-3
+    span = hi - lo
+    lo, hi = lo - 0.05 * span, hi + 0.05 * span
+    n = max(len(values) - 1, 1)
+
+    def X(i):
+        return pad_l + w * i / n
+
+    def Y(v):
+        return pad_t + h * (1 - (v - lo) / (hi - lo))
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(title)}">',
+             f'<text x="{pad_l}" y="14" font-size="12" font-weight="bold">{html.escape(title)}</text>',
+             f'<rect x="{pad_l}" y="{pad_t}" width="{w}" height="{h}" fill="#fafafa" stroke="#ccc"/>']
+    for v in (lo, (lo + hi) / 2, hi):
+        parts.append(f'<text x="{pad_l - 4}" y="{Y(v) + 4:.1f}" font-size="10" text-anchor="end">{_tick(v, integer)}</text>')
+    parts.append(f'<text x="{pad_l + w / 2}" y="{height - 6}" font-size="10" text-anchor="middle">sample</text>')
+    if y_label:
+        parts.append(f'<text x="10" y="{pad_t + h / 2}" font-size="10" transform="rotate(-90 10 {pad_t + h / 2})" '
+                     f'text-anchor="middle">{html.escape(y_label)}</text>')
+    if threshold is not None:
+        parts.append(f'<line x1="{pad_l}" x2="{pad_l + w}" y1="{Y(threshold):.1f}" y2="{Y(threshold):.1f}" '
+                     f'stroke="#c00" stroke-dasharray="4 3"/><text x="{pad_l + w - 2}" y="{Y(threshold) - 3:.1f}" '
+                     f'font-size="10" fill="#c00" text-anchor="end">gate {_tick(threshold, integer)}</text>')
+    for i, v in pts:
+        bad = threshold is not None and ((v < threshold) if not integer else (v > threshold))
+        parts.append(f'<circle cx="{X(i):.1f}" cy="{Y(v):.1f}" r="2" fill="{"#c00" if bad else "#1565c0"}">'
+                     f'<title>sample {i}: {_tick(v, integer)}</title></circle>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def svg_histogram(hist: dict[str, int], *, title: str, width: int = 360, height: int = 180) -> str:
+    """Bars of the signed LSB-difference histogram (log-scaled heights)."""
+    def key(k):
+        if k.startswith("<="):
+            return -1e9
+        if k.startswith(">="):
+            return 1e9
+        return int(k)
+
+    items = sorted(hist.items(), key=lambda kv: key(kv[0]))
+    if not items:
+        items = [("0", 0)]
+    pad_l, pad_b, pad_t = 10, 30, 22
+    w, h = width - 2 * pad_l, height - pad_b - pad_t
+    bw = w / len(items)
+    top = math.log10(max(c for _, c in items) + 1) or 1.0
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(title)}">',
+             f'<text x="{pad_l}" y="14" font-size="12" font-weight="bold">{html.escape(title)}</text>']
+    for i, (k, c) in enumerate(items):
+        bh = h * math.log10(c + 1) / top
+        x = pad_l + i * bw
+        color = "#2e7d32" if k == "0" else "#f9a825" if k in ("1", "-1") else "#c62828"
+        parts.append(f'<rect x="{x + 2:.1f}" y="{pad_t + h - bh:.1f}" width="{max(bw - 4, 1):.1f}" height="{bh:.1f}" '
+                     f'fill="{color}"><title>{html.escape(k)} LSB: {c}</title></rect>')
+        parts.append(f'<text x="{x + bw / 2:.1f}" y="{pad_t + h - bh - 3:.1f}" font-size="10" '
+                     f'text-anchor="middle">{c}</text>')
+        parts.append(f'<text x="{x + bw / 2:.1f}" y="{height - 12}" font-size="10" '
+                     f'text-anchor="middle">{html.escape(k)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f} %"
+
+
+def _tick(v: float, integer: bool) -> str:
+    if integer:
+        return str(int(round(v)))
+    return f"{v:.6g}"
+
+
+# --------------------------------------------------------------------------- HTML
+
+def render_html(report: dict) -> str:
+    import jinja2
+    from markupsafe import Markup
+
+    from harness.paths import templates_dir
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _num
+    env.filters["pct"] = _pct
+    samples = report.get("samples") or []
+    gates = {g["metric"]: g for g in report.get("gates") or [] if g.get("output") in (0, None)}
+    plots = []
+    if samples:
+        plots.append(Markup(svg_scatter([s["cosine"] for s in samples], title="cosine similarity per sample",
+                                        threshold=(gates.get("cosine_min") or {}).get("threshold"),
+                                        y_label="cosine")))
+        if any(s.get("max_lsb") is not None for s in samples):
+            plots.append(Markup(svg_scatter([s.get("max_lsb") for s in samples], title="max |LSB| difference per sample",
+                                            threshold=(gates.get("max_lsb") or {}).get("threshold"),
+                                            y_label="LSB", integer=True)))
+    hists = [Markup(svg_histogram(o["lsb"]["histogram"], title=f"output {o['index']}: device − reference (LSB)"))
+             for o in report.get("outputs") or [] if o.get("lsb")]
+    tmpl = env.get_template("validate_report.html.j2")
+    return tmpl.render(r=report, plots=plots, hists=hists, colors=STATUS_COLOR)
+
+
+def write_html(report: dict, path: str | os.PathLike) -> Path:
+    write_text_atomic(path, render_html(report))
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- console
+
+def summary(report: dict):
+    """Rich renderables summarising the report (the CLI prints them)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    parts = []
+    status = report["status"]
+    color = STATUS_COLOR.get(status, "white")
+    dev = report.get("device") or {}
+    head = Text.assemble(("validate ", "bold"), (status.upper(), f"bold {color}"),
+                         f"  {report.get('samples_done', 0)}/{report.get('samples_planned', 0)} samples")
+    if report.get("partial"):
+        head.append("  (partial)", style="yellow")
+    if dev:
+        head.append(f"  board {dev.get('board')}, firmware {dev.get('firmware')}", style="dim")
+    parts.append(head)
+
+    gt = Table(title="gates", title_justify="left", show_edge=False, pad_edge=False)
+    for c in ("gate", "value", "threshold", "result"):
+        gt.add_column(c, justify="right" if c in ("value", "threshold") else "left")
+    for g in report.get("gates") or []:
+        gt.add_row(g["name"], _num(g["value"]), f"{g['op']} {_num(g['threshold'])}",
+                   Text(g["status"].upper(), style=STATUS_COLOR.get(g["status"], "")))
+    parts.append(gt)
+
+    if report.get("outputs"):
+        outs = report["outputs"]
+        mt = Table(title=f"device vs host ({(report.get('settings') or {}).get('reference_used', '')} kernels)",
+                   title_justify="left", show_edge=False, pad_edge=False)
+        mt.add_column("metric")
+        for o in outs:
+            mt.add_column(f"output {o['index']} {o['dtype']}{tuple(o['shape'])}", justify="right")
+
+        def row(label, fn):
+            mt.add_row(label, *[fn(o) for o in outs])
+
+        row("cosine (worst / mean)", lambda o: f"{_num(o['float']['cosine_min'])} / {_num(o['float']['cosine_mean'])}")
+        row("MSE / MAE", lambda o: f"{_num(o['float']['mse'])} / {_num(o['float']['mae'])}")
+        row("max |error| / Pearson r", lambda o: f"{_num(o['float']['max_abs_error'])} / {_num(o['float']['pearson_r'])}")
+        row("LSB exact / ±1 / >1", lambda o: (f"{o['lsb']['exact']} / {o['lsb']['off_by_one']} / {o['lsb']['over_one']}"
+                                              if o.get("lsb") else "n/a"))
+        row("max LSB", lambda o: str(o["lsb"]["max_lsb"]) if o.get("lsb") else "n/a")
+        row("bit-exact samples", lambda o: f"{o['bit_exact_samples']}/{o['samples']}")
+        if any(o.get("classifier") for o in outs):
+            row("top-1 agreement / flips", lambda o: (f"{_num(o['classifier']['top1_agreement'])} / "
+                                                      f"{len(o['classifier']['flips'])}" if o.get("classifier") else "n/a"))
+        parts.append(mt)
+    tri = report.get("triangulation")
+    if tri:
+        tt = Table(title="triangulation: which host kernels the device matches bit-exactly",
+                   title_justify="left", show_edge=False, pad_edge=False)
+        for c in ("kernels", "source", "bit-exact samples", "max LSB", "host = oracle"):
+            tt.add_column(c, justify="left" if c in ("kernels", "source") else "right")
+        for k, v in tri["kernels"].items():
+            if not v.get("available"):
+                tt.add_row(SHORT_KERNEL.get(k, k), "unavailable", "", "", "")
+                continue
+            mark = " (oracle)" if k == tri["oracle"] else ""
+            tt.add_row(SHORT_KERNEL.get(k, k) + mark, v.get("source") or "", f"{v['bit_exact_samples']}/{tri['samples']}",
+                       _num(v.get("max_lsb")),
+                       "" if v.get("same_as_oracle_samples") is None else f"{v['same_as_oracle_samples']}/{tri['samples']}")
+        parts.append(tt)
+        parts.append(Text(f"→ {tri['verdict']}", style="italic"))
+    tm = report.get("timing")
+    if tm and tm.get("invoke_us"):
+        u = tm["invoke_us"]
+        line = (f"invoke: min {u['min']:.0f} µs, median {u['median']:.0f} µs, p99 {u['p99']:.0f} µs "
+                f"({'HOST time — simulated board' if tm['clock'] == 'host' else 'device clock'})")
+        if tm.get("cycles"):
+            line += f"; cycles median {tm['cycles']['median']:.0f}"
+        parts.append(Text(line))
+    ln = report.get("link")
+    if ln and ln.get("elapsed_s"):
+        parts.append(Text(f"link: {ln['bytes_sent'] + ln['bytes_received']} bytes in {ln['elapsed_s']:.2f} s, "
+                          f"wire efficiency {_pct(ln.get('efficiency'))}, "
+                          f"{_pct(ln.get('fraction_of_line_rate'))} of the {ln['baud']} baud line, "
+                          f"{ln.get('retransmits', 0)} retransmits", style="dim"))
+    worst = report.get("worst_samples") or []
+    if worst:
+        parts.append(Text("worst samples: " + ", ".join(
+            f"#{w['index']} (cos {w['cosine']:.4f}, {w.get('max_lsb')} LSB)" for w in worst[:5])))
+    for note in report.get("notes") or []:
+        parts.append(Text(f"note: {note}", style="dim"))
+    return Group(*parts)
