@@ -1,0 +1,89 @@
+"""`hil demo`: the whole path on the simulated board, in one command."""
+
+from __future__ import annotations
+
+from harness.cli._common import add_option, subcommand
+
+EPILOG = """\
+examples:
+  hil demo                              # gesture example into ./hil-demo
+  hil demo --example audio --out /tmp/audio-demo
+  hil demo --faults ber=1e-4,drop=1e-4  # the same over a noisy line: results stay exact
+  hil demo --fresh                      # redo every step
+
+what it does (no hardware, no network; about 20 s here):
+  1. example   generate synthetic data and train the bundled Keras model  -> OUT/example/
+  2. convert   int8 .tflite (float32 I/O) + validation .npz              -> OUT/model/
+  3. codegen   model_data.cc/.h, model_ops.h for the firmware            -> OUT/firmware_src/
+  4. device    the simulated board (TFLM kernels) on a real pseudo-terminal
+  5. validate  stream the validation inputs over the serial protocol, compare with the host
+               -> OUT/reports/validation.{json,xml,html}
+
+Finished steps (example, convert) are reused on a re-run while their files are
+unchanged (OUT/demo_state.json); --fresh redoes them.
+
+exit codes: as `hil validate`: 0 pass, 1 drift, 2 could not run.
+"""
+
+
+def register(sub, common) -> None:
+    p = subcommand(sub, common, "demo", help="the whole path on the simulated board: convert, codegen, validate",
+                   description="Take a bundled example through convert, codegen, the simulated board on a "
+                               "pseudo-terminal and `hil validate` over the real serial path; write the reports.",
+                   epilog=EPILOG)
+    add_option(p, "--example", choices=("gesture", "audio"), default="gesture", help="bundled example (default gesture)")
+    add_option(p, "--out", default="hil-demo", metavar="DIR", help="work folder (default ./hil-demo)")
+    add_option(p, "--fresh", action="store_true", help="redo every step instead of reusing finished ones")
+    add_option(p, "--samples", type=int, default=None, metavar="N", help="validate on the first N samples (default all)")
+    add_option(p, "--baud", type=int, default=921600, metavar="B", help="line rate of the simulated link (default 921600)")
+    add_option(p, "--latency_ms", type=float, default=1.0, metavar="L", help="one-way link latency (default 1 ms)")
+    add_option(p, "--faults", default=None, metavar="SPEC", help="fault injection on the link, e.g. ber=1e-4,drop=1e-4")
+    add_option(p, "--seed", type=int, default=0, help="seed of the example data, training and faults (default 0)")
+    add_option(p, "--min_cosine", type=float, default=0.99, metavar="C", help="gate (default 0.99)")
+    add_option(p, "--max_lsb", type=int, default=1, metavar="K", help="gate (default 1)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from rich.markup import escape
+
+    from harness import console
+    from harness.cli.validate import link_column
+    from harness.demo import run_demo
+    from harness.report import summary
+    from harness.validate import Gates
+
+    def on_step(s):
+        how = "[dim]reused[/dim]" if s.reused else f"{s.seconds:.1f} s"
+        console.info(f"[bold]{s.name:9}[/bold] {how:>8}  {escape(s.detail)}")
+
+    gates = Gates(min_cosine=None if args.min_cosine == -1 else args.min_cosine,
+                  max_lsb=None if args.max_lsb == -1 else args.max_lsb)
+    with console.make_progress(extra_columns=[link_column()]) as progress:
+        res = run_demo(args.example, args.out, fresh=args.fresh, seed=args.seed, samples=args.samples, baud=args.baud,
+                       latency_ms=args.latency_ms, faults=args.faults, gates=gates, progress=progress,
+                       on_step=on_step)
+    d = res.report.to_dict()
+    if console.VERBOSITY >= 0 and (d["outputs"] or d["device"]):
+        console.out.print(summary(d))
+    rep = res.report
+    console.info("")
+    console.info("[bold]reports[/bold]")
+    for kind, path in res.reports.items():
+        console.out.print(f"  {kind:5} {path}", highlight=False)
+    if console.VERBOSITY >= 0:
+        ex = res.example_paths
+        console.err.print(
+            "\n[bold]the same by hand[/bold]\n"
+            f"  hil convert --checkpoint_path {ex.keras} --model_config {ex.config} --data_path_train {ex.data} "
+            f"--output_path {res.tflite}\n"
+            f"  hil codegen --model {res.tflite} --model_config {ex.config} --out {res.firmware_src}\n"
+            f"  hil device sim --model {res.tflite} > port.txt &   # prints the port\n"
+            f"  hil validate --port $(cat port.txt) --model {res.tflite} --data {res.npz} --html report.html",
+            soft_wrap=True, highlight=False, markup=True)
+    if rep.error is not None and rep.exit_code == 2:
+        raise rep.error
+    verdict = {0: "[bold green]PASS[/bold green]", 1: "[bold red]DRIFT[/bold red]",
+               2: "[bold yellow]ERROR[/bold yellow]"}[rep.exit_code]
+    console.info(f"{verdict} in {res.seconds:.1f} s")
+    return rep.exit_code

@@ -1,0 +1,59 @@
+"""The serial ports of this machine, with the boards from `boards/` they
+look like (by USB vendor/product id). Used by `hil ports` and by `flash` to
+find a port again after it re-enumerates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SerialPort:
+    device: str  # what --port takes: /dev/ttyACM0, COM3
+    vid: int | None
+    pid: int | None
+    serial_number: str | None
+    description: str
+    manufacturer: str | None
+    location: str | None
+    boards: tuple[str, ...] = field(default=())  # ids of boards/*.json whose usb ids match
+
+    @property
+    def vid_pid(self) -> str:
+        return f"{self.vid:04x}:{self.pid:04x}" if self.vid is not None and self.pid is not None else ""
+
+    def to_dict(self) -> dict:
+        return {"device": self.device, "vid_pid": self.vid_pid or None, "serial_number": self.serial_number,
+                "description": self.description, "manufacturer": self.manufacturer, "location": self.location,
+                "boards": list(self.boards)}
+
+
+def board_usb_map(boards=None) -> dict[tuple[int, int], list[str]]:
+    """(vid, pid) -> board ids, from the board definitions."""
+    if boards is None:
+        from harness.boards import all_boards
+
+        boards = all_boards()
+    out: dict[tuple[int, int], list[str]] = {}
+    for b in boards:
+        for ids in b.usb_ids:
+            out.setdefault(ids, []).append(b.id)
+    return out
+
+
+def list_ports(boards=None, comports=None) -> list[SerialPort]:
+    """Every serial port pyserial sees, sorted by device name. `comports`
+    replaces `serial.tools.list_ports.comports` (tests)."""
+    if comports is None:
+        from serial.tools.list_ports import comports
+    known = board_usb_map(boards)
+    ports = []
+    for p in comports():
+        vid, pid = getattr(p, "vid", None), getattr(p, "pid", None)
+        desc = getattr(p, "description", None) or ""
+        ports.append(SerialPort(
+            device=p.device, vid=vid, pid=pid, serial_number=getattr(p, "serial_number", None),
+            description="" if desc == "n/a" else desc, manufacturer=getattr(p, "manufacturer", None),
+            location=getattr(p, "location", None),
+            boards=tuple(known.get((vid, pid), ())) if vid is not None and pid is not None else ()))
+    return sorted(ports, key=lambda p: p.device)
