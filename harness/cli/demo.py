@@ -55,7 +55,8 @@ def run(args) -> int:
 
     def on_step(s):
         how = "[dim]reused[/dim]" if s.reused else f"{s.seconds:.1f} s"
-        console.info(f"[bold]{s.name:9}[/bold] {how:>8}  {escape(s.detail)}")
+        if console.VERBOSITY >= 0:
+            console.err.print(f"[bold]{s.name:9}[/bold] {how:>8}  {escape(s.detail)}", soft_wrap=True)
 
     gates = Gates(min_cosine=None if args.min_cosine == -1 else args.min_cosine,
                   max_lsb=None if args.max_lsb == -1 else args.max_lsb)
@@ -70,7 +71,7 @@ def run(args) -> int:
     console.info("")
     console.info("[bold]reports[/bold]")
     for kind, path in res.reports.items():
-        console.out.print(f"  {kind:5} {path}", highlight=False)
+        console.out.print(f"  {kind:5} {path}", highlight=False, soft_wrap=True)
     if console.VERBOSITY >= 0:
         ex = res.example_paths
         console.err.print(

@@ -126,7 +126,8 @@ def execute(port, model, data, args, *, reports: dict, progress_label: str | Non
         writer = {"json": write_json, "junit": write_junit, "html": write_html}[kind]
         written.append(str(writer(d, path)))
     for w in written:
-        console.info(f"report: {w}")
+        if console.VERBOSITY >= 0:
+            console.err.print(f"report: {w}", soft_wrap=True, highlight=False, markup=False)
     if rep.error is not None and rep.exit_code == 2:
         raise rep.error  # one line, exit 2 (cli/__init__.py)
     if rep.error is not None or rep.interrupted:

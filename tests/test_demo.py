@@ -1,0 +1,52 @@
+"""`hil demo` end to end: example -> convert -> codegen -> simulated board
+on a real pty -> validate -> reports; then a re-run that reuses the
+finished steps."""
+
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from harness.cli import main
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_and_rerun(tmp_path, capsys):
+    out = tmp_path / "demo"
+    t0 = time.monotonic()
+    rc = main(["demo", "--out", str(out)])
+    first = time.monotonic() - t0
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert first < 120
+    rep = out / "reports" / "validation.json"
+    for p in (out / "model" / "gesture_quantized.tflite", out / "model" / "gesture_quantized_validation_data.npz",
+              out / "firmware_src" / "model_data.cc", out / "firmware_src" / "model_ops.h", rep,
+              out / "reports" / "validation.xml", out / "reports" / "validation.html"):
+        assert p.is_file(), p
+        assert str(p) in cap.out + cap.err or p.parent.name in ("model", "firmware_src")
+    r = json.loads(rep.read_text())
+    assert r["status"] == "pass" and r["samples_done"] > 100 and r["settings"]["port"].startswith("/dev/pts/")
+    assert r["triangulation"]["matches"][0] == "tflm"
+    assert ET.parse(out / "reports" / "validation.xml").getroot().get("failures") == "0"
+    assert "model_data.cc" in cap.err and "PASS" in cap.err
+
+    # a re-run reuses the trained example and the conversion
+    tflite_mtime = (out / "model" / "gesture_quantized.tflite").stat().st_mtime_ns
+    rc = main(["demo", "--out", str(out), "--samples", "20"])
+    cap = capsys.readouterr()
+    assert rc == 0
+    assert cap.err.count("reused") == 2
+    assert (out / "model" / "gesture_quantized.tflite").stat().st_mtime_ns == tflite_mtime
+    assert json.loads(rep.read_text())["samples_done"] == 20
+
+
+def test_demo_rejects_unknown_example(tmp_path):
+    from harness.demo import run_demo
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        run_demo("nope", tmp_path)

@@ -1,0 +1,110 @@
+"""`hil validate` end to end over a real pseudo-terminal: the simulated
+board (TFLM kernels) on one side, the CLI on the other."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from harness.cli import main
+from harness.device.sim import start_sim
+from tests.simmodels import tiny_models
+
+
+@pytest.fixture(scope="module")
+def gesture_sim(gesture_model):
+    with start_sim(gesture_model.tflite, listen="pty") as sim:
+        yield sim
+
+
+def test_pass_on_the_gesture_model_over_a_pty(gesture_model, gesture_sim, tmp_path, capsys):
+    rj, rx, rh = tmp_path / "r.json", tmp_path / "r.xml", tmp_path / "r.html"
+    rc = main(["validate", "--port", gesture_sim.url, "--model", str(gesture_model.tflite),
+               "--data", str(gesture_model.npz), "--report-json", str(rj), "--junit_xml", str(rx), "--html", str(rh)])
+    assert rc == 0
+    r = json.loads(rj.read_text())
+    n = len(np.load(gesture_model.npz)["x"])
+    assert r["status"] == "pass" and r["samples_done"] == n and not r["partial"]
+    assert r["device"]["board"] == "sim" and r["device"]["model_sha256"] == r["model"]["sha256"]
+    o = r["outputs"][0]
+    assert o["bit_exact_samples"] == n and o["lsb"]["max_lsb"] == 0 and o["classifier"]["top1_agreement"] == 1.0
+    assert r["triangulation"]["kernels"]["tflm"]["bit_exact"] and "tflm" in r["triangulation"]["matches"]
+    assert r["timing"]["clock"] == "host" and r["timing"]["invoke_us"]["min"] > 0
+    assert r["link"]["bytes_sent"] > n * 1200 and r["link"]["retransmits"] == 0
+    assert len(ET.parse(rx).getroot().findall("./testsuite/testcase")) == len(r["gates"]) == 2
+    assert "PASS" in rh.read_text()
+    assert "PASS" in capsys.readouterr().out
+
+
+def test_tampered_reference_is_drift(gesture_model, gesture_sim, tmp_path, capsys):
+    z = dict(np.load(gesture_model.npz))
+    y = z["y_tflm"].copy()
+    y[4, 0] += np.float32(2 / 256)  # two LSB of the softmax output on one sample
+    z["y_tflm"] = y
+    bad = tmp_path / "tampered.npz"
+    np.savez(bad, **z)
+    rj, rx = tmp_path / "r.json", tmp_path / "r.xml"
+    rc = main(["validate", "--port", gesture_sim.url, "--model", str(gesture_model.tflite), "--data", str(bad),
+               "--samples", "20", "--report_json", str(rj), "--junit-xml", str(rx)])
+    assert rc == 1
+    r = json.loads(rj.read_text())
+    g = {x["name"]: x for x in r["gates"]}
+    assert g["max_lsb"]["status"] == "fail" and g["max_lsb"]["value"] == 2
+    assert r["worst_samples"][0]["index"] == 4
+    # triangulation: the device still matches the LiteRT kernels bit-exactly, so the
+    # difference is not the device's
+    assert "litert" in r["triangulation"]["matches"] and "tflm" not in r["triangulation"]["matches"]
+    assert "not in the device's hardware" in r["triangulation"]["verdict"]
+    cases = {c.get("name"): c for c in ET.parse(rx).getroot().iter("testcase")}
+    assert cases["max_lsb"].find("failure") is not None
+    assert "DRIFT" in capsys.readouterr().err
+
+
+def test_refuses_a_device_with_another_model(gesture_model, tmp_path, capsys):
+    other = tiny_models()["float_io"]
+    rx = tmp_path / "r.xml"
+    with start_sim(other, listen="pty", arena_size=8192) as sim:
+        rc = main(["validate", "--port", sim.url, "--model", str(gesture_model.tflite),
+                   "--data", str(gesture_model.npz), "--junit-xml", str(rx)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "another model" in errors[0]
+    assert "model sha256" in errors[0] and "model size" in errors[0]
+    assert all(c.find("error") is not None for c in ET.parse(rx).getroot().iter("testcase"))
+
+
+def test_int8_io_model_with_float_inputs(tmp_path):
+    m = tiny_models()["int8_io"]
+    x = np.random.default_rng(9).normal(size=(6, 300)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    rj = tmp_path / "r.json"
+    with start_sim(m, listen="pty", arena_size=8192) as sim:
+        rc = main(["validate", "--port", sim.url, "--model", str(m), "--data", str(tmp_path / "x.npy"),
+                   "--report-json", str(rj), "--max-lsb", "0"])
+    assert rc == 0
+    r = json.loads(rj.read_text())
+    assert r["data"]["quantized_on_host"] == [True] and r["outputs"][0]["dtype"] == "int8"
+    assert r["data"]["references"] == {"tflm": "host", "litert_ref": "host", "litert": "host"}
+
+
+def test_missing_port_and_silent_port(gesture_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HIL_PORT", raising=False)
+    rc = main(["validate", "--port", str(tmp_path / "no-such-tty"), "--model", str(gesture_model.tflite),
+               "--data", str(gesture_model.npz)])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    import os
+    import pty
+
+    master, slave = pty.openpty()  # a port where nobody answers
+    try:
+        rc = main(["validate", "--port", os.ttyname(slave), "--model", str(gesture_model.tflite),
+                   "--data", str(gesture_model.npz), "--timeout", "0.3", "--retries", "1"])
+    finally:
+        os.close(master)
+        os.close(slave)
+    err = capsys.readouterr().err
+    assert rc == 2 and len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1
