@@ -94,8 +94,8 @@ def link_column():
             f = task.fields
             if "samples_per_s" not in f:
                 return Text("")
-            return Text(f"{f['samples_per_s']:.1f} samples/s  {f['bytes_per_s'] / 1000:.1f} kB/s  "
-                        f"{100 * f['line_fraction']:.0f}% of line", style="cyan")
+            return Text(f"{f['samples_per_s']:.1f} samples/s {f['bytes_per_s'] / 1000:.0f} kB/s "
+                        f"{100 * f['line_fraction']:.0f}% of line", style="cyan", no_wrap=True)
 
     return LinkColumn()
 
