@@ -108,3 +108,32 @@ def test_missing_port_and_silent_port(gesture_model, tmp_path, capsys, monkeypat
         os.close(slave)
     err = capsys.readouterr().err
     assert rc == 2 and len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1
+
+
+def test_ctrl_c_writes_a_partial_report(gesture_model, tmp_path):
+    """A real SIGINT to a running `hil validate`: exit 2, a partial report
+    with the samples done, a JUnit file with errors."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rj, rx = tmp_path / "r.json", tmp_path / "r.xml"
+    with start_sim(gesture_model.tflite, listen="pty", baud=115200) as sim:  # ~10 samples/s
+        p = subprocess.Popen([sys.executable, "-m", "harness", "validate", "--port", sim.url,
+                              "--model", str(gesture_model.tflite), "--data", str(gesture_model.npz),
+                              "--report-json", str(rj), "--junit-xml", str(rx)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        deadline = time.monotonic() + 60
+        while sim.device.stats.invokes < 5 and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.05)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    assert p.returncode == 2, err
+    r = json.loads(rj.read_text())
+    assert r["partial"] and r["interrupted"] and r["status"] == "error"
+    assert 5 <= r["samples_done"] < r["samples_planned"] and len(r["samples"]) == r["samples_done"]
+    assert f"interrupted after {r['samples_done']} of {r['samples_planned']}" in err
+    assert all(c.find("error") is not None for c in ET.parse(rx).getroot().iter("testcase"))
