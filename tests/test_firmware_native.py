@@ -92,7 +92,7 @@ def random_sample(inputs, rng):
 
 
 @pytest.mark.parametrize("name", ["gesture_model", "audio_model", "float_io", "int8_io", "two_outputs"])
-def test_native_firmware_is_bit_exact_to_tflm(request, name, sim_models, tflm_native, tmp_path_factory):
+def test_native_firmware_is_bit_exact_to_tflm(request, name, tflm_native, sim_models, tmp_path_factory):
     from harness.model import inspect_model, read_model_bytes
     from harness.protocol.session import DeviceSession, check_device_matches
     from harness.runtime import HostInterpreter
@@ -132,7 +132,7 @@ def test_native_firmware_is_bit_exact_to_tflm(request, name, sim_models, tflm_na
         dev.close()
 
 
-def test_firmware_with_another_model_is_refused(sim_models, tflm_native, tmp_path_factory):
+def test_firmware_with_another_model_is_refused(tflm_native, sim_models, tmp_path_factory):
     from harness.model import inspect_model
     from harness.protocol.session import DeviceSession, check_device_matches
 
@@ -155,7 +155,7 @@ def _frames(data: bytes):
     return [f.message() for f in frames], dec.dropped
 
 
-def test_tflm_logs_travel_as_log_frames(sim_models, tflm_native, tmp_path_factory):
+def test_tflm_logs_travel_as_log_frames(tflm_native, sim_models, tmp_path_factory):
     """An arena too small for the model: TFLM's own error text and the
     runner's reason arrive as LOG frames, the handshake answers NOT_READY,
     and nothing but valid frames is ever written on the link (--stdio)."""
@@ -175,7 +175,7 @@ def test_tflm_logs_travel_as_log_frames(sim_models, tflm_native, tmp_path_factor
     assert isinstance(err, c.Error) and err.name == "NOT_READY" and "AllocateTensors" in err.message
 
 
-def test_stdio_link_and_startup_log(sim_models, tflm_native, tmp_path_factory):
+def test_stdio_link_and_startup_log(tflm_native, sim_models, tmp_path_factory):
     from harness.protocol import codec as c
 
     exe = build_for(sim_models["int8_io"], tflm_native, tmp_path_factory)
