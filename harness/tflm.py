@@ -12,9 +12,9 @@ recompile sources newer than their objects.
     lib = build_static_lib(tree, "g++", ["-O2", "-DTF_LITE_STATIC_MEMORY"])
     includes = tree.include_dirs()
 
-TFLM's own `debug_log.cc` is left out of the library: the firmware
-implements that seam (`DebugLog`, `DebugVsnprintf`) and sends TFLM's logs as
-protocol LOG frames.
+TFLM's own `debug_log.cc` and `micro_time.cc` are left out of the library:
+the firmware implements those seams (`DebugLog`, `DebugVsnprintf`, sent as
+protocol LOG frames; `GetCurrentTimeTicks` from the board's clock).
 """
 
 from __future__ import annotations
@@ -46,10 +46,12 @@ _THIRD_PARTY_INCLUDES = (
     "third_party/cmsis/CMSIS/Core/Include",
     "third_party/cmsis/CMSIS/DSP/Include",
 )
-# The logging seam the firmware implements itself.
+# The platform seams the firmware implements itself: logging and time.
 SEAM_SOURCES = (
     "tensorflow/lite/micro/debug_log.cc",
     "tensorflow/lite/micro/cortex_m_generic/debug_log.cc",
+    "tensorflow/lite/micro/micro_time.cc",
+    "tensorflow/lite/micro/cortex_m_generic/micro_time.cc",
 )
 # Flags every build of the tree gets, as TFLM's own Makefile uses them.
 DEFAULT_FLAGS = ("-O2", "-DTF_LITE_STATIC_MEMORY")
@@ -76,7 +78,7 @@ class TflmTree:
         return ["-DTF_LITE_STATIC_MEMORY"] + (["-DCMSIS_NN"] if self.has_cmsis_nn else [])
 
     def sources(self) -> list[Path]:
-        """Every .cc/.c of the tree except the logging seam, sorted."""
+        """Every .cc/.c of the tree except the platform seams, sorted."""
         skip = {self.root / s for s in SEAM_SOURCES}
         found = [p for ext in ("*.cc", "*.c") for p in self.root.rglob(ext)]
         return sorted(p for p in found if p not in skip and "/examples/" not in p.as_posix()

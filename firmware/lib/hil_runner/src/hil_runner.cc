@@ -14,6 +14,7 @@
 #include "model_ops.h"
 #include "tensorflow/lite/micro/debug_log.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
+#include "tensorflow/lite/micro/micro_time.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 
 namespace hil {
@@ -231,3 +232,15 @@ extern "C" void DebugLog(const char* format, va_list args) {
 extern "C" int DebugVsnprintf(char* buffer, size_t buf_size, const char* format, va_list vlist) {
   return vsnprintf(buffer, buf_size, format, vlist);
 }
+
+// TFLM's time seam (micro_time.h), used by its MicroProfiler: the board's
+// cycle counter where it has one, else its microsecond clock.
+namespace tflite {
+uint32_t ticks_per_second() {
+  return hil::board::HasCycleCounter() ? hil::board::CpuHz() : 1000000u;
+}
+uint32_t GetCurrentTimeTicks() {
+  return hil::board::HasCycleCounter() ? static_cast<uint32_t>(hil::board::CyclesNow())
+                                       : hil::board::MicrosNow();
+}
+}  // namespace tflite

@@ -115,6 +115,7 @@ if truthy(option("custom_hil_tflm", "yes")):
              "-- point it at the output of create_tflm_tree.py" % tflm_dir)
     include = [tflm_dir]
     for sub in ("third_party/flatbuffers/include", "third_party/gemmlowp", "third_party/ruy",
+                "third_party/kissfft",
                 "third_party/cmsis_nn", "third_party/cmsis_nn/Include",
                 "third_party/cmsis/CMSIS/Core/Include", "third_party/cmsis/CMSIS/DSP/Include"):
         if os.path.isdir(os.path.join(tflm_dir, sub)):
@@ -126,10 +127,14 @@ if truthy(option("custom_hil_tflm", "yes")):
     env.Append(CPPPATH=include)
     if has_cmsis_nn:
         env.Append(CPPDEFINES=["CMSIS_NN"])
-    # The firmware implements TFLM's logging seam (DebugLog, as protocol
-    # frames), so the tree's own debug_log.cc is left out.
-    src_filter = ["+<tensorflow/>", "-<tensorflow/lite/micro/debug_log.cc>",
-                  "-<tensorflow/lite/micro/cortex_m_generic/debug_log.cc>"]
+    # The firmware implements TFLM's platform seams -- logging (DebugLog, as
+    # protocol frames) and time (the board's clock) -- so the tree's own
+    # debug_log.cc and micro_time.cc (host or cortex_m_generic) are left out.
+    src_filter = ["+<tensorflow/>",
+                  "-<tensorflow/lite/micro/debug_log.cc>",
+                  "-<tensorflow/lite/micro/cortex_m_generic/debug_log.cc>",
+                  "-<tensorflow/lite/micro/micro_time.cc>",
+                  "-<tensorflow/lite/micro/cortex_m_generic/micro_time.cc>"]
     if has_cmsis_nn:
         src_filter.append("+<third_party/cmsis_nn/Source/>")
     extra = option("custom_hil_tflm_src_filter", "")
