@@ -74,18 +74,24 @@ def flash_native(board: Board, program: Path, timeout: float = 10.0, detach: boo
                           "build it first: hil build --board native --model M.tflite")
     cmd = [str(program)]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None,
-                            text=True, start_new_session=detach)
+                            start_new_session=detach)
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
-    os.set_blocking(proc.stdout.fileno(), False)
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
     buf = ""
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        try:
+            # Raw, non-blocking: a text wrapper over a non-blocking pipe
+            # fails when no bytes are there yet.
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            chunk = b""
+        buf += chunk.decode("utf-8", "replace")
+        m = NATIVE_PORT_RE.search(buf)
+        if not m and proc.poll() is not None:
             raise DeviceError(f"the native firmware exited at start (code {proc.returncode})",
                               f"run it by hand: {program}")
-        chunk = proc.stdout.read() or ""
-        buf += chunk
-        m = NATIVE_PORT_RE.search(buf)
         if m:
             return FlashResult(board.id, m.group(1), [cmd], process=proc, pid=proc.pid)
         time.sleep(0.02)
