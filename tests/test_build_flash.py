@@ -121,6 +121,9 @@ def _fixture(request, name):
         pytest.skip(f"fixture {name} (tests/conftest.py) is not available yet")
 
 
+OTHER = {"gesture_model": "audio_model", "audio_model": "gesture_model"}
+
+
 @pytest.mark.tflm
 @pytest.mark.parametrize("board,var", [("qemu_m55", "HIL_TFLM_M55_DIR"), ("native", "HIL_TFLM_DIR")])
 @pytest.mark.parametrize("example", ["gesture_model", "audio_model"])
@@ -137,6 +140,14 @@ def test_built_firmware_validates_bit_exact(request, tmp_path_factory, board, va
         proc = subprocess.run(["hil", "validate", "--port", dev.port, "--model", str(model), "--data", str(data)],
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+        # The same firmware asked to validate the other example: the
+        # handshake refuses it (exit 2, one line naming the difference).
+        other_model, other_data = _fixture(request, OTHER[example])[:2]
+        proc = subprocess.run(["hil", "validate", "--port", dev.port, "--model", str(other_model),
+                               "--data", str(other_data)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "holds another model" in proc.stderr and "sha256" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
     finally:
         if hasattr(dev.process, "stop"):
             dev.process.stop()
