@@ -32,10 +32,23 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes the file 0600; the result gets the mode any new file
+        # would (0666 less the umask), or keeps the mode of the file it replaces.
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp_path, _mode_for(target))
         os.replace(tmp_path, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def _mode_for(target: Path) -> int:
+    try:
+        return target.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
