@@ -110,6 +110,30 @@ def test_missing_port_and_silent_port(gesture_model, tmp_path, capsys, monkeypat
     assert rc == 2 and len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1
 
 
+def test_busy_port_is_one_line_exit_2(gesture_model, tmp_path, capsys):
+    """A port another program holds (a serial monitor, a second hil) is
+    named as busy, not as a silent device."""
+    import os
+    import pty
+
+    import serial
+
+    master, slave = pty.openpty()
+    holder = serial.Serial(os.ttyname(slave), exclusive=True)   # flock, as pyserial's exclusive mode
+    try:
+        rc = main(["validate", "--port", os.ttyname(slave), "--model", str(gesture_model.tflite),
+                   "--data", str(gesture_model.npz), "--report-json", str(tmp_path / "r.json")])
+    finally:
+        holder.close()
+        os.close(master)
+        os.close(slave)
+    err = capsys.readouterr().err
+    assert rc == 2 and "is busy" in err, err
+    assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1
+    report = json.loads((tmp_path / "r.json").read_text())   # a lab CI rig still gets its report
+    assert report["status"] == "error" and "busy" in report["error"] and report["samples_done"] == 0
+
+
 def test_ctrl_c_writes_a_partial_report(gesture_model, tmp_path):
     """A real SIGINT to a running `hil validate`: exit 2, a partial report
     with the samples done, a JUnit file with errors."""
