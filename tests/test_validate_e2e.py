@@ -131,7 +131,7 @@ def test_busy_port_is_one_line_exit_2(gesture_model, tmp_path, capsys):
     assert rc == 2 and "is busy" in err, err
     assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1
     report = json.loads((tmp_path / "r.json").read_text())   # a lab CI rig still gets its report
-    assert report["status"] == "error" and "busy" in report["error"] and report["samples_done"] == 0
+    assert report["status"] == "error" and "busy" in report["error"]["message"] and report["samples_done"] == 0
 
 
 def test_ctrl_c_writes_a_partial_report(gesture_model, tmp_path):
