@@ -38,6 +38,11 @@ def detail(msg: str) -> None:
         err.print(f"[dim]{msg}[/dim]")
 
 
+def result(msg: str) -> None:
+    """The final verdict of a command: shown even with -q."""
+    err.print(msg, soft_wrap=True)
+
+
 def warn(msg: str) -> None:
     if VERBOSITY >= -1:
         err.print(f"[yellow]warning:[/yellow] {msg}")

@@ -5,7 +5,6 @@ finished steps."""
 from __future__ import annotations
 
 import json
-import time
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -16,12 +15,9 @@ from harness.cli import main
 @pytest.mark.slow
 def test_demo_end_to_end_and_rerun(tmp_path, capsys):
     out = tmp_path / "demo"
-    t0 = time.monotonic()
     rc = main(["demo", "--out", str(out)])
-    first = time.monotonic() - t0
     cap = capsys.readouterr()
     assert rc == 0, cap.err
-    assert first < 120
     rep = out / "reports" / "validation.json"
     for p in (out / "model" / "gesture_quantized.tflite", out / "model" / "gesture_quantized_validation_data.npz",
               out / "firmware_src" / "model_data.cc", out / "firmware_src" / "model_ops.h", rep,
@@ -42,6 +38,13 @@ def test_demo_end_to_end_and_rerun(tmp_path, capsys):
     assert cap.err.count("reused") == 2
     assert (out / "model" / "gesture_quantized.tflite").stat().st_mtime_ns == tflite_mtime
     assert json.loads(rep.read_text())["samples_done"] == 20
+
+    # -q: the report paths and the verdict, nothing else
+    rc = main(["demo", "--out", str(out), "--samples", "5", "-q"])
+    cap = capsys.readouterr()
+    assert rc == 0
+    assert "PASS in" in cap.err and "reused" not in cap.err and "cosine" not in cap.out + cap.err
+    assert str(rep) in cap.out
 
 
 def test_demo_rejects_unknown_example(tmp_path):

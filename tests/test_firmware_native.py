@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -180,9 +179,8 @@ def test_stdio_link_and_startup_log(tflm_native, sim_models, tmp_path_factory):
 
     exe = build_for(sim_models["int8_io"], tflm_native, tmp_path_factory)
     stream = b"\x00" + c.encode_message(c.Hello(1, 1, 5), 1) + c.encode_message(c.Ping(b"abc"), 2)
-    t0 = time.monotonic()
     proc = subprocess.run([str(exe), "--stdio"], input=stream, capture_output=True, timeout=30)
-    assert proc.returncode == 0 and time.monotonic() - t0 < 10
+    assert proc.returncode == 0
     msgs, dropped = _frames(proc.stdout)
     assert dropped == 0
     kinds = [type(m).__name__ for m in msgs]

@@ -64,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     console.VERBOSITY = -1 if args.quiet else args.verbose
     if not args.debug:
-        # TensorFlow's C++ logging drowns the console; keep it for --debug.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # TensorFlow's C++ logging drowns the console (even its "errors":
+        # "failed call to cuInit" on every machine without a GPU); problems
+        # that matter reach us as Python exceptions. Kept for --debug.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         return int(args.func(args) or 0)
     except HilError as exc:

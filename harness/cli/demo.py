@@ -86,5 +86,5 @@ def run(args) -> int:
         raise rep.error
     verdict = {0: "[bold green]PASS[/bold green]", 1: "[bold red]DRIFT[/bold red]",
                2: "[bold yellow]ERROR[/bold yellow]"}[rep.exit_code]
-    console.info(f"{verdict} in {res.seconds:.1f} s")
+    console.result(f"{verdict} in {res.seconds:.1f} s")
     return rep.exit_code

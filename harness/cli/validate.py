@@ -141,7 +141,7 @@ def execute(port, model, data, args, *, reports: dict, progress_label: str | Non
                           f"({d['triangulation']['verdict'] if d.get('triangulation') else ''})",
                           markup=True, highlight=False, soft_wrap=True)
     elif rep.exit_code == 0:
-        console.info("[bold green]PASS[/bold green]: every gate within tolerance")
+        console.result("[bold green]PASS[/bold green]: every gate within tolerance")
     return rep.exit_code
 
 
