@@ -113,6 +113,7 @@ class LinkStats:
     frames_received: int = 0
     retransmits: int = 0
     dropped_frames: int = 0
+    echoed_frames: int = 0  # our own requests read back: TX looped to RX, no device
     device_resets: int = 0
     repeats: int = 0
     elapsed: float = 0.0  # seconds spent inside handshake/infer/ping
@@ -183,7 +184,11 @@ class DeviceSession:
     def _open(self):
         import serial
 
-        kw = dict(baudrate=self.baudrate, timeout=0, write_timeout=max(self.timeout, 1.0))
+        kw = dict(baudrate=self.baudrate, timeout=0)
+        if not self.url.startswith("rfc2217://"):
+            # pyserial's RFC 2217 client has no write timeout (it raises
+            # NotImplementedError); its writes go to a TCP socket anyway.
+            kw["write_timeout"] = max(self.timeout, 1.0)
         if "://" not in self.url:
             kw["exclusive"] = True
         try:
@@ -282,6 +287,10 @@ class DeviceSession:
         for f in frames:
             if f.type == c.LOG:
                 self._log(f)
+            elif f.type in c.REQUEST_TYPES:
+                # A request on the way in is our own, echoed (a device never
+                # sends one): dropped, and counted for the error message.
+                self.stats.echoed_frames += 1
             elif f.type == c.BOOT:
                 try:
                     self._boots.append(f.message())
@@ -445,6 +454,10 @@ class DeviceSession:
         except DeviceError as exc:
             if "stopped answering" in exc.message:
                 total = self.timeout * (self.retries + 1)
+                if self.stats.echoed_frames:
+                    raise DeviceError(f"the port {self.url} echoes what is sent back (TX looped to RX?); "
+                                      f"no device answered the handshake within {total:g} s",
+                                      "pick the board's port (`hil ports`) or check the wiring") from None
                 raise DeviceError(f"device at {self.url} did not answer the handshake within {total:g} s",
                                   "check the port/baud/firmware") from None
             raise
