@@ -109,11 +109,16 @@ def _usb_ports(board: Board):
     return [p for p in list_ports.comports() if p.vid is not None and (p.vid, p.pid) in ids]
 
 
-def find_usb_port(board: Board, serial_number: str | None = None, timeout: float = 15.0) -> str:
-    """Wait for the board's USB port (by VID:PID, and serial number if known)."""
+def find_usb_port(board: Board, serial_number: str | None = None, timeout: float = 15.0,
+                  running: bool = False) -> str:
+    """Wait for the board's USB port (by VID:PID, and serial number if known).
+    With `running`, only the application's VID:PID (the first in the board's
+    list) counts: after an upload the bootloader's port may still be there."""
     deadline = time.monotonic() + timeout
     while True:
         ports = _usb_ports(board)
+        if running and board.usb_ids:
+            ports = [p for p in ports if (p.vid, p.pid) == board.usb_ids[0]]
         if serial_number:
             ports = [p for p in ports if p.serial_number == serial_number]
         if ports:
@@ -150,7 +155,9 @@ def flash_platformio(board: Board, port: str | None = None, model: Path | None =
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
         raise FlashError(f"upload to {port} failed: {tail[0][:300]}",
                          "double-tap the reset button and retry; check `hil build` ran first")
-    new_port = find_usb_port(board, serial_number)
+    # The board resets into the new firmware and enumerates again, maybe as
+    # another /dev/ttyACM*: find it by the application's VID:PID + serial.
+    new_port = find_usb_port(board, serial_number, running=True)
     return FlashResult(board.id, new_port, [pio.pio_command() + args])
 
 

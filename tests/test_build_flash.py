@@ -153,3 +153,62 @@ def test_built_firmware_validates_bit_exact(request, tmp_path_factory, board, va
             dev.process.stop()
         else:
             dev.process.kill()
+
+
+# --------------------------------------------------------------------------- Nano 33 BLE upload
+
+class _Port:
+    def __init__(self, device, vid, pid, serial_number):
+        self.device, self.vid, self.pid, self.serial_number = device, vid, pid, serial_number
+
+
+def _fake_usb(monkeypatch, sequence):
+    """list_ports.comports() answers with the next list of `sequence` each call
+    (the last one repeats): a board re-enumerating during an upload."""
+    from serial.tools import list_ports
+
+    calls = iter(sequence)
+    last = [sequence[-1]]
+
+    def comports():
+        try:
+            last[0] = next(calls)
+        except StopIteration:
+            pass
+        return last[0]
+
+    monkeypatch.setattr(list_ports, "comports", comports)
+
+
+def test_nano_upload_finds_the_board_again_by_vid_pid_and_serial(monkeypatch):
+    from harness import pio
+
+    app, boot = (0x2341, 0x805A), (0x2341, 0x005A)
+    other = _Port("/dev/ttyACM0", *app, "OTHERBOARD")   # a second Nano on the rig
+    _fake_usb(monkeypatch, [
+        [other, _Port("/dev/ttyACM1", *app, "ABC123")],                 # before: the serial of --port
+        [other, _Port("/dev/ttyACM2", *boot, "ABC123")],                # still in the bootloader
+        [other, _Port("/dev/ttyACM3", *app, "ABC123")],                 # running again, new path
+    ])
+    ran = []
+    monkeypatch.setattr(pio, "run_pio", lambda args, **kw: ran.append(args) or
+                        subprocess.CompletedProcess(args, 0, "uploaded", ""))
+    monkeypatch.setattr(hf.time, "sleep", lambda s: None)
+    res = hf.flash("nano33ble", port="/dev/ttyACM1")
+    assert ran[0][-4:] == ["-t", "upload", "--upload-port", "/dev/ttyACM1"] and "nano33ble" in ran[0]
+    assert res.port == "/dev/ttyACM3"
+
+
+def test_nano_upload_failure_and_missing_board_are_one_line_errors(monkeypatch):
+    from harness import pio
+    from harness.errors import DeviceError, FlashError
+
+    _fake_usb(monkeypatch, [[]])
+    with pytest.raises(DeviceError, match="no Arduino Nano 33 BLE"):
+        hf.flash("nano33ble")
+    _fake_usb(monkeypatch, [[_Port("/dev/ttyACM0", 0x2341, 0x805A, "S1")]])
+    monkeypatch.setattr(pio, "run_pio", lambda args, **kw: subprocess.CompletedProcess(
+        args, 1, "", "Uploading...\nNo device found on ttyACM0"))
+    with pytest.raises(FlashError) as exc:
+        hf.flash("nano33ble")
+    assert "No device found" in str(exc.value) and exc.value.exit_code == 2 and "\n" not in str(exc.value)
