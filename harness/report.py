@@ -9,7 +9,6 @@ atomically.
 
 from __future__ import annotations
 
-import html
 import math
 import os
 import socket
@@ -108,54 +107,68 @@ def _num(v) -> str:
     return str(v)
 
 
-# --------------------------------------------------------------------------- SVG (no matplotlib)
+# --------------------------------------------------------------------------- plots (matplotlib)
+
+def _svg(fig) -> str:
+    """A matplotlib figure as inline SVG: text kept as text, no date, fixed
+    ids, so the same report renders the same bytes."""
+    import io
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _plot_context():
+    import matplotlib
+
+    return matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "tinyhil", "font.size": 8,
+                                  "axes.titlesize": 9, "axes.titleweight": "bold"})
+
 
 def svg_scatter(values: list[float | None], *, title: str, threshold: float | None = None,
                 y_label: str = "", width: int = 640, height: int = 180, integer: bool = False) -> str:
-    """Per-sample values as dots, with the gate's threshold as a dashed line."""
-    pts = [(i, v) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
-    pad_l, pad_r, pad_t, pad_b = 56, 12, 22, 26
-    w, h = width - pad_l - pad_r, height - pad_t - pad_b
-    ys = [v for _, v in pts] + ([threshold] if threshold is not None else [])
-    lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
-    if integer:
-        lo, hi = min(lo, 0), max(hi, 1)
-    if hi - lo < 1e-12:
-        lo, hi = lo - 0.5 * (abs(lo) or 1) * 1e-3, hi + 0.5 * (abs(hi) or 1) * 1e-3
-    span = hi - lo
-    lo, hi = lo - 0.05 * span, hi + 0.05 * span
-    n = max(len(values) - 1, 1)
+    """Per-sample values as dots, the gate's threshold as a dashed line; the
+    samples outside the gate in red, the worst ones labelled."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    def X(i):
-        return pad_l + w * i / n
-
-    def Y(v):
-        return pad_t + h * (1 - (v - lo) / (hi - lo))
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(title)}">',
-             f'<text x="{pad_l}" y="14" font-size="12" font-weight="bold">{html.escape(title)}</text>',
-             f'<rect x="{pad_l}" y="{pad_t}" width="{w}" height="{h}" fill="#fafafa" stroke="#ccc"/>']
-    for v in (lo, (lo + hi) / 2, hi):
-        parts.append(f'<text x="{pad_l - 4}" y="{Y(v) + 4:.1f}" font-size="10" text-anchor="end">{_tick(v, integer)}</text>')
-    parts.append(f'<text x="{pad_l + w / 2}" y="{height - 6}" font-size="10" text-anchor="middle">sample</text>')
-    if y_label:
-        parts.append(f'<text x="10" y="{pad_t + h / 2}" font-size="10" transform="rotate(-90 10 {pad_t + h / 2})" '
-                     f'text-anchor="middle">{html.escape(y_label)}</text>')
-    if threshold is not None:
-        parts.append(f'<line x1="{pad_l}" x2="{pad_l + w}" y1="{Y(threshold):.1f}" y2="{Y(threshold):.1f}" '
-                     f'stroke="#c00" stroke-dasharray="4 3"/><text x="{pad_l + w - 2}" y="{Y(threshold) - 3:.1f}" '
-                     f'font-size="10" fill="#c00" text-anchor="end">gate {_tick(threshold, integer)}</text>')
-    for i, v in pts:
-        bad = threshold is not None and ((v < threshold) if not integer else (v > threshold))
-        parts.append(f'<circle cx="{X(i):.1f}" cy="{Y(v):.1f}" r="2" fill="{"#c00" if bad else "#1565c0"}">'
-                     f'<title>sample {i}: {_tick(v, integer)}</title></circle>')
-    parts.append("</svg>")
-    return "".join(parts)
+    pts = [(i, float(v)) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
+    with _plot_context():
+        fig = Figure(figsize=(width / 100, height / 100), dpi=100)
+        ax = fig.add_subplot()
+        ax.set_title(title, loc="left")
+        ax.set_xlabel("sample")
+        if y_label:
+            ax.set_ylabel(y_label)
+        if integer:
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        else:
+            ax.ticklabel_format(axis="y", useOffset=False)
+        bad = [(i, v) for i, v in pts
+               if threshold is not None and ((v < threshold) if not integer else (v > threshold))]
+        good = [p for p in pts if p not in bad]
+        if good:
+            ax.scatter([i for i, _ in good], [v for _, v in good], s=6, color="#1565c0")
+        if bad:
+            ax.scatter([i for i, _ in bad], [v for _, v in bad], s=10, color="#c62828")
+        if threshold is not None:
+            ax.axhline(threshold, color="#c62828", linestyle="--", linewidth=0.8, label=f"gate {_tick(threshold, integer)}")
+            ax.legend(loc="best", frameon=False)
+        # name the worst samples outside the gate on the plot
+        for i, v in sorted(bad, key=lambda p: p[1], reverse=integer)[:3]:
+            ax.annotate(f"sample {i}", (i, v), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if not pts:
+            ax.text(0.5, 0.5, "no samples", transform=ax.transAxes, ha="center")
+        ax.grid(True, linewidth=0.3, alpha=0.5)
+        return _svg(fig)
 
 
 def svg_histogram(hist: dict[str, int], *, title: str, width: int = 360, height: int = 180) -> str:
-    """Bars of the signed LSB-difference histogram (log-scaled heights)."""
+    """Bars of the signed LSB-difference histogram (log-scaled counts)."""
+    from matplotlib.figure import Figure
+
     def key(k):
         if k.startswith("<="):
             return -1e9
@@ -163,28 +176,21 @@ def svg_histogram(hist: dict[str, int], *, title: str, width: int = 360, height:
             return 1e9
         return int(k)
 
-    items = sorted(hist.items(), key=lambda kv: key(kv[0]))
-    if not items:
-        items = [("0", 0)]
-    pad_l, pad_b, pad_t = 10, 30, 22
-    w, h = width - 2 * pad_l, height - pad_b - pad_t
-    bw = w / len(items)
-    top = math.log10(max(c for _, c in items) + 1) or 1.0
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="{html.escape(title)}">',
-             f'<text x="{pad_l}" y="14" font-size="12" font-weight="bold">{html.escape(title)}</text>']
-    for i, (k, c) in enumerate(items):
-        bh = h * math.log10(c + 1) / top
-        x = pad_l + i * bw
-        color = "#2e7d32" if k == "0" else "#f9a825" if k in ("1", "-1") else "#c62828"
-        parts.append(f'<rect x="{x + 2:.1f}" y="{pad_t + h - bh:.1f}" width="{max(bw - 4, 1):.1f}" height="{bh:.1f}" '
-                     f'fill="{color}"><title>{html.escape(k)} LSB: {c}</title></rect>')
-        parts.append(f'<text x="{x + bw / 2:.1f}" y="{pad_t + h - bh - 3:.1f}" font-size="10" '
-                     f'text-anchor="middle">{c}</text>')
-        parts.append(f'<text x="{x + bw / 2:.1f}" y="{height - 12}" font-size="10" '
-                     f'text-anchor="middle">{html.escape(k)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    items = sorted(hist.items(), key=lambda kv: key(kv[0])) or [("0", 0)]
+    with _plot_context():
+        fig = Figure(figsize=(width / 100, height / 100), dpi=100)
+        ax = fig.add_subplot()
+        ax.set_title(title, loc="left")
+        colors = ["#2e7d32" if k == "0" else "#f9a825" if k in ("1", "-1") else "#c62828" for k, _ in items]
+        bars = ax.bar([k for k, _ in items], [c for _, c in items], color=colors)
+        ax.bar_label(bars, fontsize=7)
+        top = max(c for _, c in items)
+        if top > 0:
+            ax.set_yscale("log")
+            ax.set_ylim(0.7, top * 4)  # room for the count above the tallest bar
+        ax.set_xlabel("device − reference (LSB)")
+        ax.set_ylabel("values")
+        return _svg(fig)
 
 
 def _pct(v) -> str:

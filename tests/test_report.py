@@ -96,16 +96,20 @@ def test_html_holds_the_numbers(reports, tmp_path):
     o = r["outputs"][0]
     assert f">{o['lsb']['over_one']}<" in text and f">{o['lsb']['exact']}<" in text
     assert "HOST time" in text  # the fake says invoke_us is host time (flag bit 1)
-    assert "sample 2" in text  # the worst sample is in the plot's tooltips
+    assert "sample 2" in text  # the worst sample is named on the plot
     err = render_html(reports["error"])
     assert "busy" in err and "ERROR" in err
 
 
-def test_svg_helpers_are_well_formed():
+def test_plots_are_well_formed_deterministic_svg():
     for s in (svg_scatter([1.0, 0.99, None, 0.5], title="a <b>", threshold=0.9),
               svg_scatter([0, 3, 1], title="lsb", threshold=1, integer=True),
               svg_histogram({"-1": 2, "0": 100, ">=16": 1}, title="h"), svg_histogram({}, title="empty")):
         ET.fromstring(s)
+    a = svg_scatter([1.0, 0.5, 0.97], title="cos", threshold=0.9)
+    assert a == svg_scatter([1.0, 0.5, 0.97], title="cos", threshold=0.9)   # same report, same bytes
+    assert "a &lt;b&gt;" in svg_scatter([1.0], title="a <b>")                 # text stays text, escaped
+    assert "sample 1" in a and "sample 2" not in a                           # only samples outside the gate named
 
 
 def test_console_summary_renders(reports):
