@@ -97,7 +97,7 @@ def make_progress(extra_columns=()) -> Iterator[NullProgress | RichProgress]:
         return
     columns = [
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=24),  # leaves room for the link column on 100 columns
         MofNCompleteColumn(),
         *extra_columns,
         TimeElapsedColumn(),
