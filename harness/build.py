@@ -199,14 +199,18 @@ def read_elf(elf: Path, model_symbol: str | None = None, arena_hint: str = "aren
 
 # --------------------------------------------------------------------------- build
 
+def _registry_error(board: Board) -> BuildError:
+    return BuildError(f"PlatformIO's registry is unreachable: env '{board.pio_env}' downloads its "
+                      f"platform, toolchain and libraries",
+                      "build it on a networked machine, or use an offline board "
+                      "(--board qemu_m55, --board native)")
+
+
 def _classify_failure(board: Board, output: str) -> BuildError:
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     if _REGISTRY_PATTERNS.search(output) or (not is_offline_env(board) and "Installing" in output
                                               and "Error" in output):
-        return BuildError(f"PlatformIO's registry is unreachable: env '{board.pio_env}' downloads its "
-                          f"platform, toolchain and libraries",
-                          "build it on a networked machine, or use an offline board "
-                          "(--board qemu_m55, --board native)")
+        return _registry_error(board)
     errors = [ln for ln in lines if ln.startswith("Error:") or ": error:" in ln or "undefined reference" in ln]
     first = errors[0] if errors else (lines[-1] if lines else "no output")
     if first.startswith("Error: "):
@@ -246,6 +250,8 @@ def build(board_id: str, model: str | os.PathLike, *, tflm_dir: str | os.PathLik
     elif tflm_dir:
         raise ConfigError(f"--tflm does not apply to {board_id}: its TFLM comes from PlatformIO's lib_deps",
                           "leave --tflm out")
+    elif not pio.platform_installed(board.get("platform", "")) and not pio.registry_reachable():
+        raise _registry_error(board)
     pio.ensure_offline_platformio()
 
     # Sources go to a stable folder per env (a new folder would change the

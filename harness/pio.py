@@ -76,6 +76,29 @@ def pio_env(base: dict | None = None) -> dict:
     return env
 
 
+REGISTRY_HOST = "api.registry.platformio.org"
+
+
+def registry_reachable(timeout: float = 5.0) -> bool:
+    """A quick look for PlatformIO's registry (DNS + TCP 443), so a build that
+    needs it fails in seconds instead of after PlatformIO's minute of
+    retries. Behind an HTTP(S) proxy the direct look proves nothing: True."""
+    import socket
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return True
+    try:
+        socket.create_connection((REGISTRY_HOST, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def platform_installed(name: str) -> bool:
+    """True when PlatformIO already holds the platform `name` (no download)."""
+    return (core_dir() / "platforms" / name).is_dir()
+
+
 def pio_command() -> list[str]:
     """How to run PlatformIO: the `pio` on PATH, else this Python's module."""
     exe = shutil.which("pio") or shutil.which("platformio")

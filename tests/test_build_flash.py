@@ -212,3 +212,27 @@ def test_nano_upload_failure_and_missing_board_are_one_line_errors(monkeypatch):
     with pytest.raises(FlashError) as exc:
         hf.flash("nano33ble")
     assert "No device found" in str(exc.value) and exc.value.exit_code == 2 and "\n" not in str(exc.value)
+
+
+def test_unreachable_registry_fails_before_platformio_runs(monkeypatch, tmp_path):
+    """No minute of PlatformIO retries: a quick look for the registry first."""
+    import socket
+
+    from harness import pio
+
+    def no_network(*a, **kw):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(pio, "platform_installed", lambda name: False)
+    monkeypatch.setattr(pio, "run_pio", lambda *a, **kw: pytest.fail("PlatformIO ran"))
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"\0" * 8)
+    with pytest.raises(BuildError, match="registry is unreachable") as exc:
+        hb.build("nano33ble", model)
+    assert exc.value.exit_code == 2 and "offline board" in exc.value.hint
+    # behind a proxy the direct look proves nothing: PlatformIO is let try
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert pio.registry_reachable() is True
