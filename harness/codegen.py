@@ -10,6 +10,7 @@ builds do not recompile).
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import functools
 import json
@@ -160,12 +161,17 @@ def _asm_string(text: str) -> str:
 
 
 def hex_body(data: bytes, per_line: int = BYTES_PER_LINE, indent: str = "  ") -> str:
-    """`0x1c, 0x00, ...` lines like `xxd -i`. The digits come from
-    `bytes.hex()` and are scattered into a preformatted grid with numpy:
-    8 MB take about 0.1 s (a Python loop takes seconds)."""
+    """`0x1c, 0x00, ...` lines like `xxd -i`."""
+    return str(hex_body_bytes(data, per_line, indent), "ascii")
+
+
+def hex_body_bytes(data: bytes, per_line: int = BYTES_PER_LINE, indent: str = "  ") -> bytes | memoryview:
+    """`hex_body` as ASCII bytes (a memoryview, no copy). The digits come from `bytes.hex()` and are
+    scattered into a preformatted grid with numpy: 8 MB take about 0.1 s
+    (a Python loop takes seconds)."""
     if not data:
-        return ""
-    digits = np.frombuffer(data.hex().encode("ascii"), np.uint8).reshape(-1, 2)
+        return b""
+    digits = np.frombuffer(binascii.hexlify(data), np.uint8).reshape(-1, 2)
     rows, rest = divmod(len(data), per_line)
     parts: list[np.ndarray] = []
     if rows:
@@ -183,7 +189,7 @@ def hex_body(data: bytes, per_line: int = BYTES_PER_LINE, indent: str = "  ") ->
         parts.append(np.frombuffer((indent + ", ".join("0x" + tail[i:i + 2] for i in range(0, len(tail), 2))
                                     + ",\n").encode("ascii"), np.uint8))
     flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    return str(memoryview(flat[:-2]), "ascii")  # no comma after the last byte, no final newline
+    return memoryview(flat[:-2])  # no comma after the last byte, no final newline
 
 
 # --------------------------------------------------------------------------- inputs
@@ -405,9 +411,18 @@ def render_header(ctx: dict, arena: Arena) -> bytes:
         ctx, arena=arena, guard=f"HIL_{ctx['name'].upper()}_MODEL_DATA_H_").encode("utf-8")
 
 
+_DATA_MARKER = "@@HIL_MODEL_DATA_HEX@@"
+
+
 def render_source(ctx: dict, data: bytes, fmt: str, incbin_path: str | None = None) -> bytes:
     if fmt == "array":
-        return _env().get_template("model_data.cc.j2").render(ctx, data_hex=hex_body(data)).encode("ascii")
+        # The template renders around a marker and the bytes' hex (tens of MB
+        # for a big model) goes in as bytes: no str copy, no re-encoding.
+        text = _env().get_template("model_data.cc.j2").render(ctx, data_hex=_DATA_MARKER).encode("ascii")
+        head, marker, tail = text.partition(_DATA_MARKER.encode("ascii"))
+        if not marker or _DATA_MARKER.encode("ascii") in tail:
+            raise RuntimeError("model_data.cc.j2 must place data_hex exactly once")
+        return b"".join((head, hex_body_bytes(data), tail))
     if fmt == "incbin":
         return _env().get_template("model_data_incbin.cc.j2").render(
             ctx, section=f"{INCBIN_SECTION}.{ctx['data_symbol']}", incbin_file=INCBIN_COPY,

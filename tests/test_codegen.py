@@ -430,6 +430,20 @@ def test_arena_is_the_smallest_tflm_accepts(generated, example_models):
         assert res.arena.recommended == align_up(m * 1.2)
 
 
+def test_arena_search_uses_tflms_own_figure_and_checks_it(example_models, monkeypatch):
+    """TFLM's reported total is taken only once it is proven smallest; a
+    wrong figure falls back to the full search with the same answer."""
+    from harness import arena
+
+    data = next(iter(example_models.values())).read_bytes()
+    fast = arena._search(data)
+    assert fast["probes"] <= 4   # the reported total, checked: 3 probes + the report
+    for wrong in (fast["bytes"] - 256, fast["bytes"] + 256, None):
+        monkeypatch.setattr(arena, "_reported_total", lambda d, w=wrong: w)
+        slow = arena._search(data)
+        assert slow["bytes"] == fast["bytes"] and slow["probes"] > 4
+
+
 def test_arena_margin_parsing():
     assert codegen.parse_margin("20%") == (0.2, 0)
     assert codegen.parse_margin("2048") == (0.0, 2048)
