@@ -5,6 +5,11 @@ real serial path → drift reports.
     result = run_demo("gesture", "hil-demo")
     result.report.exit_code, result.reports["html"]
 
+With `board="qemu_m55"` or `board="native"` the device is the real firmware
+instead of the simulated board: `hil build` (PlatformIO, a local TFLM tree)
+and `hil flash` (QEMU on a TCP socket, or the host program on a pty) take
+the place of step 4.
+
 Finished steps are reused when the demo runs again in the same folder: the
 example (trained model and data) and the conversion are kept when the files
 recorded in `demo_state.json` are still there with the same SHA-256 (and the
@@ -27,6 +32,8 @@ from harness.fileio import sha256_file, write_json_atomic
 from harness.validate import Gates, ValidationReport, validate
 
 STATE_FILE = "demo_state.json"
+# Devices the demo can start itself: no hardware needed.
+DEMO_BOARDS = ("sim", "qemu_m55", "native")
 STATE_FORMAT = "tinyhil-demo-state/1"
 
 
@@ -81,12 +88,21 @@ def _record(paths) -> dict[str, str]:
 def run_demo(example: str = "gesture", out: str | os.PathLike = "hil-demo", *, fresh: bool = False, seed: int = 0,
              samples: int | None = None, baud: int = 921600, latency_ms: float = 1.0, faults: str | None = None,
              gates: Gates = Gates(), timeout: float = 2.0, progress=None,
-             on_step: Callable[[DemoStep], None] | None = None) -> DemoResult:
+             on_step: Callable[[DemoStep], None] | None = None, board: str = "sim",
+             tflm_dir: str | os.PathLike | None = None, on_build_line: Callable[[str], None] | None = None
+             ) -> DemoResult:
     """Run the whole path; see the module docstring. Raises a `HilError`
     when a step before validation fails; validation's own outcome (pass,
     drift, error) is in `result.report`."""
     if example not in EXAMPLES:
         raise ConfigError(f"unknown example '{example}'", f"choose one of: {', '.join(EXAMPLES)}")
+    if board not in DEMO_BOARDS:
+        raise ConfigError(f"the demo cannot start board '{board}' itself",
+                          f"use {', '.join(DEMO_BOARDS)}; for a real board run hil build, hil flash and "
+                          "hil validate (README)")
+    if board != "sim" and (faults or baud != 921600 or latency_ms != 1.0):
+        raise ConfigError("--faults, --baud and --latency_ms shape the simulated board's line",
+                          f"leave them out with --board {board}")
     t_all = time.monotonic()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,14 +173,35 @@ def run_demo(example: str = "gesture", out: str | os.PathLike = "hil-demo", *, f
     reports_dir = out / "reports"
     reports = {"json": reports_dir / "validation.json", "junit": reports_dir / "validation.xml",
                "html": reports_dir / "validation.html"}
-    with start_sim(tflite, listen="pty", board="sim", baud=baud, latency_ms=latency_ms, faults=faults, seed=seed,
-                   arena_size=cg.arena.measured) as sim:
-        port = sim.url
-        step("device", t0, False, f"simulated board on {port} ({baud} baud, {latency_ms:g} ms latency"
-                                  + (f", faults {faults}" if faults else "") + ")")
+    if board == "sim":
+        with start_sim(tflite, listen="pty", board="sim", baud=baud, latency_ms=latency_ms, faults=faults,
+                       seed=seed, arena_size=cg.arena.measured) as sim:
+            port = sim.url
+            step("device", t0, False, f"simulated board on {port} ({baud} baud, {latency_ms:g} ms latency"
+                                      + (f", faults {faults}" if faults else "") + ")")
+            t0 = time.monotonic()
+            rep = validate(port, tflite, npz, samples=samples, gates=gates, baud=baud, timeout=timeout,
+                           progress=progress)
+    else:
+        from harness.build import build
+        from harness.flash import flash
+
+        built = build(board, tflite, tflm_dir=tflm_dir, out=out / "build" / board, on_line=on_build_line)
+        step("build", t0, False, f"{built.elf} (flash {built.flash_used:,} B, RAM {built.ram_used:,} B)")
         t0 = time.monotonic()
-        rep = validate(port, tflite, npz, samples=samples, gates=gates, baud=baud, timeout=timeout,
-                       progress=progress)
+        dev = flash(board, elf=built.elf)
+        try:
+            port = dev.port
+            step("device", t0, False, f"{board} firmware on {port}")
+            t0 = time.monotonic()
+            rep = validate(port, tflite, npz, samples=samples, gates=gates, timeout=timeout, progress=progress)
+        finally:
+            stop = getattr(dev.process, "stop", None)
+            if stop is not None:
+                stop()
+            elif dev.process is not None:
+                dev.process.kill()
+                dev.process.wait()
     from harness.report import write_html, write_json, write_junit
 
     d = rep.to_dict()

@@ -75,6 +75,18 @@ def flash_native(board: Board, program: Path, timeout: float = 10.0, detach: boo
     cmd = [str(program)]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None,
                             start_new_session=detach)
+    try:
+        return _native_port(board, program, proc, cmd, timeout)
+    except BaseException:
+        # No orphan firmware left behind, whatever went wrong (Ctrl-C too).
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        raise
+
+
+def _native_port(board: Board, program: Path, proc: subprocess.Popen, cmd: list[str],
+                 timeout: float) -> FlashResult:
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
     fd = proc.stdout.fileno()

@@ -53,3 +53,35 @@ def test_demo_rejects_unknown_example(tmp_path):
 
     with pytest.raises(ConfigError):
         run_demo("nope", tmp_path)
+
+
+def test_demo_boards_it_cannot_start_or_line_options_for_firmware(tmp_path, capsys):
+    from harness.demo import run_demo
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot start board 'nano33ble'"):
+        run_demo("gesture", tmp_path, board="nano33ble")
+    rc = main(["demo", "--out", str(tmp_path), "--board", "qemu_m55", "--faults", "ber=1e-4"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--faults" in err and "Traceback" not in err
+
+
+@pytest.mark.tflm
+@pytest.mark.parametrize("board,var", [("native", "HIL_TFLM_DIR"), ("qemu_m55", "HIL_TFLM_M55_DIR")])
+def test_demo_on_the_real_firmware(board, var, tmp_path, capsys):
+    import os
+    import shutil
+
+    tree = os.environ.get(var) or (os.environ.get("HIL_TFLM_DIR") if board == "qemu_m55" else None)
+    if not tree:
+        pytest.skip(f"set {var}=/path/to/tflm_tree (see docs/build.md) to run the demo on the {board} firmware")
+    if board == "qemu_m55" and not shutil.which("qemu-system-arm"):
+        pytest.skip("qemu-system-arm is not installed (apt-get install qemu-system-arm)")
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out), "--board", board, "--tflm", tree, "--samples", "20"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    r = json.loads((out / "reports" / "validation.json").read_text())
+    assert r["device"]["board"] == board and r["samples_done"] == 20
+    assert r["outputs"][0]["bit_exact_samples"] == 20 and r["timing"]["clock"] == "device"
+    assert f"hil build --board {board}" in cap.err

@@ -80,15 +80,19 @@ class QemuM55:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                      start_new_session=detach)
         deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                self.proc = None
-                raise DeviceError(f"QEMU exited at start (code {code})",
-                                  f"run it by hand to see why: {' '.join(cmd)}")
-            if self._listening():
-                return self
-            time.sleep(0.05)
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    code = self.proc.returncode
+                    self.proc = None
+                    raise DeviceError(f"QEMU exited at start (code {code})",
+                                      f"run it by hand to see why: {' '.join(cmd)}")
+                if self._listening():
+                    return self
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()  # no orphan QEMU (Ctrl-C while it starts)
+            raise
         self.stop()
         raise DeviceError(f"QEMU did not open {self.url} within {self.start_timeout:.0f} s",
                           "is the port in use? pass another --port")
