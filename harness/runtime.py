@@ -1,7 +1,7 @@
 """Host interpreters for a `.tflite`: the references a device is compared with.
 
-Three kernel sets, because host kernels differ among themselves (see
-DESIGN.md, "Which host reference is the oracle"):
+Three kernel sets, because host kernels differ among themselves by ±1 LSB
+on some int8 models (docs/validate.md, "What is compared"):
 
 - ``tflm``        TensorFlow Lite Micro's kernels (`tflite-micro` package) —
                   what TFLM firmware computes; the oracle.

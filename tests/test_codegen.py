@@ -303,7 +303,7 @@ def _tflm_dir() -> Path:
     d = os.environ.get("HIL_TFLM_DIR")
     if not d or not (Path(d) / "tensorflow/lite/micro/micro_mutable_op_resolver.h").is_file():
         pytest.skip("set HIL_TFLM_DIR=/path/to/tflm_tree (a create_tflm_tree.py output, "
-                    "see shared/OFFLINE_TFLM.md) to compile the op resolver against TFLM")
+                    "see docs/build.md, 'Making the trees') to compile the op resolver against TFLM")
     return Path(d)
 
 
