@@ -553,9 +553,12 @@ def _finish_status(rep: dict) -> None:
 def validate(port: str, model: str | os.PathLike, data: str | os.PathLike, *, samples: int | None = None,
              gates: Gates = Gates(), reference: str = "tflm", baud: int = 921600, timeout: float = 2.0,
              retries: int = 5, worst_k: int = DEFAULT_WORST_K, progress=None,
-             session_factory: Callable | None = None, on_log: Callable[[int, str], None] | None = None
-             ) -> ValidationReport:
+             session_factory: Callable | None = None, on_log: Callable[[int, str], None] | None = None,
+             board: str | None = None) -> ValidationReport:
     """Validate the device at `port` (any pyserial URL) against the host.
+
+    `board`: the board id the device must report in its handshake (a lab rig
+    with many boards checks it talks to the one it means).
 
     Never raises a `HilError` or `KeyboardInterrupt` once started: they end
     the run with a report whose status is "error" (and `partial` when some
@@ -567,6 +570,10 @@ def validate(port: str, model: str | os.PathLike, data: str | os.PathLike, *, sa
         raise ConfigError(f"worst-k {worst_k} is negative", "use e.g. 10")
     if not port:
         raise ConfigError("no port given", "pass --port URL (or set HIL_PORT); `hil ports` lists serial ports")
+    if board is not None:
+        from harness.boards import load_board
+
+        load_board(board)  # an unknown id is a ConfigError now, not after the handshake
     if session_factory is None:
         from harness.protocol.session import DeviceSession as session_factory  # noqa: N813
     from harness.console import NullProgress
@@ -581,7 +588,7 @@ def validate(port: str, model: str | os.PathLike, data: str | os.PathLike, *, sa
         "duration_s": None,
         "settings": {"port": port, "model": str(model), "data": str(data), "samples": samples,
                      "reference": reference, "baud": int(baud), "timeout_s": float(timeout), "retries": int(retries),
-                     "gates": gates.to_dict(), "worst_k": int(worst_k)},
+                     "gates": gates.to_dict(), "worst_k": int(worst_k), "board": board},
         "model": None, "data": None, "device": None,
         "samples_planned": 0, "samples_done": 0,
         "gates": [], "outputs": [], "triangulation": None, "timing": None, "link": None,
@@ -613,6 +620,9 @@ def validate(port: str, model: str | os.PathLike, data: str | os.PathLike, *, sa
             rep["device"] = dinfo.to_dict() if hasattr(dinfo, "to_dict") else None
             from harness.protocol.session import check_device_matches
 
+            if board is not None and getattr(dinfo, "board", board) != board:
+                raise DeviceError(f"the device at {port} is a {dinfo.board} board, not {board}",
+                                  "check which board is on this port (`hil ports`), or pass its --board")
             diffs = check_device_matches(dinfo, info)
             if diffs:
                 raise DeviceError(f"the device at {port} holds another model or tensor layout: " + "; ".join(diffs),

@@ -260,3 +260,16 @@ def test_a_port_that_echoes_is_a_clean_error(gesture_model, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and "echoes what is sent" in err, err
     assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1, err
+
+
+def test_expected_board_is_checked_in_the_handshake(gesture_model, gesture_sim, tmp_path, capsys):
+    args = ["validate", "--port", gesture_sim.url, "--model", str(gesture_model.tflite),
+            "--data", str(gesture_model.npz), "--samples", "3"]
+    assert main(args + ["--board", "sim"]) == 0
+    capsys.readouterr()
+    rc = main(args + ["--board", "qemu_m55", "--report-json", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is a sim board, not qemu_m55" in err and "Traceback" not in err
+    assert json.loads((tmp_path / "r.json").read_text())["settings"]["board"] == "qemu_m55"
+    rc = main(args + ["--board", "no_such_board"])
+    assert rc == 2 and "no_such_board" in capsys.readouterr().err

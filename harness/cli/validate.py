@@ -52,6 +52,9 @@ def register(sub, common) -> None:
                help="any pyserial URL: /dev/ttyACM0, COM3, socket://host:port, rfc2217://host:port "
                     "(default: $HIL_PORT)")
     add_option(g, "--baud", type=int, default=921600, metavar="B", help="baud rate (default 921600)")
+    add_option(g, "--board", default=os.environ.get("HIL_BOARD"), metavar="ID",
+               help="the board the device must say it is in its handshake (default $HIL_BOARD; "
+                    "a rig with many boards checks it has the right one)")
     add_option(g, "--timeout", type=float, default=2.0, metavar="S",
                help="seconds to wait for an answer before retransmitting (default 2)")
     add_option(g, "--retries", type=int, default=5, metavar="N", help="retransmissions before giving up (default 5)")
@@ -114,7 +117,7 @@ def execute(port, model, data, args, *, reports: dict, progress_label: str | Non
     with console.make_progress(extra_columns=[link_column()]) as progress:
         rep = validate(port, model, data, samples=args.samples, gates=gates_from_args(args),
                        reference=args.reference, baud=args.baud, timeout=args.timeout, retries=args.retries,
-                       worst_k=args.worst_k, progress=progress,
+                       worst_k=args.worst_k, progress=progress, board=getattr(args, "board", None),
                        on_log=lambda level, text: console.detail(f"device: {text}"))
     d = rep.to_dict()
     if console.VERBOSITY >= 0 and (d["outputs"] or d["device"]):
