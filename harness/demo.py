@@ -181,7 +181,7 @@ def run_demo(example: str = "gesture", out: str | os.PathLike = "hil-demo", *, f
                                       + (f", faults {faults}" if faults else "") + ")")
             t0 = time.monotonic()
             rep = validate(port, tflite, npz, samples=samples, gates=gates, baud=baud, timeout=timeout,
-                           progress=progress)
+                           progress=progress, board="sim")
     else:
         from harness.build import build
         from harness.flash import flash
@@ -194,7 +194,8 @@ def run_demo(example: str = "gesture", out: str | os.PathLike = "hil-demo", *, f
             port = dev.port
             step("device", t0, False, f"{board} firmware on {port}")
             t0 = time.monotonic()
-            rep = validate(port, tflite, npz, samples=samples, gates=gates, timeout=timeout, progress=progress)
+            rep = validate(port, tflite, npz, samples=samples, gates=gates, timeout=timeout, progress=progress,
+                           board=board)
         finally:
             stop = getattr(dev.process, "stop", None)
             if stop is not None:
