@@ -28,6 +28,12 @@ HELLO_CM = r"""
 #include "hil_board.h"
 int main() {
   hil::board::Init();
+  // Wait for the host's first byte: QEMU drops what the UART sends before a
+  // client is connected to its socket.
+  uint8_t go = 0;
+  const uint32_t w0 = hil::board::MicrosNow();
+  while (hil::board::Read(&go, 1) == 0 && hil::board::MicrosNow() - w0 < 20000000u) {
+  }
   volatile float x = 1.5f;
   const int v = static_cast<int>(x * x * 100.0f);  // FPU: faults unless CPACR is set
   char msg[64] = "hello ";
@@ -206,6 +212,7 @@ def test_qemu_m55_program_boots_talks_and_exits(hello_project):
         assert dev.url.startswith("socket://127.0.0.1:")
         with socket.create_connection((dev.host, dev.port), timeout=10) as s:
             s.settimeout(10)
+            s.sendall(b"!")  # go: the greeting comes once we are listening
             data = b""
             while not data.endswith(b"\n"):
                 chunk = s.recv(64)
