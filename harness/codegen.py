@@ -166,9 +166,9 @@ def hex_body(data: bytes, per_line: int = BYTES_PER_LINE, indent: str = "  ") ->
 
 
 def hex_body_bytes(data: bytes, per_line: int = BYTES_PER_LINE, indent: str = "  ") -> bytes | memoryview:
-    """`hex_body` as ASCII bytes (a memoryview, no copy). The digits come from `bytes.hex()` and are
-    scattered into a preformatted grid with numpy: 8 MB take about 0.1 s
-    (a Python loop takes seconds)."""
+    """`hex_body` as ASCII bytes, without a copy. The digits come from
+    `binascii.hexlify()` and are scattered into a preformatted grid with
+    numpy: 8 MB take about 0.1 s (a Python loop takes seconds)."""
     if not data:
         return b""
     digits = np.frombuffer(binascii.hexlify(data), np.uint8).reshape(-1, 2)

@@ -197,12 +197,7 @@ def run_demo(example: str = "gesture", out: str | os.PathLike = "hil-demo", *, f
             rep = validate(port, tflite, npz, samples=samples, gates=gates, timeout=timeout, progress=progress,
                            board=board)
         finally:
-            stop = getattr(dev.process, "stop", None)
-            if stop is not None:
-                stop()
-            elif dev.process is not None:
-                dev.process.kill()
-                dev.process.wait()
+            dev.stop()
     from harness.report import write_html, write_json, write_junit
 
     d = rep.to_dict()

@@ -39,6 +39,15 @@ class FlashResult:
     pid: int | None = None
     notes: list[str] = field(default_factory=list)
 
+    def stop(self) -> None:
+        """End the emulator or host firmware this flash started (if any)."""
+        if isinstance(self.process, subprocess.Popen):
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
+        elif self.process is not None:
+            self.process.stop()
+
 
 def default_elf(board: Board) -> Path:
     name = "firmware" if board.get("upload_method") == "native" else "firmware.elf"
@@ -107,7 +116,6 @@ def _native_port(board: Board, program: Path, proc: subprocess.Popen, cmd: list[
         if m:
             return FlashResult(board.id, m.group(1), [cmd], process=proc, pid=proc.pid)
         time.sleep(0.02)
-    proc.kill()
     raise DeviceError("the native firmware did not print its pseudo-terminal",
                       f"run {program} by hand and check its first line")
 

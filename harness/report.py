@@ -146,9 +146,11 @@ def svg_scatter(values: list[float | None], *, title: str, threshold: float | No
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         else:
             ax.ticklabel_format(axis="y", useOffset=False)
-        bad = [(i, v) for i, v in pts
-               if threshold is not None and ((v < threshold) if not integer else (v > threshold))]
-        good = [p for p in pts if p not in bad]
+        def outside(v):
+            return threshold is not None and ((v > threshold) if integer else (v < threshold))
+
+        bad = [p for p in pts if outside(p[1])]
+        good = [p for p in pts if not outside(p[1])]
         if good:
             ax.scatter([i for i, _ in good], [v for _, v in good], s=6, color="#1565c0")
         if bad:

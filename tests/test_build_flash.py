@@ -149,10 +149,7 @@ def test_built_firmware_validates_bit_exact(request, tmp_path_factory, board, va
         assert "holds another model" in proc.stderr and "sha256" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     finally:
-        if hasattr(dev.process, "stop"):
-            dev.process.stop()
-        else:
-            dev.process.kill()
+        dev.stop()
 
 
 # --------------------------------------------------------------------------- Nano 33 BLE upload
