@@ -58,10 +58,12 @@ def make_model(path: Path) -> Path:
 def timed(cmd: list[str], **kw) -> tuple[float, int]:
     """Wall time and peak RSS (KiB) of `cmd` and all its descendants, measured
     in a fresh Python so RUSAGE_CHILDREN holds only this command."""
-    probe = ("import json,resource,subprocess,sys,time;"
-             "t=time.perf_counter();r=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL);"
-             "dt=time.perf_counter()-t;"
-             "print(json.dumps([r.returncode,dt,resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
+    probe = (
+        "import json,resource,subprocess,sys,time;"
+        "t=time.perf_counter();r=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL);"
+        "dt=time.perf_counter()-t;"
+        "print(json.dumps([r.returncode,dt,resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))"
+    )
     out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, check=True, **kw)
     rc, dt, rss = json.loads(out.stdout.strip().splitlines()[-1])
     if rc != 0:
@@ -96,15 +98,23 @@ def main(argv=None) -> int:
     gxx = shutil.which("arm-none-eabi-g++")
     xxd = shutil.which("xxd")
     hil = shutil.which("hil")
-    res: dict = {"model": str(model), "model_bytes": size, "repeat": args.repeat, "cpu": CPU,
-                 "host": platform.node(), "python": platform.python_version(), "nproc": os.cpu_count()}
+    res: dict = {
+        "model": str(model),
+        "model_bytes": size,
+        "repeat": args.repeat,
+        "cpu": CPU,
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "nproc": os.cpu_count(),
+    }
 
     with tempfile.TemporaryDirectory(prefix="hil_bench_") as tmp:
         tmp = Path(tmp)
         # -- generation -----------------------------------------------------
         if xxd:
-            res["xxd_s"] = median_time(lambda: subprocess.run(
-                f"{xxd} -i '{model}' > '{tmp}/xxd.cc'", shell=True, check=True), args.repeat)
+            res["xxd_s"] = median_time(
+                lambda: subprocess.run(f"{xxd} -i '{model}' > '{tmp}/xxd.cc'", shell=True, check=True), args.repeat
+            )
         n = iter(range(1000))
 
         def gen(fmt: str, measure: bool = True):
@@ -116,9 +126,12 @@ def main(argv=None) -> int:
         res["generate_array_no_arena_s"] = median_time(lambda: gen("array", False), args.repeat)
         res["generate_incbin_s"] = median_time(lambda: gen("incbin"), args.repeat)
         if hil:
-            res["cli_array_s"] = median_time(lambda: subprocess.run(
-                [hil, "codegen", "-q", "--model", str(model), "--out", str(tmp / f"cli_{next(n)}")], check=True),
-                args.repeat)
+            res["cli_array_s"] = median_time(
+                lambda: subprocess.run(
+                    [hil, "codegen", "-q", "--model", str(model), "--out", str(tmp / f"cli_{next(n)}")], check=True
+                ),
+                args.repeat,
+            )
         if xxd:
             res["ratio_generate_vs_xxd"] = res["generate_array_s"] / res["xxd_s"]
             if "cli_array_s" in res:
@@ -129,8 +142,19 @@ def main(argv=None) -> int:
             arr = gen("array", False).out_dir
             inc = gen("incbin", False).out_dir
             for form, d in (("array", arr), ("incbin", inc)):
-                cmd = [gxx, f"-mcpu={CPU}", "-mthumb", "-O2", "-std=c++17", "-I", str(d), "-c",
-                       str(d / "model_data.cc"), "-o", str(tmp / f"{form}.o")]
+                cmd = [
+                    gxx,
+                    f"-mcpu={CPU}",
+                    "-mthumb",
+                    "-O2",
+                    "-std=c++17",
+                    "-I",
+                    str(d),
+                    "-c",
+                    str(d / "model_data.cc"),
+                    "-o",
+                    str(tmp / f"{form}.o"),
+                ]
                 runs = [timed(cmd) for _ in range(1 if form == "array" else args.repeat)]
                 res[f"compile_{form}_s"] = statistics.median(r[0] for r in runs)
                 res[f"compile_{form}_peak_rss_kib"] = max(r[1] for r in runs)
@@ -138,8 +162,20 @@ def main(argv=None) -> int:
             res["compile_memory_ratio"] = res["compile_array_peak_rss_kib"] / res["compile_incbin_peak_rss_kib"]
             if xxd:
                 # the seed's flow: compile what `xxd -i` wrote
-                t, rss = timed([gxx, f"-mcpu={CPU}", "-mthumb", "-O2", "-x", "c++", "-c", str(tmp / "xxd.cc"),
-                                "-o", str(tmp / "xxd.o")])
+                t, rss = timed(
+                    [
+                        gxx,
+                        f"-mcpu={CPU}",
+                        "-mthumb",
+                        "-O2",
+                        "-x",
+                        "c++",
+                        "-c",
+                        str(tmp / "xxd.cc"),
+                        "-o",
+                        str(tmp / "xxd.o"),
+                    ]
+                )
                 res["compile_xxd_s"], res["compile_xxd_peak_rss_kib"] = t, rss
 
     res["goals"] = {
@@ -153,10 +189,13 @@ def main(argv=None) -> int:
 
     print(f"hil codegen benchmark: {model.name}, {size:,} bytes ({size / 2**20:.2f} MiB), median of {args.repeat}")
     print("generation")
-    for k, label in (("xxd_s", "xxd -i > file"), ("generate_array_s", "generate() array, arena measured"),
-                     ("generate_array_no_arena_s", "generate() array, arena given"),
-                     ("generate_incbin_s", "generate() incbin, arena measured"),
-                     ("cli_array_s", "hil codegen (new process) array")):
+    for k, label in (
+        ("xxd_s", "xxd -i > file"),
+        ("generate_array_s", "generate() array, arena measured"),
+        ("generate_array_no_arena_s", "generate() array, arena given"),
+        ("generate_incbin_s", "generate() incbin, arena measured"),
+        ("cli_array_s", "hil codegen (new process) array"),
+    ):
         if k in res:
             row(label, f"{res[k]:.3f}", " s")
     if "ratio_generate_vs_xxd" in res:
@@ -167,8 +206,9 @@ def main(argv=None) -> int:
         print(f"arm-none-eabi-g++ -mcpu={CPU} -O2 -c model_data.cc")
         for form in ("array", "incbin", "xxd"):
             if f"compile_{form}_s" in res:
-                row(f"{form}", f"{res[f'compile_{form}_s']:.3f} s, "
-                    f"{res[f'compile_{form}_peak_rss_kib'] / 1024:.0f} MiB")
+                row(
+                    f"{form}", f"{res[f'compile_{form}_s']:.3f} s, {res[f'compile_{form}_peak_rss_kib'] / 1024:.0f} MiB"
+                )
         row("incbin speedup (goal >= 50)", f"{res['compile_speedup_incbin']:.0f}", " x")
         row("peak memory array/incbin", f"{res['compile_memory_ratio']:.0f}", " x")
     print(f"results: {args.json}")

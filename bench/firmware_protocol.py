@@ -27,8 +27,10 @@ def main() -> int:
             rows.append(fb.cross_build(cpu, Path(tmp)))
     print(f"{'cpu':<12} {'.text':>7} {'static RAM':>11} {'Dispatcher':>11}  heap symbols")
     for r in rows:
-        print(f"{r['cpu']:<12} {r['library']['text']:>7} {r['library_static_ram']:>11} {r['dispatcher_bytes']:>11}  "
-              f"{', '.join(r['forbidden']) or 'none'}")
+        print(
+            f"{r['cpu']:<12} {r['library']['text']:>7} {r['library_static_ram']:>11} {r['dispatcher_bytes']:>11}  "
+            f"{', '.join(r['forbidden']) or 'none'}"
+        )
     out = HERE / "results" / "firmware_protocol.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"compiler": version, "flags": fb.CROSS_FLAGS, "results": rows}, indent=2) + "\n")

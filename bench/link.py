@@ -22,7 +22,6 @@ Figures:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -56,9 +55,25 @@ class Sim:
 
     def __init__(self, model: Path, baud: int, latency_ms: float):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness", "device", "sim", "--model", str(model), "--baud", str(baud),
-             "--latency-ms", str(latency_ms), "-q"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+            [
+                sys.executable,
+                "-m",
+                "harness",
+                "device",
+                "sim",
+                "--model",
+                str(model),
+                "--baud",
+                str(baud),
+                "--latency-ms",
+                str(latency_ms),
+                "-q",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
         self.url = self.proc.stdout.readline().strip()
         if not self.url:
             raise SystemExit(f"simulator did not start: {self.proc.stderr.read()}")
@@ -102,11 +117,18 @@ def run(model: Path, baud: int, samples: int, latency_ms: float = 1.0, window=No
             line = baud / 10.0
             dev_s = invoke_us / 1e6
             return {
-                "baud": baud, "latency_ms": latency_ms, "samples": samples, "window": s.window,
-                "chunk_bytes": s.chunk, "input_bytes_per_sample": mi.inputs[0].nbytes,
-                "seconds": round(wall, 3), "device_invoke_seconds_host_time": round(dev_s, 4),
-                "wire_bytes_sent": st.bytes_sent, "wire_bytes_received": st.bytes_received,
-                "payload_bytes_sent": st.payload_bytes_sent, "payload_bytes_received": st.payload_bytes_received,
+                "baud": baud,
+                "latency_ms": latency_ms,
+                "samples": samples,
+                "window": s.window,
+                "chunk_bytes": s.chunk,
+                "input_bytes_per_sample": mi.inputs[0].nbytes,
+                "seconds": round(wall, 3),
+                "device_invoke_seconds_host_time": round(dev_s, 4),
+                "wire_bytes_sent": st.bytes_sent,
+                "wire_bytes_received": st.bytes_received,
+                "payload_bytes_sent": st.payload_bytes_sent,
+                "payload_bytes_received": st.payload_bytes_received,
                 "retransmits": st.retransmits,
                 "wire_efficiency": round(st.efficiency, 4),
                 "wire_efficiency_host_to_device": round(st.payload_bytes_sent / st.bytes_sent, 4),
@@ -120,8 +142,14 @@ def run(model: Path, baud: int, samples: int, latency_ms: float = 1.0, window=No
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer samples (a smoke run)")
-    ap.add_argument("--slow_samples", "--slow-samples", type=int, default=None, metavar="N",
-                    help="samples at 115200 baud (default 5; 100 as in the 921600 run takes ~15 minutes)")
+    ap.add_argument(
+        "--slow_samples",
+        "--slow-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="samples at 115200 baud (default 5; 100 as in the 921600 run takes ~15 minutes)",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "link.json"))
     args = ap.parse_args(argv)
     n_fast = 10 if args.quick else 100
@@ -132,8 +160,10 @@ def main(argv=None) -> int:
         results = {}
         print(f"pipelined, 921600 baud, 1 ms latency, {n_fast} samples of 96 KiB ...", flush=True)
         results["pipelined_921600"] = run(model, 921600, n_fast)
-        print(f"pipelined, 115200 baud, 1 ms latency, {n_slow} samples "
-              f"(~{n_slow * 98304 / 11520 / 60:.0f} minutes) ...", flush=True)
+        print(
+            f"pipelined, 115200 baud, 1 ms latency, {n_slow} samples (~{n_slow * 98304 / 11520 / 60:.0f} minutes) ...",
+            flush=True,
+        )
         results["pipelined_115200"] = run(model, 115200, n_slow)
         print(f"stop-and-wait baseline (window 1, 32-byte chunks), 921600 baud, {n_base} samples ...", flush=True)
         results["stop_and_wait_921600"] = run(model, 921600, n_base, window=1, chunk=32)
@@ -146,8 +176,10 @@ def main(argv=None) -> int:
     print(f"{'run':<24}{'samples':>8}{'efficiency':>12}{'tput incl dev':>15}{'tput excl dev':>15}{'KiB/s':>9}")
     for k in ("pipelined_921600", "pipelined_115200", "stop_and_wait_921600"):
         r = results[k]
-        print(f"{k:<24}{r['samples']:>8}{r['wire_efficiency']:>12.4f}{r['throughput_fraction_incl_device_time']:>15.4f}"
-              f"{r['throughput_fraction_excl_device_time']:>15.4f}{r['payload_bytes_per_s'] / 1024:>9.1f}")
+        print(
+            f"{k:<24}{r['samples']:>8}{r['wire_efficiency']:>12.4f}{r['throughput_fraction_incl_device_time']:>15.4f}"
+            f"{r['throughput_fraction_excl_device_time']:>15.4f}{r['payload_bytes_per_s'] / 1024:>9.1f}"
+        )
     print(f"pipelined / stop-and-wait throughput at 921600 baud: {results['speedup_vs_stop_and_wait_921600']}x")
     print(f"wrote {args.out}")
     return 0

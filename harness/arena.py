@@ -59,13 +59,20 @@ class ArenaProbe:
         # one BLAS thread: the child forks, and forking with threads is fragile
         pkg_root = str(Path(__file__).resolve().parents[1])
         path = os.pathsep.join(p for p in (pkg_root, os.environ.get("PYTHONPATH", "")) if p)
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=path, OMP_NUM_THREADS="1",
-                   OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        env = dict(
+            os.environ,
+            TF_CPP_MIN_LOG_LEVEL="3",
+            PYTHONPATH=path,
+            OMP_NUM_THREADS="1",
+            OPENBLAS_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+        )
         try:
             self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         except OSError as exc:
-            raise ToolError(f"cannot start {sys.executable} to measure the arena: {exc.strerror}",
-                            "check the Python installation") from exc
+            raise ToolError(
+                f"cannot start {sys.executable} to measure the arena: {exc.strerror}", "check the Python installation"
+            ) from exc
 
     def cancel(self) -> None:
         if self._proc.returncode is None:
@@ -78,18 +85,24 @@ class ArenaProbe:
             stdout, stderr = self._proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired as exc:
             self.cancel()
-            raise ToolError(f"measuring the tensor arena took over {self.timeout:.0f} s",
-                            "check the model with a host run of `hil validate`") from exc
+            raise ToolError(
+                f"measuring the tensor arena took over {self.timeout:.0f} s",
+                "check the model with a host run of `hil validate`",
+            ) from exc
         for line in stdout.splitlines():
             if line.startswith(_MARKER):
-                res = json.loads(line[len(_MARKER):])
+                res = json.loads(line[len(_MARKER) :])
                 if "error" in res:
-                    raise ModelError(f"TFLM cannot run the model: {res['error']}",
-                                     "use only operators TFLM supports (see docs/codegen.md)")
+                    raise ModelError(
+                        f"TFLM cannot run the model: {res['error']}",
+                        "use only operators TFLM supports (see docs/codegen.md)",
+                    )
                 return ArenaMeasurement(res["bytes"], res["probes"], res["at_floor"])
         why = _last_line(stderr) or f"exit status {self._proc.returncode}"
-        raise ModelError(f"TFLM's interpreter crashed while loading the model ({why})",
-                         "the .tflite is probably corrupt; re-run `hil convert`")
+        raise ModelError(
+            f"TFLM's interpreter crashed while loading the model ({why})",
+            "the .tflite is probably corrupt; re-run `hil convert`",
+        )
 
 
 def measure_arena(model_path: str | os.PathLike, timeout: float = 300.0) -> ArenaMeasurement:

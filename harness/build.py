@@ -19,11 +19,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from harness import pio
 from harness.boards import Board, load_board
 from harness.errors import BuildError, ConfigError, ToolError
 from harness.fileio import sha256_file, write_json_atomic
 from harness.paths import firmware_dir
-from harness import pio
 
 OFFLINE_PLATFORM = "hil-offline"
 STAMP = ".hil_model.stamp"  # = firmware/scripts/hil_model.py STAMP
@@ -32,7 +32,9 @@ STAMP = ".hil_model.stamp"  # = firmware/scripts/hil_model.py STAMP
 _REGISTRY_PATTERNS = re.compile(
     r"(HTTPClientError|Could not resolve host|Failed to establish a new connection|"
     r"Max retries exceeded|Name or service not known|Temporary failure in name resolution|"
-    r"api\.registry\.platformio\.org|dl\.registry\.platformio\.org|Network is unreachable)", re.I)
+    r"api\.registry\.platformio\.org|dl\.registry\.platformio\.org|Network is unreachable)",
+    re.I,
+)
 
 
 @dataclass
@@ -77,6 +79,7 @@ class BuildResult:
 
 # --------------------------------------------------------------------------- checks
 
+
 def is_offline_env(board: Board) -> bool:
     return board.get("platform") == OFFLINE_PLATFORM
 
@@ -97,18 +100,23 @@ def find_tflm_tree(board: Board, tflm_dir: str | os.PathLike | None = None) -> P
             continue
         path = Path(value).expanduser().resolve()
         if not (path / "tensorflow" / "lite" / "micro" / "micro_interpreter.h").is_file():
-            raise ConfigError(f"{origin}={value} is not a TensorFlow Lite Micro tree",
-                              "point it at the output of TFLM's create_tflm_tree.py (docs/build.md)")
+            raise ConfigError(
+                f"{origin}={value} is not a TensorFlow Lite Micro tree",
+                "point it at the output of TFLM's create_tflm_tree.py (docs/build.md)",
+            )
         cmsis = (path / "tensorflow" / "lite" / "micro" / "kernels" / "cmsis_nn").is_dir()
         if cmsis and not is_cross(board):
             if origin == "HIL_TFLM_M55_DIR":
                 continue
-            raise ConfigError(f"{origin}={value} holds CMSIS-NN (Cortex-M) kernels; board {board.id} "
-                              "runs on the host", "give the reference tree (create_tflm_tree.py without "
-                              "OPTIMIZED_KERNEL_DIR)")
+            raise ConfigError(
+                f"{origin}={value} holds CMSIS-NN (Cortex-M) kernels; board {board.id} runs on the host",
+                "give the reference tree (create_tflm_tree.py without OPTIMIZED_KERNEL_DIR)",
+            )
         return path
-    raise ConfigError(f"no TensorFlow Lite Micro tree for the offline build of {board.id}",
-                      "pass --tflm DIR or set HIL_TFLM_DIR=/path/to/tflm_tree (see docs/build.md)")
+    raise ConfigError(
+        f"no TensorFlow Lite Micro tree for the offline build of {board.id}",
+        "pass --tflm DIR or set HIL_TFLM_DIR=/path/to/tflm_tree (see docs/build.md)",
+    )
 
 
 def check_toolchain(board: Board) -> None:
@@ -116,8 +124,10 @@ def check_toolchain(board: Board) -> None:
     for tool in tools:
         if not shutil.which(tool):
             pkg = "gcc-arm-none-eabi libnewlib-arm-none-eabi" if is_cross(board) else "g++"
-            raise ToolError(f"{tool} is not installed (needed to build {board.id})",
-                            f"install it, e.g. `sudo apt-get install {pkg}`")
+            raise ToolError(
+                f"{tool} is not installed (needed to build {board.id})",
+                f"install it, e.g. `sudo apt-get install {pkg}`",
+            )
 
 
 def workspace_dir() -> Path:
@@ -140,12 +150,15 @@ def _env_lock(env: str):
 
 def model_stamp(model: Path, board_id: str, config: Path | None) -> dict:
     """What firmware/scripts/hil_model.py compares to decide on codegen."""
-    return {"model_sha256": sha256_file(model),
-            "config_sha256": sha256_file(config) if config else None,
-            "board": board_id}
+    return {
+        "model_sha256": sha256_file(model),
+        "config_sha256": sha256_file(config) if config else None,
+        "board": board_id,
+    }
 
 
 # --------------------------------------------------------------------------- ELF
+
 
 def read_elf(elf: Path, model_symbol: str | None = None, arena_hint: str = "arena") -> dict:
     """Sections, memory use and the model's placement, from the ELF."""
@@ -155,8 +168,13 @@ def read_elf(elf: Path, model_symbol: str | None = None, arena_hint: str = "aren
     except ImportError:
         raise ToolError("pyelftools is not installed", "pip install pyelftools") from None
     sections: list[SectionUse] = []
-    info = {"model_section": None, "model_address": None, "model_size": None,
-            "model_readonly": False, "arena_symbol_bytes": None}
+    info = {
+        "model_section": None,
+        "model_address": None,
+        "model_size": None,
+        "model_readonly": False,
+        "arena_symbol_bytes": None,
+    }
     with open(elf, "rb") as fh:
         f = ELFFile(fh)
         by_index = {}
@@ -183,8 +201,9 @@ def read_elf(elf: Path, model_symbol: str | None = None, arena_hint: str = "aren
                     sec = by_index.get(idx) if isinstance(idx, int) else None
                     if sec is not None:
                         info["model_section"] = sec.name
-                        info["model_readonly"] = not (sec["sh_flags"] & SH_FLAGS.SHF_WRITE) \
-                            and sec["sh_type"] != "SHT_NOBITS"
+                        info["model_readonly"] = (
+                            not (sec["sh_flags"] & SH_FLAGS.SHF_WRITE) and sec["sh_type"] != "SHT_NOBITS"
+                        )
                     info["model_address"] = sym["st_value"]
                     info["model_size"] = sym["st_size"]
                 elif arena_hint in sym.name.lower() and sym["st_size"] >= 16:
@@ -199,29 +218,41 @@ def read_elf(elf: Path, model_symbol: str | None = None, arena_hint: str = "aren
 
 # --------------------------------------------------------------------------- build
 
+
 def _registry_error(board: Board) -> BuildError:
-    return BuildError(f"PlatformIO's registry is unreachable: env '{board.pio_env}' downloads its "
-                      f"platform, toolchain and libraries",
-                      "build it on a networked machine, or use an offline board "
-                      "(--board qemu_m55, --board native)")
+    return BuildError(
+        f"PlatformIO's registry is unreachable: env '{board.pio_env}' downloads its platform, toolchain and libraries",
+        "build it on a networked machine, or use an offline board (--board qemu_m55, --board native)",
+    )
 
 
 def _classify_failure(board: Board, output: str) -> BuildError:
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    if _REGISTRY_PATTERNS.search(output) or (not is_offline_env(board) and "Installing" in output
-                                              and "Error" in output):
+    if _REGISTRY_PATTERNS.search(output) or (
+        not is_offline_env(board) and "Installing" in output and "Error" in output
+    ):
         return _registry_error(board)
     errors = [ln for ln in lines if ln.startswith("Error:") or ": error:" in ln or "undefined reference" in ln]
     first = errors[0] if errors else (lines[-1] if lines else "no output")
     if first.startswith("Error: "):
-        first = first[len("Error: "):]
-    return BuildError(f"the {board.id} firmware did not build: {first[:300]}",
-                      "see the full log (path with -v) or run the pio command shown by -v")
+        first = first[len("Error: ") :]
+    return BuildError(
+        f"the {board.id} firmware did not build: {first[:300]}",
+        "see the full log (path with -v) or run the pio command shown by -v",
+    )
 
 
-def build(board_id: str, model: str | os.PathLike, *, tflm_dir: str | os.PathLike | None = None,
-          out: str | os.PathLike | None = None, clean: bool = False, jobs: int | None = None,
-          on_line=None, timeout: float | None = None) -> BuildResult:
+def build(
+    board_id: str,
+    model: str | os.PathLike,
+    *,
+    tflm_dir: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    clean: bool = False,
+    jobs: int | None = None,
+    on_line=None,
+    timeout: float | None = None,
+) -> BuildResult:
     """Build the firmware for `board_id` holding `model`; see the module docstring.
 
     `on_line(str)` receives PlatformIO's output lines as they come (the CLI
@@ -232,8 +263,10 @@ def build(board_id: str, model: str | os.PathLike, *, tflm_dir: str | os.PathLik
     board = load_board(board_id)
     env_name = board.pio_env
     if not env_name:
-        raise ConfigError(f"board '{board_id}' has no firmware to build (no pio_env)",
-                          "it is served by `hil device`; pick a board with firmware: hil boards")
+        raise ConfigError(
+            f"board '{board_id}' has no firmware to build (no pio_env)",
+            "it is served by `hil device`; pick a board with firmware: hil boards",
+        )
     model = Path(model).expanduser().resolve()
     if not model.is_file():
         raise ConfigError(f"model {model} does not exist", "check the path to the .tflite")
@@ -248,8 +281,9 @@ def build(board_id: str, model: str | os.PathLike, *, tflm_dir: str | os.PathLik
         check_toolchain(board)
         env_vars["HIL_TFLM_DIR"] = str(find_tflm_tree(board, tflm_dir))
     elif tflm_dir:
-        raise ConfigError(f"--tflm does not apply to {board_id}: its TFLM comes from PlatformIO's lib_deps",
-                          "leave --tflm out")
+        raise ConfigError(
+            f"--tflm does not apply to {board_id}: its TFLM comes from PlatformIO's lib_deps", "leave --tflm out"
+        )
     elif not pio.platform_installed(board.get("platform", "")) and not pio.registry_reachable():
         raise _registry_error(board)
     pio.ensure_offline_platformio()
@@ -264,8 +298,9 @@ def build(board_id: str, model: str | os.PathLike, *, tflm_dir: str | os.PathLik
     for name in codegen.FILES:
         shutil.copy2(gen_dir / name, out_dir / "model" / name)
 
-    env_vars.update({"HIL_MODEL": str(model), "HIL_MODEL_DIR": str(gen_dir),
-                     "PLATFORMIO_WORKSPACE_DIR": str(workspace_dir())})
+    env_vars.update(
+        {"HIL_MODEL": str(model), "HIL_MODEL_DIR": str(gen_dir), "PLATFORMIO_WORKSPACE_DIR": str(workspace_dir())}
+    )
     args = ["run", "-d", str(project), "-e", env_name]
     if jobs:
         args += ["-j", str(jobs)]
@@ -281,8 +316,9 @@ def build(board_id: str, model: str | os.PathLike, *, tflm_dir: str | os.PathLik
         build_dir = workspace_dir() / "build" / env_name
         elf_src = next((p for p in (build_dir / "program.elf", build_dir / "program") if p.is_file()), None)
         if elf_src is None:
-            raise BuildError(f"PlatformIO reported success but left no program in {build_dir}",
-                             "run the build again with --clean")
+            raise BuildError(
+                f"PlatformIO reported success but left no program in {build_dir}", "run the build again with --clean"
+            )
         elf = out_dir / ("firmware.elf" if elf_src.suffix == ".elf" else "firmware")
         shutil.copy2(elf_src, elf)
         binary = build_dir / "program.bin"
@@ -292,27 +328,49 @@ def build(board_id: str, model: str | os.PathLike, *, tflm_dir: str | os.PathLik
 
     info = read_elf(elf, cg.data_symbol)
     result = BuildResult(
-        board=board_id, env=env_name, elf=elf, model=model, model_sha256=cg.model.sha256,
-        model_symbol=cg.data_symbol, model_size=info["model_size"] or 0,
-        model_section=info["model_section"], model_address=info["model_address"],
-        model_in_readonly_section=info["model_readonly"], arena_bytes=cg.arena.recommended,
-        arena_symbol_bytes=info["arena_symbol_bytes"], flash_used=info["flash_used"],
-        flash_limit=board.flash_bytes, ram_used=info["ram_used"], ram_limit=board.ram_bytes,
-        sections=info["sections"], seconds=seconds, command=pio.pio_command() + args,
-        env_vars=env_vars, log=log_path)
+        board=board_id,
+        env=env_name,
+        elf=elf,
+        model=model,
+        model_sha256=cg.model.sha256,
+        model_symbol=cg.data_symbol,
+        model_size=info["model_size"] or 0,
+        model_section=info["model_section"],
+        model_address=info["model_address"],
+        model_in_readonly_section=info["model_readonly"],
+        arena_bytes=cg.arena.recommended,
+        arena_symbol_bytes=info["arena_symbol_bytes"],
+        flash_used=info["flash_used"],
+        flash_limit=board.flash_bytes,
+        ram_used=info["ram_used"],
+        ram_limit=board.ram_bytes,
+        sections=info["sections"],
+        seconds=seconds,
+        command=pio.pio_command() + args,
+        env_vars=env_vars,
+        log=log_path,
+    )
     if info["model_section"] is None:
-        raise BuildError(f"the model array {cg.data_symbol} is not in the ELF {elf}",
-                         "the firmware must reference kHilModelData (see docs/codegen.md)")
+        raise BuildError(
+            f"the model array {cg.data_symbol} is not in the ELF {elf}",
+            "the firmware must reference kHilModelData (see docs/codegen.md)",
+        )
     if not info["model_readonly"]:
-        raise BuildError(f"the model array {cg.data_symbol} sits in the writable section "
-                         f"{info['model_section']}: it would be copied to RAM",
-                         "keep the generated `const` array; check the linker script")
+        raise BuildError(
+            f"the model array {cg.data_symbol} sits in the writable section "
+            f"{info['model_section']}: it would be copied to RAM",
+            "keep the generated `const` array; check the linker script",
+        )
     if result.flash_used > result.flash_limit:
-        raise BuildError(f"the firmware needs {result.flash_used} bytes of flash; {board_id} has "
-                         f"{result.flash_limit}", "use a smaller model or a board with more flash")
+        raise BuildError(
+            f"the firmware needs {result.flash_used} bytes of flash; {board_id} has {result.flash_limit}",
+            "use a smaller model or a board with more flash",
+        )
     if result.ram_used > result.ram_limit:
-        raise BuildError(f"the firmware needs {result.ram_used} bytes of RAM; {board_id} has "
-                         f"{result.ram_limit}", "use a model with a smaller arena or a bigger board")
+        raise BuildError(
+            f"the firmware needs {result.ram_used} bytes of RAM; {board_id} has {result.ram_limit}",
+            "use a model with a smaller arena or a bigger board",
+        )
     write_json_atomic(out_dir / "build_report.json", result.to_json())
     return result
 
@@ -325,8 +383,9 @@ def _run_streaming(args: list[str], env_extra: dict, on_line, timeout: float | N
     cmd = pio.pio_command() + args
     lines: list[str] = []
     try:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace")
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+        )
     except OSError as exc:
         raise ToolError(f"cannot run {cmd[0]}: {exc.strerror}", "pip install platformio") from exc
     deadline = time.monotonic() + timeout if timeout else None

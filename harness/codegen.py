@@ -39,7 +39,8 @@ BOARD_WARN_FRACTION = 0.90
 # Stems the pipeline appends to model files; stripped to get a short default name.
 _NAME_SUFFIXES = ("_quantized", "_quant", "_int8", "_float32", "_float", "_dynamic", "_model", "_tflite")
 
-_CPP_KEYWORDS = frozenset("""
+_CPP_KEYWORDS = frozenset(
+    """
 alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t char16_t
 char32_t class compl concept const consteval constexpr constinit const_cast continue co_await
 co_return co_yield decltype default delete do double dynamic_cast else enum explicit export
@@ -48,7 +49,8 @@ nullptr operator or or_eq private protected public register reinterpret_cast req
 short signed sizeof static static_assert static_cast struct switch template this thread_local
 throw true try typedef typeid typename union unsigned using virtual void volatile wchar_t while
 xor xor_eq restrict _Bool _Complex _Imaginary main
-""".split())
+""".split()
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class CodegenResult:
 
 
 # --------------------------------------------------------------------------- names
+
 
 def sanitize_identifier(text: str) -> str:
     """Any string -> a lower-case C/C++ identifier: [a-z0-9_], no leading
@@ -109,12 +112,15 @@ def default_name(model_path: Path) -> str:
 
 # --------------------------------------------------------------------------- literals
 
+
 def c_float(x: float) -> str:
     """A float32 as a C++ literal that reads back to the same float32."""
     x32 = np.float32(x)
     if not math.isfinite(float(x32)):
-        raise ModelError(f"non-finite constant {x} cannot go into a header",
-                         "check the model's quantization parameters and the config's mean/std")
+        raise ModelError(
+            f"non-finite constant {x} cannot go into a header",
+            "check the model's quantization parameters and the config's mean/std",
+        )
     if x32 == 0 or 1e-4 <= abs(float(x32)) < 1e7:
         text = np.format_float_positional(x32, unique=True, trim="0")
     else:
@@ -180,19 +186,25 @@ def hex_body_bytes(data: bytes, per_line: int = BYTES_PER_LINE, indent: str = " 
         grid[:] = np.frombuffer(pattern, np.uint8)
         # every byte has a 6-char slot ("0x??, ", the last in a row "0x??,\n");
         # its two digits are copied as one (unaligned) uint16
-        slots = np.ndarray(shape=(rows, per_line), dtype=np.uint16, buffer=grid, offset=len(indent) + 2,
-                           strides=(len(pattern), 6))
+        slots = np.ndarray(
+            shape=(rows, per_line), dtype=np.uint16, buffer=grid, offset=len(indent) + 2, strides=(len(pattern), 6)
+        )
         slots[...] = digits[: rows * per_line].reshape(-1).view(np.uint16).reshape(rows, per_line)
         parts.append(grid.reshape(-1))
     if rest:
-        tail = digits[rows * per_line:].tobytes().decode("ascii")
-        parts.append(np.frombuffer((indent + ", ".join("0x" + tail[i:i + 2] for i in range(0, len(tail), 2))
-                                    + ",\n").encode("ascii"), np.uint8))
+        tail = digits[rows * per_line :].tobytes().decode("ascii")
+        parts.append(
+            np.frombuffer(
+                (indent + ", ".join("0x" + tail[i : i + 2] for i in range(0, len(tail), 2)) + ",\n").encode("ascii"),
+                np.uint8,
+            )
+        )
     flat = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return memoryview(flat[:-2])  # no comma after the last byte, no final newline
 
 
 # --------------------------------------------------------------------------- inputs
+
 
 def load_model(path: str | Path) -> tuple[bytes, ModelInfo]:
     path = Path(path)
@@ -226,8 +238,9 @@ def _check_buffers(data: bytes, path: Path) -> None:
                 if t.Buffer() >= max(m.BuffersLength(), 1):
                     raise ValueError("tensor refers to a missing buffer")
     except Exception as exc:
-        raise ModelError(f"{path} is truncated or corrupt ({exc})",
-                         "re-run `hil convert` to produce the .tflite") from exc
+        raise ModelError(
+            f"{path} is truncated or corrupt ({exc})", "re-run `hil convert` to produce the .tflite"
+        ) from exc
 
 
 def load_op_table() -> dict:
@@ -247,8 +260,10 @@ def resolve_ops(info: ModelInfo, table: dict | None = None) -> list[tuple[str, s
         call = table["custom"].get(name)
         (ops.append((name, call)) if call else bad.append(f"custom '{name}'"))
     if bad:
-        raise ModelError(f"TFLM cannot run operator(s): {', '.join(bad)}",
-                         "rebuild the model from TFLM-supported builtin ops (see docs/codegen.md)")
+        raise ModelError(
+            f"TFLM cannot run operator(s): {', '.join(bad)}",
+            "rebuild the model from TFLM-supported builtin ops (see docs/codegen.md)",
+        )
     if not ops:
         raise ModelError(f"{info.path} has no operators", "re-convert the model")
     return sorted(ops)
@@ -279,31 +294,43 @@ def read_normalization(config_path: Path) -> tuple[list[float], list[float]] | N
     try:
         cfg = json.loads(Path(config_path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"model config {config_path} is not readable JSON: {exc}",
-                          "pass the _model_config.json written by `hil convert`") from exc
+        raise ConfigError(
+            f"model config {config_path} is not readable JSON: {exc}",
+            "pass the _model_config.json written by `hil convert`",
+        ) from exc
     if not isinstance(cfg, dict):
         raise ConfigError(f"model config {config_path} is not a JSON object", "pass the right file")
 
     def pick(d):
         if not isinstance(d, dict):
             return None
-        for mk, sk in (("mean", "std"), ("mean", "stddev"), ("mean", "scale"), ("input_mean", "input_std"),
-                       ("norm_mean", "norm_std")):
+        for mk, sk in (
+            ("mean", "std"),
+            ("mean", "stddev"),
+            ("mean", "scale"),
+            ("input_mean", "input_std"),
+            ("norm_mean", "norm_std"),
+        ):
             if d.get(mk) is not None and d.get(sk) is not None:
                 return d[mk], d[sk]
         return None
 
     pre = cfg.get("preprocessing")
-    found = (pick(cfg.get("normalization")) or pick(pre)
-             or pick(pre.get("normalization") if isinstance(pre, dict) else None) or pick(cfg))
+    found = (
+        pick(cfg.get("normalization"))
+        or pick(pre)
+        or pick(pre.get("normalization") if isinstance(pre, dict) else None)
+        or pick(cfg)
+    )
     if found is None:
         return None
     try:
         mean = [float(v) for v in np.ravel(np.asarray(found[0], dtype=np.float64))]
         std = [float(v) for v in np.ravel(np.asarray(found[1], dtype=np.float64))]
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model config {config_path}: mean/std are not numbers",
-                          "write them as a number or a list of numbers") from exc
+        raise ConfigError(
+            f"model config {config_path}: mean/std are not numbers", "write them as a number or a list of numbers"
+        ) from exc
     if not mean or not std:
         return None
     if len(mean) != len(std):
@@ -312,11 +339,14 @@ def read_normalization(config_path: Path) -> tuple[list[float], list[float]] | N
         elif len(std) == 1:
             std = std * len(mean)
         else:
-            raise ConfigError(f"model config {config_path}: mean has {len(mean)} values, std {len(std)}",
-                              "they must have the same length (or one of them a single value)")
+            raise ConfigError(
+                f"model config {config_path}: mean has {len(mean)} values, std {len(std)}",
+                "they must have the same length (or one of them a single value)",
+            )
     if any(v == 0.0 or not math.isfinite(v) for v in std) or any(not math.isfinite(v) for v in mean):
-        raise ConfigError(f"model config {config_path}: std has a zero or non-finite value",
-                          "fix the normalization constants")
+        raise ConfigError(
+            f"model config {config_path}: std has a zero or non-finite value", "fix the normalization constants"
+        )
     return mean, std
 
 
@@ -338,7 +368,8 @@ def parse_margin(spec: str | int) -> tuple[float, int]:
 
 # --------------------------------------------------------------------------- rendering
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def _env():
     import jinja2
 
@@ -355,11 +386,15 @@ def _env():
 
 def _tensor_ctx(t: TensorInfo, where: str) -> dict:
     if t.dtype not in DTYPE_CODES:
-        raise ModelError(f"{where} tensor '{t.name}' has type {t.dtype}, which the protocol cannot carry",
-                         "convert with int8 or float32 inputs and outputs")
+        raise ModelError(
+            f"{where} tensor '{t.name}' has type {t.dtype}, which the protocol cannot carry",
+            "convert with int8 or float32 inputs and outputs",
+        )
     if len(t.shape) > MAX_DIMS:
-        raise ModelError(f"{where} tensor '{t.name}' has {len(t.shape)} dims (at most {MAX_DIMS})",
-                         "reshape the model's inputs/outputs")
+        raise ModelError(
+            f"{where} tensor '{t.name}' has {len(t.shape)} dims (at most {MAX_DIMS})",
+            "reshape the model's inputs/outputs",
+        )
     dims = [int(d) for d in t.shape] + [0] * (MAX_DIMS - len(t.shape))
     quant = f"scale {t.scale:.9g}, zero point {t.zero_point}" if t.quantized else "not quantized"
     return {
@@ -378,17 +413,35 @@ def _dtype_codes_ctx() -> list[tuple[str, int]]:
     return [(n.capitalize(), c) for n, c in sorted(DTYPE_CODES.items(), key=lambda kv: kv[1])]
 
 
-def _context(info: ModelInfo, data: bytes, *, name: str, model_file: str, ops: list[tuple[str, str]],
-             normalization: tuple[list[float], list[float]] | None, config_name: str | None) -> dict:
+def _context(
+    info: ModelInfo,
+    data: bytes,
+    *,
+    name: str,
+    model_file: str,
+    ops: list[tuple[str, str]],
+    normalization: tuple[list[float], list[float]] | None,
+    config_name: str | None,
+) -> dict:
     """The template variables shared by every file."""
     data_symbol = f"g_{name}_model_data"
     if normalization:
         mean, std = normalization
-        norm = {"present": True, "size": len(mean), "mean": ", ".join(c_float(v) for v in mean),
-                "std": ", ".join(c_float(v) for v in std), "source": comment_text(f"From {config_name}.")}
+        norm = {
+            "present": True,
+            "size": len(mean),
+            "mean": ", ".join(c_float(v) for v in mean),
+            "std": ", ".join(c_float(v) for v in std),
+            "source": comment_text(f"From {config_name}."),
+        }
     else:
-        norm = {"present": False, "size": 1, "mean": "0.0f", "std": "1.0f",
-                "source": "No model config with mean/std was given: identity (mean 0, std 1)."}
+        norm = {
+            "present": False,
+            "size": 1,
+            "mean": "0.0f",
+            "std": "1.0f",
+            "source": "No model config with mean/std was given: identity (mean 0, std 1).",
+        }
     return {
         "banner": f"generated from {comment_text(model_file)} sha256 {info.sha256} by tinyhil {__version__}; do not edit",
         "name": name,
@@ -407,8 +460,12 @@ def _context(info: ModelInfo, data: bytes, *, name: str, model_file: str, ops: l
 
 
 def render_header(ctx: dict, arena: Arena) -> bytes:
-    return _env().get_template("model_data.h.j2").render(
-        ctx, arena=arena, guard=f"HIL_{ctx['name'].upper()}_MODEL_DATA_H_").encode("utf-8")
+    return (
+        _env()
+        .get_template("model_data.h.j2")
+        .render(ctx, arena=arena, guard=f"HIL_{ctx['name'].upper()}_MODEL_DATA_H_")
+        .encode("utf-8")
+    )
 
 
 _DATA_MARKER = "@@HIL_MODEL_DATA_HEX@@"
@@ -424,18 +481,31 @@ def render_source(ctx: dict, data: bytes, fmt: str, incbin_path: str | None = No
             raise RuntimeError("model_data.cc.j2 must place data_hex exactly once")
         return b"".join((head, hex_body_bytes(data), tail))
     if fmt == "incbin":
-        return _env().get_template("model_data_incbin.cc.j2").render(
-            ctx, section=f"{INCBIN_SECTION}.{ctx['data_symbol']}", incbin_file=INCBIN_COPY,
-            incbin_path_asm=c_string(_asm_string(incbin_path or INCBIN_COPY))[1:-1]).encode("utf-8")
+        return (
+            _env()
+            .get_template("model_data_incbin.cc.j2")
+            .render(
+                ctx,
+                section=f"{INCBIN_SECTION}.{ctx['data_symbol']}",
+                incbin_file=INCBIN_COPY,
+                incbin_path_asm=c_string(_asm_string(incbin_path or INCBIN_COPY))[1:-1],
+            )
+            .encode("utf-8")
+        )
     raise ConfigError(f"unknown format '{fmt}'", f"choose one of {', '.join(FORMATS)}")
 
 
 def render_ops(ctx: dict) -> bytes:
-    return _env().get_template("model_ops.h.j2").render(
-        ctx, guard=f"HIL_{ctx['name'].upper()}_MODEL_OPS_H_").encode("utf-8")
+    return (
+        _env()
+        .get_template("model_ops.h.j2")
+        .render(ctx, guard=f"HIL_{ctx['name'].upper()}_MODEL_OPS_H_")
+        .encode("utf-8")
+    )
 
 
 # --------------------------------------------------------------------------- checks
+
 
 def check_board(board_id: str, model_size: int, arena_bytes: int) -> tuple[dict, list[str]]:
     """Model size vs flash, arena vs RAM: `ConfigError` when it cannot fit,
@@ -443,25 +513,35 @@ def check_board(board_id: str, model_size: int, arena_bytes: int) -> tuple[dict,
     from harness.boards import load_board
 
     board = load_board(board_id)
-    usage = {"board": board.id, "flash_bytes": board.flash_bytes, "ram_bytes": board.ram_bytes,
-             "model_bytes": model_size, "arena_bytes": arena_bytes,
-             "flash_fraction": model_size / board.flash_bytes if board.flash_bytes else math.inf,
-             "ram_fraction": arena_bytes / board.ram_bytes if board.ram_bytes else math.inf}
+    usage = {
+        "board": board.id,
+        "flash_bytes": board.flash_bytes,
+        "ram_bytes": board.ram_bytes,
+        "model_bytes": model_size,
+        "arena_bytes": arena_bytes,
+        "flash_fraction": model_size / board.flash_bytes if board.flash_bytes else math.inf,
+        "ram_fraction": arena_bytes / board.ram_bytes if board.ram_bytes else math.inf,
+    }
     problems, warnings = [], []
-    for what, need, have, frac in (("model", model_size, board.flash_bytes, usage["flash_fraction"]),
-                                   ("tensor arena", arena_bytes, board.ram_bytes, usage["ram_fraction"])):
+    for what, need, have, frac in (
+        ("model", model_size, board.flash_bytes, usage["flash_fraction"]),
+        ("tensor arena", arena_bytes, board.ram_bytes, usage["ram_fraction"]),
+    ):
         mem = "flash" if what == "model" else "RAM"
         if need > have:
             problems.append(f"the {what} needs {need:,} bytes but {board.id} has {have:,} bytes of {mem}")
         elif frac > BOARD_WARN_FRACTION:
-            warnings.append(f"the {what} takes {frac:.0%} of {board.id}'s {mem} ({need:,} of {have:,} bytes);"
-                            " firmware and stack need room too")
+            warnings.append(
+                f"the {what} takes {frac:.0%} of {board.id}'s {mem} ({need:,} of {have:,} bytes);"
+                " firmware and stack need room too"
+            )
     if problems:
         raise ConfigError("; ".join(problems), "use a smaller model or a board with more memory")
     return usage, warnings
 
 
 # --------------------------------------------------------------------------- writing
+
 
 def _write_all(out_dir: Path, files: dict[str, bytes]) -> dict[str, bool]:
     """Write the changed files; either all changed files are replaced or none."""
@@ -484,17 +564,27 @@ def _write_all(out_dir: Path, files: dict[str, bytes]) -> dict[str, bool]:
                 try:
                     tmp.write_bytes(blob)
                 except OSError as exc:
-                    raise ConfigError(f"cannot write {out_dir / fname}: {exc.strerror}",
-                                      "choose a writable output folder") from exc
+                    raise ConfigError(
+                        f"cannot write {out_dir / fname}: {exc.strerror}", "choose a writable output folder"
+                    ) from exc
         # leaving the stack renames every temporary file over its target
     return changed
 
 
 # --------------------------------------------------------------------------- the stage
 
-def generate(model: str | Path, out: str | Path, *, name: str | None = None,
-             model_config: str | Path | None = None, fmt: str = "array", board: str | None = None,
-             arena_margin: str | int = DEFAULT_ARENA_MARGIN, arena_bytes: int | None = None) -> CodegenResult:
+
+def generate(
+    model: str | Path,
+    out: str | Path,
+    *,
+    name: str | None = None,
+    model_config: str | Path | None = None,
+    fmt: str = "array",
+    board: str | None = None,
+    arena_margin: str | int = DEFAULT_ARENA_MARGIN,
+    arena_bytes: int | None = None,
+) -> CodegenResult:
     """Generate the firmware sources for `model` into the folder `out`.
 
     `arena_bytes` skips the TFLM measurement (tests of rendering only); the
@@ -540,16 +630,24 @@ def generate(model: str | Path, out: str | Path, *, name: str | None = None,
             # its absolute path: compiling from any directory works.
             incbin_path = str((out_dir / INCBIN_COPY).resolve())
             files[INCBIN_COPY] = data
-        ctx = _context(info, data, name=ident, model_file=model.name, normalization=normalization,
-                       config_name=config_path.name if config_path else None, ops=ops)
+        ctx = _context(
+            info,
+            data,
+            name=ident,
+            model_file=model.name,
+            normalization=normalization,
+            config_name=config_path.name if config_path else None,
+            ops=ops,
+        )
         files["model_data.cc"] = render_source(ctx, data, fmt, incbin_path)
         files["model_ops.h"] = render_ops(ctx)
         if probe is not None:
             m = probe.result()
             probe = None
             measured = m.bytes
-            how = (f"smallest arena that allocated and invoked, {m.probes} probes"
-                   + ("; the search floor was already enough" if m.at_floor else ""))
+            how = f"smallest arena that allocated and invoked, {m.probes} probes" + (
+                "; the search floor was already enough" if m.at_floor else ""
+            )
         else:
             measured = int(arena_bytes)
             how = "given by the caller, not measured"
@@ -559,8 +657,14 @@ def generate(model: str | Path, out: str | Path, *, name: str | None = None,
     from harness.arena import align_up
 
     recommended = align_up(measured * (1.0 + margin_frac) + margin_extra)
-    margin_text = " + ".join(p for p in (f"{margin_frac:.0%}" if margin_frac else "",
-                                          f"{margin_extra} bytes" if margin_extra else "") if p) or "none"
+    margin_text = (
+        " + ".join(
+            p
+            for p in (f"{margin_frac:.0%}" if margin_frac else "", f"{margin_extra} bytes" if margin_extra else "")
+            if p
+        )
+        or "none"
+    )
     arena = Arena(measured=measured, recommended=recommended, margin_text=margin_text, how=how)
 
     warnings: list[str] = []
@@ -571,12 +675,24 @@ def generate(model: str | Path, out: str | Path, *, name: str | None = None,
         n, shape = len(normalization[0]), info.inputs[0].shape
         fits = {1, info.inputs[0].size, int(shape[-1]) if shape else 1}
         if n not in fits:
-            warnings.append(f"{config_path.name} has {n} mean/std values, but input '{info.inputs[0].name}' "
-                            f"has shape {list(shape)}; check the model config belongs to this model")
+            warnings.append(
+                f"{config_path.name} has {n} mean/std values, but input '{info.inputs[0].name}' "
+                f"has shape {list(shape)}; check the model config belongs to this model"
+            )
     files["model_data.h"] = render_header(ctx, arena)
     files = {k: files[k] for k in ([INCBIN_COPY] if fmt == "incbin" else []) + list(FILES)}
     written = _write_all(out_dir, files)
-    return CodegenResult(out_dir=out_dir, name=ident, data_symbol=f"g_{ident}_model_data", format=fmt,
-                         model=info, arena=arena, ops=[n for n, _ in ops], written=written,
-                         config_path=config_path, normalization=normalization is not None,
-                         warnings=warnings, board_usage=usage)
+    return CodegenResult(
+        out_dir=out_dir,
+        name=ident,
+        data_symbol=f"g_{ident}_model_data",
+        format=fmt,
+        model=info,
+        arena=arena,
+        ops=[n for n, _ in ops],
+        written=written,
+        config_path=config_path,
+        normalization=normalization is not None,
+        warnings=warnings,
+        board_usage=usage,
+    )

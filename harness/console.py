@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -51,7 +51,7 @@ def warn(msg: str) -> None:
 class NullProgress:
     """The progress interface the library uses; does nothing."""
 
-    def task(self, description: str, total: int | None = None) -> "NullTask":
+    def task(self, description: str, total: int | None = None) -> NullTask:
         return NullTask()
 
 

@@ -14,9 +14,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -67,19 +67,24 @@ def read_config(path: Path) -> dict:
     try:
         cfg = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(f"model config {path} does not exist",
-                          "check --model_config, or leave it out to use <stem>_model_config.json") from exc
+        raise ConfigError(
+            f"model config {path} does not exist",
+            "check --model_config, or leave it out to use <stem>_model_config.json",
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read model config {path}: {exc}", "check the file") from exc
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"model config {path} is not valid JSON (line {exc.lineno}: {exc.msg})",
-                          "fix the JSON or pass the _model_config.json written with the model") from exc
+        raise ConfigError(
+            f"model config {path} is not valid JSON (line {exc.lineno}: {exc.msg})",
+            "fix the JSON or pass the _model_config.json written with the model",
+        ) from exc
     if not isinstance(cfg, dict):
         raise ConfigError(f"model config {path} is not a JSON object", "pass the model's _model_config.json")
     return cfg
 
 
 # --------------------------------------------------------------------------- TensorFlow parts (lazy)
+
 
 @contextlib.contextmanager
 def _tf_quiet():
@@ -145,25 +150,32 @@ def load_keras(path: Path):
             model = tf.keras.models.load_model(path, compile=False)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise ModelError(f"cannot load Keras model {path}: {first}",
-                         "the file is corrupt or was not saved by Keras; re-save it with model.save()") from exc
+        raise ModelError(
+            f"cannot load Keras model {path}: {first}",
+            "the file is corrupt or was not saved by Keras; re-save it with model.save()",
+        ) from exc
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ModelError(f"{path} has {len(model.inputs)} inputs and {len(model.outputs)} outputs",
-                         "hil convert supports models with one input and one output")
+        raise ModelError(
+            f"{path} has {len(model.inputs)} inputs and {len(model.outputs)} outputs",
+            "hil convert supports models with one input and one output",
+        )
     shape = tuple(model.inputs[0].shape[1:])
     if any(d is None for d in shape):
-        raise ModelError(f"{path} has an input with unknown dimensions {shape}",
-                         "give the model a fixed input shape (tf.keras.Input(shape=...))")
+        raise ModelError(
+            f"{path} has an input with unknown dimensions {shape}",
+            "give the model a fixed input shape (tf.keras.Input(shape=...))",
+        )
     return model
 
 
 def _keras_predict(model, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    outs = [np.asarray(model(x[i:i + batch], training=False)) for i in range(0, len(x), batch)]
+    outs = [np.asarray(model(x[i : i + batch], training=False)) for i in range(0, len(x), batch)]
     return np.concatenate(outs).astype(np.float32)
 
 
-def _convert_tflite(model, quantization: str | None, per_tensor: bool, io: str,
-                    rep: np.ndarray | None, progress) -> tuple[bytes, float, float]:
+def _convert_tflite(
+    model, quantization: str | None, per_tensor: bool, io: str, rep: np.ndarray | None, progress
+) -> tuple[bytes, float, float]:
     """Returns (flatbuffer, calibration seconds, total seconds)."""
     tf = _tf()
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -178,7 +190,7 @@ def _convert_tflite(model, quantization: str | None, per_tensor: bool, io: str,
         def representative():
             calib["start"] = time.perf_counter()
             for i in range(len(rep)):
-                yield [rep[i:i + 1]]
+                yield [rep[i : i + 1]]
                 task.advance(1)
             calib["end"] = time.perf_counter()
 
@@ -193,8 +205,10 @@ def _convert_tflite(model, quantization: str | None, per_tensor: bool, io: str,
             flat = conv.convert()
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ModelError(f"the TFLite converter failed: {first}",
-                         "check that the model uses TFLite builtin ops (see --debug for details)") from exc
+        raise ModelError(
+            f"the TFLite converter failed: {first}",
+            "check that the model uses TFLite builtin ops (see --debug for details)",
+        ) from exc
     total = time.perf_counter() - t0
     cal = (calib["end"] - calib["start"]) if calib["start"] and calib["end"] else 0.0
     return bytes(flat), cal, total
@@ -210,10 +224,13 @@ def _export_onnx(model, target: Path) -> None:
             tf2onnx.convert.from_keras(model, input_signature=spec, opset=13, output_path=str(target))
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ToolError(f"ONNX export failed: {first}", "run without --export_onnx, or try another tf2onnx version") from exc
+        raise ToolError(
+            f"ONNX export failed: {first}", "run without --export_onnx, or try another tf2onnx version"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- host runs
+
 
 def _run_host(flat: bytes, x: np.ndarray, kernels: str, info_in: TensorInfo, task) -> np.ndarray:
     from harness.runtime import HostInterpreter, prepare_input
@@ -236,8 +253,10 @@ def _dequant(y: np.ndarray, t: TensorInfo) -> np.ndarray:
 def _signal_channels(cfg: dict, cfg_path: Path | None) -> int:
     v = cfg.get("signal_channels", 1)
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ConfigError(f"model config {cfg_path}: signal_channels must be a positive integer, not {v!r}",
-                          "give the number of interleaved channels of a flattened sample (e.g. 3 for x, y, z)")
+        raise ConfigError(
+            f"model config {cfg_path}: signal_channels must be a positive integer, not {v!r}",
+            "give the number of interleaved channels of a flattened sample (e.g. 3 for x, y, z)",
+        )
     return v
 
 
@@ -249,23 +268,26 @@ def _tensor_meta(t: TensorInfo) -> dict:
 
 # --------------------------------------------------------------------------- the stage
 
-def convert(checkpoint_path: str | os.PathLike,
-            model_config: str | os.PathLike | None = None,
-            output_path: str | os.PathLike | None = None,
-            data_path_train: str | os.PathLike | None = None,
-            num_samples: int = 1024,
-            validate_samples: int = 256,
-            min_cosine_sim: float = 0.95,
-            quantization: str = "ptq",
-            per_tensor: bool = False,
-            batch_validate: int = 0,
-            export_onnx: bool = False,
-            report_json: str | os.PathLike | None = None,
-            seed: int = 0,
-            io: str = "float32",
-            signal_threshold: float = 0.05,
-            min_class_samples: int = 2,
-            progress=None) -> ConvertResult:
+
+def convert(
+    checkpoint_path: str | os.PathLike,
+    model_config: str | os.PathLike | None = None,
+    output_path: str | os.PathLike | None = None,
+    data_path_train: str | os.PathLike | None = None,
+    num_samples: int = 1024,
+    validate_samples: int = 256,
+    min_cosine_sim: float = 0.95,
+    quantization: str = "ptq",
+    per_tensor: bool = False,
+    batch_validate: int = 0,
+    export_onnx: bool = False,
+    report_json: str | os.PathLike | None = None,
+    seed: int = 0,
+    io: str = "float32",
+    signal_threshold: float = 0.05,
+    min_class_samples: int = 2,
+    progress=None,
+) -> ConvertResult:
     """Convert, validate and write the outputs; see docs/convert.md.
 
     Raises a `HilError` subclass for anything the user must fix (nothing is
@@ -282,7 +304,9 @@ def convert(checkpoint_path: str | os.PathLike,
         raise ConfigError("--io int8 needs --quantization ptq", "dynamic-range models keep float activations and I/O")
     for name, v in (("--num_samples", num_samples), ("--validate_samples", validate_samples)):
         if int(v) < 1:
-            raise ConfigError(f"{name} must be at least 1, not {v}", "use e.g. --num_samples 1024 --validate_samples 256")
+            raise ConfigError(
+                f"{name} must be at least 1, not {v}", "use e.g. --num_samples 1024 --validate_samples 256"
+            )
     if int(batch_validate) < 0:
         raise ConfigError(f"--batch_validate must be 0 or more, not {batch_validate}", "use e.g. --batch_validate 5")
     if not math.isfinite(float(min_cosine_sim)) or not -1.0 <= float(min_cosine_sim) <= 1.01:
@@ -294,8 +318,9 @@ def convert(checkpoint_path: str | os.PathLike,
         try:
             import tf2onnx  # noqa: F401
         except ImportError as exc:
-            raise ConfigError("--export_onnx needs tf2onnx, which is not installed",
-                              "pip install 'tinyhil[onnx]'") from exc
+            raise ConfigError(
+                "--export_onnx needs tf2onnx, which is not installed", "pip install 'tinyhil[onnx]'"
+            ) from exc
 
     # ---- paths and config
     ckpt = Path(checkpoint_path)
@@ -303,8 +328,10 @@ def convert(checkpoint_path: str | os.PathLike,
     if model_config is not None:
         cfg_path: Path | None = Path(model_config)
         if not cfg_path.is_file():
-            raise ConfigError(f"model config {cfg_path} does not exist",
-                              "check --model_config, or leave it out to use <stem>_model_config.json")
+            raise ConfigError(
+                f"model config {cfg_path} does not exist",
+                "check --model_config, or leave it out to use <stem>_model_config.json",
+            )
     else:
         cfg_path = find_config(ckpt)
     cfg = read_config(cfg_path) if cfg_path else {}
@@ -315,15 +342,24 @@ def convert(checkpoint_path: str | os.PathLike,
     onnx_out = out.with_suffix(".onnx") if export_onnx else None
     report_out = Path(report_json) if report_json else None
     data_path: Path | None = Path(data_path_train) if data_path_train else None
-    if data_path is None and cfg_path and isinstance(cfg.get("training_data"), dict) and cfg["training_data"].get("path"):
+    if (
+        data_path is None
+        and cfg_path
+        and isinstance(cfg.get("training_data"), dict)
+        and cfg["training_data"].get("path")
+    ):
         cand = (cfg_path.parent / str(cfg["training_data"]["path"])).resolve()
         if cand.exists():
             data_path = cand
     if quantization == "ptq" and data_path is None:
-        raise ConfigError("--quantization ptq needs calibration data and no --data_path_train was given",
-                          "pass --data_path_train DATA, or use --quantization dynamic (no data needed)")
+        raise ConfigError(
+            "--quantization ptq needs calibration data and no --data_path_train was given",
+            "pass --data_path_train DATA, or use --quantization dynamic (no data needed)",
+        )
     class_names = cfg.get("class_names") or None
-    if class_names is not None and (not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names)):
+    if class_names is not None and (
+        not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names)
+    ):
         raise ConfigError(f"model config {cfg_path}: class_names must be a list of strings", "fix the config")
 
     # ---- model and data
@@ -335,24 +371,39 @@ def convert(checkpoint_path: str | os.PathLike,
         try:
             want = tuple(int(d) for d in cfg["input_shape"])
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"model config {cfg_path}: input_shape is not a list of integers", "fix the config") from exc
+            raise ConfigError(
+                f"model config {cfg_path}: input_shape is not a list of integers", "fix the config"
+            ) from exc
         if math.prod(want) != math.prod(in_shape):
-            raise ConfigError(f"model config {cfg_path} says input_shape {list(want)}, the model has {list(in_shape)}",
-                              "pass the config that belongs to this model")
+            raise ConfigError(
+                f"model config {cfg_path} says input_shape {list(want)}, the model has {list(in_shape)}",
+                "pass the config that belongs to this model",
+            )
     out_size = math.prod(out_shape)
     if class_names and len(class_names) != out_size:
-        raise ConfigError(f"model config {cfg_path} names {len(class_names)} classes, the model outputs {out_size} values",
-                          "pass the config that belongs to this model")
+        raise ConfigError(
+            f"model config {cfg_path} names {len(class_names)} classes, the model outputs {out_size} values",
+            "pass the config that belongs to this model",
+        )
     notes: list[str] = []
     ds = sp = norm = None
     if data_path is not None:
         ds = hdata.load_dataset(data_path, in_shape, class_names)
         if not class_names and ds.y is not None and len(ds.class_names) > out_size:
-            raise DataError(f"{data_path} has {len(ds.class_names)} classes, the model outputs {out_size} values",
-                            "pass the training data of this model")
-        sp = hdata.split(ds, num_samples, validate_samples, seed=seed, rounds=rounds,
-                         signal_threshold=signal_threshold, min_class_samples=min_class_samples,
-                         signal_channels=_signal_channels(cfg, cfg_path))
+            raise DataError(
+                f"{data_path} has {len(ds.class_names)} classes, the model outputs {out_size} values",
+                "pass the training data of this model",
+            )
+        sp = hdata.split(
+            ds,
+            num_samples,
+            validate_samples,
+            seed=seed,
+            rounds=rounds,
+            signal_threshold=signal_threshold,
+            min_class_samples=min_class_samples,
+            signal_channels=_signal_channels(cfg, cfg_path),
+        )
         notes.extend(sp.notes)
         norm = hdata.normalization_for(cfg, cfg_path, in_shape)
     elif cfg_path is None:
@@ -367,11 +418,15 @@ def convert(checkpoint_path: str | os.PathLike,
     info = inspect_bytes(flat)
     t_in, t_out = info.inputs[0], info.outputs[0]
     if per_tensor and info.per_channel_tensors:
-        raise ModelError(f"the converter left {info.per_channel_tensors} per-channel tensors despite --per_tensor",
-                         "this TensorFlow version ignores the per-tensor switch; try another TensorFlow release")
+        raise ModelError(
+            f"the converter left {info.per_channel_tensors} per-channel tensors despite --per_tensor",
+            "this TensorFlow version ignores the per-tensor switch; try another TensorFlow release",
+        )
     if quantization == "ptq" and io == "float32" and (t_in.dtype, t_out.dtype) != ("float32", "float32"):
-        raise ModelError(f"converted model has {t_in.dtype}/{t_out.dtype} I/O, not float32",
-                         "report this TensorFlow version; the converter did not honour float I/O")
+        raise ModelError(
+            f"converted model has {t_in.dtype}/{t_out.dtype} I/O, not float32",
+            "report this TensorFlow version; the converter did not honour float I/O",
+        )
 
     # ---- validation
     t0 = time.perf_counter()
@@ -389,8 +444,10 @@ def convert(checkpoint_path: str | os.PathLike,
                 HostInterpreter(flat, "tflm")
         except ModelError:
             oracle = None
-            notes.append("TFLite Micro cannot run this model (dynamic-range models use hybrid kernels that TFLM "
-                         "lacks): y_tflm is left out and metrics use LiteRT")
+            notes.append(
+                "TFLite Micro cannot run this model (dynamic-range models use hybrid kernels that TFLM "
+                "lacks): y_tflm is left out and metrics use LiteRT"
+            )
         kernel_sets = ["tflm", "litert"] if oracle else ["litert"]
         total = sum(len(d) for d in sp.validation) * len(kernel_sets) + len(sp.validation[0])
         task = progress.task("validation", total=total)
@@ -401,10 +458,22 @@ def convert(checkpoint_path: str | os.PathLike,
             ref_kernel = kernel_sets[0]
             y_q = _dequant(ys[ref_kernel], t_out).reshape(y_keras.shape)
             ag = agreement(y_keras, y_q, worst_k=5)
-            entry = {"round": r, "seed": seed + r, "reference": "keras", "candidate": ref_kernel,
-                     **ag.to_dict(), "worst": [
-                         {"index": i, "id": ds.sample_id(int(idx[i])), "label": ds.label_name(int(idx[i])),
-                          "cosine": ag.per_sample_cosine[i]} for i in ag.worst_samples]}
+            entry = {
+                "round": r,
+                "seed": seed + r,
+                "reference": "keras",
+                "candidate": ref_kernel,
+                **ag.to_dict(),
+                "worst": [
+                    {
+                        "index": i,
+                        "id": ds.sample_id(int(idx[i])),
+                        "label": ds.label_name(int(idx[i])),
+                        "cosine": ag.per_sample_cosine[i],
+                    }
+                    for i in ag.worst_samples
+                ],
+            }
             if oracle:
                 d = np.abs(_dequant(ys["tflm"], t_out) - _dequant(ys["litert"], t_out))
                 tflm_litert_diff = max(tflm_litert_diff or 0.0, float(d.max()) if d.size else 0.0)
@@ -436,54 +505,88 @@ def convert(checkpoint_path: str | os.PathLike,
     # ---- report
     float_size, q_size = len(flat_float), len(flat)
     ckpt_sha = sha256_file(ckpt)
-    norm_meta = ({"applied": True, **norm.to_dict()} if norm is not None else {"applied": False})
-    settings = {"checkpoint_path": str(ckpt), "model_config": str(cfg_path) if cfg_path else None,
-                "output_path": str(out), "data_path_train": str(data_path) if data_path else None,
-                "num_samples": int(num_samples), "validate_samples": int(validate_samples),
-                "min_cosine_sim": float(min_cosine_sim), "quantization": quantization,
-                "per_channel": not per_tensor, "batch_validate": int(batch_validate),
-                "export_onnx": bool(export_onnx), "seed": int(seed), "io": io,
-                "signal_threshold": float(signal_threshold), "min_class_samples": int(min_class_samples)}
+    norm_meta = {"applied": True, **norm.to_dict()} if norm is not None else {"applied": False}
+    settings = {
+        "checkpoint_path": str(ckpt),
+        "model_config": str(cfg_path) if cfg_path else None,
+        "output_path": str(out),
+        "data_path_train": str(data_path) if data_path else None,
+        "num_samples": int(num_samples),
+        "validate_samples": int(validate_samples),
+        "min_cosine_sim": float(min_cosine_sim),
+        "quantization": quantization,
+        "per_channel": not per_tensor,
+        "batch_validate": int(batch_validate),
+        "export_onnx": bool(export_onnx),
+        "seed": int(seed),
+        "io": io,
+        "signal_threshold": float(signal_threshold),
+        "min_class_samples": int(min_class_samples),
+    }
     report = {
         "schema": REPORT_SCHEMA,
         "tool": {"name": "tinyhil", "version": __version__, "command": "convert"},
         "passed": passed,
         "settings": settings,
-        "outputs": {"tflite": str(out), "npz": str(npz_out) if npz_arrays is not None else None,
-                    "onnx": str(onnx_out) if onnx_out else None,
-                    "report": str(report_out) if report_out else None},
-        "model": {"sha256": info.sha256, "checkpoint_sha256": ckpt_sha,
-                  "inputs": [_tensor_meta(t) for t in info.inputs],
-                  "outputs": [_tensor_meta(t) for t in info.outputs],
-                  "ops": list(info.builtin_ops),
-                  "tensor_types": {t: info.tensor_types.count(t) for t in sorted(set(info.tensor_types))},
-                  "per_channel_tensors": info.per_channel_tensors,
-                  "per_tensor_quantized": info.per_tensor_quantized,
-                  "keras_params": int(model.count_params())},
-        "sizes": {"keras_bytes": ckpt.stat().st_size, "float_tflite_bytes": float_size,
-                  "tflite_bytes": q_size, "compression_ratio": round(float_size / q_size, 3)},
-        "data": None if ds is None else {
-            "source": str(ds.source), "layout": ds.layout, "samples": len(ds),
+        "outputs": {
+            "tflite": str(out),
+            "npz": str(npz_out) if npz_arrays is not None else None,
+            "onnx": str(onnx_out) if onnx_out else None,
+            "report": str(report_out) if report_out else None,
+        },
+        "model": {
+            "sha256": info.sha256,
+            "checkpoint_sha256": ckpt_sha,
+            "inputs": [_tensor_meta(t) for t in info.inputs],
+            "outputs": [_tensor_meta(t) for t in info.outputs],
+            "ops": list(info.builtin_ops),
+            "tensor_types": {t: info.tensor_types.count(t) for t in sorted(set(info.tensor_types))},
+            "per_channel_tensors": info.per_channel_tensors,
+            "per_tensor_quantized": info.per_tensor_quantized,
+            "keras_params": int(model.count_params()),
+        },
+        "sizes": {
+            "keras_bytes": ckpt.stat().st_size,
+            "float_tflite_bytes": float_size,
+            "tflite_bytes": q_size,
+            "compression_ratio": round(float_size / q_size, 3),
+        },
+        "data": None
+        if ds is None
+        else {
+            "source": str(ds.source),
+            "layout": ds.layout,
+            "samples": len(ds),
             "class_names": list(ds.class_names),
-            "class_counts": ({n: int(np.sum(ds.y == i)) for i, n in enumerate(ds.class_names)}
-                             if ds.y is not None else None),
+            "class_counts": (
+                {n: int(np.sum(ds.y == i)) for i, n in enumerate(ds.class_names)} if ds.y is not None else None
+            ),
             "skipped_silent": int(len(sp.skipped)),
             "skipped_ids": [ds.sample_id(int(i)) for i in sp.skipped[:50]],
             "calibration_samples": int(len(sp.calibration)),
             "holdout_samples": int(len(sp.holdout)),
             "validation_samples": int(len(sp.validation[0])),
-            "normalization": norm_meta},
+            "normalization": norm_meta,
+        },
         "float_baseline": None if float_max is None else {"max_abs_diff": float_max, "kernels": "litert"},
         "metrics": None if worst is None else {k: v for k, v in worst.items() if k != "worst"},
         "host_kernels": {"oracle": oracle, "tflm_vs_litert_max_abs_diff": tflm_litert_diff},
-        "gate": {"metric": GATE_METRIC, "threshold": float(min_cosine_sim),
-                 "value": None if worst is None else worst[GATE_METRIC], "passed": passed,
-                 "round": None if worst is None else worst["round"],
-                 "worst_samples": [] if worst is None else worst["worst"]},
+        "gate": {
+            "metric": GATE_METRIC,
+            "threshold": float(min_cosine_sim),
+            "value": None if worst is None else worst[GATE_METRIC],
+            "passed": passed,
+            "round": None if worst is None else worst["round"],
+            "worst_samples": [] if worst is None else worst["worst"],
+        },
         "rounds": rounds_out,
-        "timing_s": {"load": round(t_load, 3), "float_conversion": round(t_float, 3),
-                     "calibration": round(t_calib, 4), "conversion": round(t_conv - t_calib, 3),
-                     "validation": round(t_val, 3)},
+        "timing_s": {
+            "load": round(t_load, 3),
+            "float_conversion": round(t_float, 3),
+            "calibration": round(t_calib, 4),
+            "conversion": round(t_conv - t_calib, 3),
+            "validation": round(t_val, 3),
+        },
         "notes": notes,
     }
 
@@ -494,18 +597,30 @@ def convert(checkpoint_path: str | os.PathLike,
         tmp.write_bytes(flat)
         if npz_arrays is not None:
             meta = {
-                "format": NPZ_FORMAT, "model_file": out.name, "model_sha256": info.sha256,
-                "model_size": q_size, "quantization": quantization, "per_channel": not per_tensor, "io": io,
+                "format": NPZ_FORMAT,
+                "model_file": out.name,
+                "model_sha256": info.sha256,
+                "model_size": q_size,
+                "quantization": quantization,
+                "per_channel": not per_tensor,
+                "io": io,
                 "inputs": [_tensor_meta(t) for t in info.inputs],
                 "outputs": [_tensor_meta(t) for t in info.outputs],
-                "x_is_normalized": norm is not None, "normalization": norm_meta,
-                "class_names": list(ds.class_names), "task": cfg.get("task"),
+                "x_is_normalized": norm is not None,
+                "normalization": norm_meta,
+                "class_names": list(ds.class_names),
+                "task": cfg.get("task"),
                 "samples": int(len(npz_arrays["x"])),
                 "kernels": {"y_tflm": "tflm" if oracle else None, "y_litert": "litert"},
                 "sample_ids": npz_ids,
-                "source": {"checkpoint": str(ckpt), "checkpoint_sha256": ckpt_sha,
-                           "model_config": str(cfg_path) if cfg_path else None,
-                           "data": str(ds.source), "layout": ds.layout, "seed": int(seed)},
+                "source": {
+                    "checkpoint": str(ckpt),
+                    "checkpoint_sha256": ckpt_sha,
+                    "model_config": str(cfg_path) if cfg_path else None,
+                    "data": str(ds.source),
+                    "layout": ds.layout,
+                    "seed": int(seed),
+                },
                 "created_by": f"tinyhil {__version__} convert",
             }
             tmp_npz = stack.enter_context(atomic_path(npz_out))
@@ -519,10 +634,19 @@ def convert(checkpoint_path: str | os.PathLike,
         if report_out is not None:
             tmp_rep = stack.enter_context(atomic_path(report_out))
             tmp_rep.write_text(json.dumps(report, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    return ConvertResult(tflite=out, npz=npz_written, report_path=report_out, onnx=onnx_out,
-                         float_tflite_size=float_size, tflite_size=q_size,
-                         metrics=report["metrics"], float_max_abs_diff=float_max, passed=passed,
-                         report=report, notes=notes)
+    return ConvertResult(
+        tflite=out,
+        npz=npz_written,
+        report_path=report_out,
+        onnx=onnx_out,
+        float_tflite_size=float_size,
+        tflite_size=q_size,
+        metrics=report["metrics"],
+        float_max_abs_diff=float_max,
+        passed=passed,
+        report=report,
+        notes=notes,
+    )
 
 
 def _json_default(obj):
@@ -540,13 +664,25 @@ def load_validation_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray],
     except FileNotFoundError as exc:
         raise DataError(f"validation data {path} does not exist", "run `hil convert` first") from exc
     except Exception as exc:
-        raise DataError(f"cannot read validation data {path}: {type(exc).__name__}",
-                        "re-run `hil convert` to write it again") from exc
+        raise DataError(
+            f"cannot read validation data {path}: {type(exc).__name__}", "re-run `hil convert` to write it again"
+        ) from exc
     if "meta" not in arrays or "x" not in arrays:
-        raise DataError(f"{path} is not a tinyhil validation file (no 'x'/'meta')", "pass the npz written by `hil convert`")
+        raise DataError(
+            f"{path} is not a tinyhil validation file (no 'x'/'meta')", "pass the npz written by `hil convert`"
+        )
     meta = json.loads(str(arrays.pop("meta")))
     return arrays, meta
 
 
-__all__: Sequence[str] = ("convert", "ConvertResult", "default_output_path", "npz_path_for", "find_config",
-                          "read_config", "load_validation_npz", "QUANTIZATION", "IO_TYPES")
+__all__: Sequence[str] = (
+    "convert",
+    "ConvertResult",
+    "default_output_path",
+    "npz_path_for",
+    "find_config",
+    "read_config",
+    "load_validation_npz",
+    "QUANTIZATION",
+    "IO_TYPES",
+)

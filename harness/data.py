@@ -16,9 +16,9 @@ Labels may be integers, one-hot rows or strings.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -53,12 +53,15 @@ class Dataset:
 
 # --------------------------------------------------------------------------- loading
 
+
 def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                        "check that it is a NumPy .npy file written by np.save") from exc
+        raise DataError(
+            f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            "check that it is a NumPy .npy file written by np.save",
+        ) from exc
 
 
 def _fit_shape(x: np.ndarray, input_shape: tuple[int, ...] | None, what: str, stacked: bool) -> np.ndarray:
@@ -75,8 +78,10 @@ def _fit_shape(x: np.ndarray, input_shape: tuple[int, ...] | None, what: str, st
         return x.reshape((-1, *want))
     if not stacked and x.ndim == len(want) + 1 and squeeze(x.shape[1:]) == squeeze(want):
         return x.reshape((-1, *want))
-    raise DataError(f"{what}: sample shape {got} does not match the model input {want}",
-                    "check that the data belongs to this model (or its feature settings)")
+    raise DataError(
+        f"{what}: sample shape {got} does not match the model input {want}",
+        "check that the data belongs to this model (or its feature settings)",
+    )
 
 
 def _as_float(x: np.ndarray, what: str) -> np.ndarray:
@@ -97,24 +102,29 @@ def _labels(y: np.ndarray, n: int, class_names: Sequence[str] | None, what: str)
         known = list(class_names) if class_names else sorted(set(names))
         unknown = sorted(set(names) - set(known))
         if unknown:
-            raise DataError(f"{what}: labels {unknown[:3]} are not classes of the model",
-                            f"the model config lists: {', '.join(known)}")
+            raise DataError(
+                f"{what}: labels {unknown[:3]} are not classes of the model",
+                f"the model config lists: {', '.join(known)}",
+            )
         lookup = {c: i for i, c in enumerate(known)}
         return np.array([lookup[v] for v in names], np.int64), tuple(known)
     if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
             raise DataError(f"{what}: labels are not whole numbers", "store class indices, one-hot rows or names")
     if y.dtype.kind not in "fiub":
-        raise DataError(f"{what}: labels of type {y.dtype} are not understood",
-                        "store class indices, one-hot rows or names")
+        raise DataError(
+            f"{what}: labels of type {y.dtype} are not understood", "store class indices, one-hot rows or names"
+        )
     y = y.astype(np.int64)
     if len(y) and y.min() < 0:
         raise DataError(f"{what}: negative class index {int(y.min())}", "class indices start at 0")
     k = int(y.max()) + 1 if len(y) else 0
     if class_names:
         if k > len(class_names):
-            raise DataError(f"{what}: class index {k - 1} but the model config names {len(class_names)} classes",
-                            "fix the labels or the config's class_names")
+            raise DataError(
+                f"{what}: class index {k - 1} but the model config names {len(class_names)} classes",
+                "fix the labels or the config's class_names",
+            )
         return y, tuple(class_names)
     return y, tuple(str(i) for i in range(k))
 
@@ -127,8 +137,14 @@ def _from_xy(xp: Path, yp: Path | None, input_shape, class_names, layout: str) -
     y, names = (None, tuple(class_names or ()))
     if yp is not None:
         y, names = _labels(_load_npy(yp), len(x), class_names, str(yp))
-    return Dataset(x=np.ascontiguousarray(x), y=y, class_names=names, layout=layout, source=xp,
-                   sample_ids=[f"{xp.name}[{i}]" for i in range(len(x))])
+    return Dataset(
+        x=np.ascontiguousarray(x),
+        y=y,
+        class_names=names,
+        layout=layout,
+        source=xp,
+        sample_ids=[f"{xp.name}[{i}]" for i in range(len(x))],
+    )
 
 
 def _from_npz(path: Path, input_shape, class_names) -> Dataset:
@@ -136,11 +152,15 @@ def _from_npz(path: Path, input_shape, class_names) -> Dataset:
         z = np.load(path, allow_pickle=False)
         keys = set(z.files)
     except Exception as exc:  # zipfile/ValueError/OSError on corrupt archives
-        raise DataError(f"cannot read {path}: {type(exc).__name__}", "check that it is an .npz written by np.savez") from exc
+        raise DataError(
+            f"cannot read {path}: {type(exc).__name__}", "check that it is an .npz written by np.savez"
+        ) from exc
     xk = "x" if "x" in keys else ("X" if "X" in keys else None)
     if xk is None:
-        raise DataError(f"{path} has no 'x' array (keys: {', '.join(sorted(keys)) or 'none'})",
-                        "store the samples under 'x' and labels under 'y'")
+        raise DataError(
+            f"{path} has no 'x' array (keys: {', '.join(sorted(keys)) or 'none'})",
+            "store the samples under 'x' and labels under 'y'",
+        )
     x = z[xk]
     if x.ndim < 1 or len(x) == 0:
         raise DataError(f"{path} holds no samples", "check the training data")
@@ -152,8 +172,9 @@ def _from_npz(path: Path, input_shape, class_names) -> Dataset:
     yk = "y" if "y" in keys else ("Y" if "Y" in keys else None)
     if yk is not None:
         y, names = _labels(z[yk], len(x), names or None, f"{path}:{yk}")
-    return Dataset(x=x, y=y, class_names=names, layout="npz", source=path,
-                   sample_ids=[f"{path.name}[{i}]" for i in range(len(x))])
+    return Dataset(
+        x=x, y=y, class_names=names, layout="npz", source=path, sample_ids=[f"{path.name}[{i}]" for i in range(len(x))]
+    )
 
 
 def _from_folders(root: Path, input_shape, class_names) -> Dataset:
@@ -168,16 +189,20 @@ def _from_folders(root: Path, input_shape, class_names) -> Dataset:
         groups = [(None, loose)] if loose else []
         layout = "npy_folder"
     if not groups:
-        raise DataError(f"training data folder {root} holds no .npy samples",
-                        "expected class sub-folders of .npy files, an .npz, or X.npy + y.npy")
+        raise DataError(
+            f"training data folder {root} holds no .npy samples",
+            "expected class sub-folders of .npy files, an .npz, or X.npy + y.npy",
+        )
     names: list[str]
     if layout == "class_folders":
         found = [n for n, _ in groups]
         if class_names:
             unknown = [n for n in found if n not in class_names]
             if unknown:
-                raise DataError(f"class folder(s) {', '.join(unknown[:3])} in {root} are not classes of the model",
-                                f"the model config lists: {', '.join(class_names)}")
+                raise DataError(
+                    f"class folder(s) {', '.join(unknown[:3])} in {root} are not classes of the model",
+                    f"the model config lists: {', '.join(class_names)}",
+                )
             names = list(class_names)
         else:
             names = found
@@ -194,8 +219,10 @@ def _from_folders(root: Path, input_shape, class_names) -> Dataset:
                 stacked = a.ndim == len(input_shape) + 1 and tuple(a.shape[1:]) == tuple(input_shape)
                 a = _fit_shape(a, input_shape, str(f), stacked=stacked)
             if xs and a.shape[1:] != xs[0].shape[1:]:
-                raise DataError(f"{f}: sample shape {a.shape[1:]} differs from {xs[0].shape[1:]}",
-                                "all samples must have the same shape")
+                raise DataError(
+                    f"{f}: sample shape {a.shape[1:]} differs from {xs[0].shape[1:]}",
+                    "all samples must have the same shape",
+                )
             xs.append(a)
             rel = f.relative_to(root)
             ids.extend([str(rel)] if len(a) == 1 else [f"{rel}[{i}]" for i in range(len(a))])
@@ -206,8 +233,9 @@ def _from_folders(root: Path, input_shape, class_names) -> Dataset:
     return Dataset(x=x, y=y, class_names=tuple(names), layout=layout, source=root, sample_ids=ids)
 
 
-def load_dataset(path: str | Path, input_shape: Sequence[int] | None = None,
-                 class_names: Sequence[str] | None = None) -> Dataset:
+def load_dataset(
+    path: str | Path, input_shape: Sequence[int] | None = None, class_names: Sequence[str] | None = None
+) -> Dataset:
     """Read training data in any supported layout; check shapes and values.
 
     `input_shape` is the model's input without the batch axis; samples whose
@@ -225,8 +253,10 @@ def load_dataset(path: str | Path, input_shape: Sequence[int] | None = None,
             yp = next((p for p in (path.with_name("y.npy"), path.with_name("Y.npy")) if p.is_file()), None)
             ds = _from_xy(path, yp, shape, names, "xy_npy")
         else:
-            raise DataError(f"training data {path} is neither a folder, an .npz nor an .npy",
-                            "expected class sub-folders of .npy files, an .npz, or X.npy + y.npy")
+            raise DataError(
+                f"training data {path} is neither a folder, an .npz nor an .npy",
+                "expected class sub-folders of .npy files, an .npz, or X.npy + y.npy",
+            )
     else:
         xp = next((p for p in (path / "X.npy", path / "x.npy") if p.is_file()), None)
         npzs = sorted(path.glob("*.npz"))
@@ -246,11 +276,14 @@ def check_finite(ds: Dataset) -> None:
     bad = ~np.all(np.isfinite(flat), axis=1)
     if np.any(bad):
         idx = np.flatnonzero(bad)
-        raise DataError(f"{len(idx)} sample(s) hold NaN or Inf, first: {ds.sample_id(int(idx[0]))}",
-                        "clean the data (or drop those samples) before converting")
+        raise DataError(
+            f"{len(idx)} sample(s) hold NaN or Inf, first: {ds.sample_id(int(idx[0]))}",
+            "clean the data (or drop those samples) before converting",
+        )
 
 
 # --------------------------------------------------------------------------- normalization
+
 
 @dataclass(frozen=True)
 class Normalization:
@@ -264,8 +297,7 @@ class Normalization:
 
     def to_dict(self) -> dict:
         m, s = self.mean.ravel(), self.std.ravel()
-        return {"mean": m.tolist() if m.size > 1 else float(m[0]),
-                "std": s.tolist() if s.size > 1 else float(s[0])}
+        return {"mean": m.tolist() if m.size > 1 else float(m[0]), "std": s.tolist() if s.size > 1 else float(s[0])}
 
 
 def normalization_for(config: dict, config_path: Path | None, input_shape: Sequence[int]) -> Normalization | None:
@@ -297,14 +329,17 @@ def normalization_for(config: dict, config_path: Path | None, input_shape: Seque
             return v.reshape(shape)
         if shape and v.size == shape[-1]:
             return v.reshape(shape[-1])
-        raise ConfigError(f"model config {config_path}: normalization has {v.size} values; the input has {size} "
-                          f"(last axis {shape[-1] if shape else 1})",
-                          "give one value, one per element of the last axis, or one per input element")
+        raise ConfigError(
+            f"model config {config_path}: normalization has {v.size} values; the input has {size} "
+            f"(last axis {shape[-1] if shape else 1})",
+            "give one value, one per element of the last axis, or one per input element",
+        )
 
     return Normalization(mean=fit(mean), std=fit(std))
 
 
 # --------------------------------------------------------------------------- sampling
+
 
 def signal_level(x: np.ndarray, channels: int = 1) -> np.ndarray:
     """Per-sample signal level: the standard deviation of the raw values over
@@ -314,8 +349,10 @@ def signal_level(x: np.ndarray, channels: int = 1) -> np.ndarray:
     flat = np.asarray(x, np.float64).reshape(len(x), -1)
     channels = int(channels or 1)
     if channels < 1 or flat.shape[1] % channels:
-        raise ConfigError(f"signal_channels {channels} does not divide the sample size {flat.shape[1]}",
-                          "set signal_channels in the model config to the number of interleaved channels")
+        raise ConfigError(
+            f"signal_channels {channels} does not divide the sample size {flat.shape[1]}",
+            "set signal_channels in the model config to the number of interleaved channels",
+        )
     return flat.reshape(len(x), -1, channels).std(axis=1).mean(axis=1)
 
 
@@ -323,16 +360,19 @@ def silent_mask(x: np.ndarray, threshold: float, channels: int = 1) -> np.ndarra
     """True for near-silent samples: level below `threshold` × the median
     level of the data set. 0 disables the filter."""
     if threshold < 0 or not math.isfinite(threshold):
-        raise ConfigError(f"signal threshold {threshold} must be a finite number >= 0",
-                          "use e.g. 0.05 (5 % of the median level), 0 to keep every sample")
+        raise ConfigError(
+            f"signal threshold {threshold} must be a finite number >= 0",
+            "use e.g. 0.05 (5 % of the median level), 0 to keep every sample",
+        )
     level = signal_level(x, channels)
     if threshold == 0 or len(level) == 0:
         return np.zeros(len(level), bool)
     return level < threshold * float(np.median(level))
 
 
-def stratified_sample(labels: np.ndarray | None, candidates: np.ndarray, n: int,
-                      rng: np.random.Generator) -> np.ndarray:
+def stratified_sample(
+    labels: np.ndarray | None, candidates: np.ndarray, n: int, rng: np.random.Generator
+) -> np.ndarray:
     """`n` indices from `candidates`, classes taking turns (balanced while a
     class has samples left), shuffled within each class. Deterministic for
     a given generator state."""
@@ -361,8 +401,16 @@ class Split:
     notes: list[str] = field(default_factory=list)
 
 
-def split(ds: Dataset, num_samples: int, validate_samples: int, seed: int = 0, rounds: int = 1,
-          signal_threshold: float = 0.05, min_class_samples: int = 2, signal_channels: int = 1) -> Split:
+def split(
+    ds: Dataset,
+    num_samples: int,
+    validate_samples: int,
+    seed: int = 0,
+    rounds: int = 1,
+    signal_threshold: float = 0.05,
+    min_class_samples: int = 2,
+    signal_channels: int = 1,
+) -> Split:
     """Drop near-silent samples, then draw the validation set and the
     calibration set from the rest, disjoint, stratified by class. When the
     data is smaller than both requests, it is shared in their proportion.
@@ -380,16 +428,20 @@ def split(ds: Dataset, num_samples: int, validate_samples: int, seed: int = 0, r
             if have < min_class_samples:
                 silent = int(np.sum(ds.y[skipped] == c))
                 extra = f" ({silent} more skipped as near-silent)" if silent else ""
-                raise DataError(f"class '{ds.class_names[c] if c < len(ds.class_names) else c}' has {have} usable "
-                                f"sample(s){extra}; at least {min_class_samples} are needed",
-                                "add samples for that class (one goes to calibration, one to validation), "
-                                "or lower --signal_threshold")
+                raise DataError(
+                    f"class '{ds.class_names[c] if c < len(ds.class_names) else c}' has {have} usable "
+                    f"sample(s){extra}; at least {min_class_samples} are needed",
+                    "add samples for that class (one goes to calibration, one to validation), "
+                    "or lower --signal_threshold",
+                )
         missing = [n for i, n in enumerate(ds.class_names) if i not in set(ds.y.tolist())]
         if missing:
             notes.append(f"no training samples for class(es): {', '.join(missing)}")
     if len(usable) < 2:
-        raise DataError(f"only {len(usable)} usable sample(s) in {ds.source} ({len(skipped)} near-silent skipped)",
-                        "at least 2 are needed: one to calibrate, one to validate")
+        raise DataError(
+            f"only {len(usable)} usable sample(s) in {ds.source} ({len(skipped)} near-silent skipped)",
+            "at least 2 are needed: one to calibrate, one to validate",
+        )
     total = len(usable)
     n_val, n_cal = int(validate_samples), int(num_samples)
     if n_val + n_cal > total:
@@ -407,6 +459,7 @@ def split(ds: Dataset, num_samples: int, validate_samples: int, seed: int = 0, r
     for r in range(1, max(int(rounds), 1)):
         draws.append(stratified_sample(ds.y, holdout, n_val, np.random.default_rng(seed + r)))
     if rounds > 1 and len(holdout) <= n_val:
-        notes.append(f"the {len(holdout)} held-out samples all fit one draw; the {rounds} validation rounds "
-                     "use the same samples")
+        notes.append(
+            f"the {len(holdout)} held-out samples all fit one draw; the {rounds} validation rounds use the same samples"
+        )
     return Split(calibration=cal, holdout=holdout, validation=draws, skipped=skipped, notes=notes)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from harness.errors import ConfigError
 from harness.examples import EXAMPLES
@@ -85,24 +85,38 @@ def _record(paths) -> dict[str, str]:
     return {str(p): sha256_file(p) for p in paths}
 
 
-def run_demo(example: str = "gesture", out: str | os.PathLike = "hil-demo", *, fresh: bool = False, seed: int = 0,
-             samples: int | None = None, baud: int = 921600, latency_ms: float = 1.0, faults: str | None = None,
-             gates: Gates = Gates(), timeout: float = 2.0, progress=None,
-             on_step: Callable[[DemoStep], None] | None = None, board: str = "sim",
-             tflm_dir: str | os.PathLike | None = None, on_build_line: Callable[[str], None] | None = None
-             ) -> DemoResult:
+def run_demo(
+    example: str = "gesture",
+    out: str | os.PathLike = "hil-demo",
+    *,
+    fresh: bool = False,
+    seed: int = 0,
+    samples: int | None = None,
+    baud: int = 921600,
+    latency_ms: float = 1.0,
+    faults: str | None = None,
+    gates: Gates = Gates(),
+    timeout: float = 2.0,
+    progress=None,
+    on_step: Callable[[DemoStep], None] | None = None,
+    board: str = "sim",
+    tflm_dir: str | os.PathLike | None = None,
+    on_build_line: Callable[[str], None] | None = None,
+) -> DemoResult:
     """Run the whole path; see the module docstring. Raises a `HilError`
     when a step before validation fails; validation's own outcome (pass,
     drift, error) is in `result.report`."""
     if example not in EXAMPLES:
         raise ConfigError(f"unknown example '{example}'", f"choose one of: {', '.join(EXAMPLES)}")
     if board not in DEMO_BOARDS:
-        raise ConfigError(f"the demo cannot start board '{board}' itself",
-                          f"use {', '.join(DEMO_BOARDS)}; for a real board run hil build, hil flash and "
-                          "hil validate (README)")
+        raise ConfigError(
+            f"the demo cannot start board '{board}' itself",
+            f"use {', '.join(DEMO_BOARDS)}; for a real board run hil build, hil flash and hil validate (README)",
+        )
     if board != "sim" and (faults or baud != 921600 or latency_ms != 1.0):
-        raise ConfigError("--faults, --baud and --latency_ms shape the simulated board's line",
-                          f"leave them out with --board {board}")
+        raise ConfigError(
+            "--faults, --baud and --latency_ms shape the simulated board's line", f"leave them out with --board {board}"
+        )
     t_all = time.monotonic()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,16 +136,28 @@ def run_demo(example: str = "gesture", out: str | os.PathLike = "hil-demo", *, f
     ex_dir = out / "example"
     st = state.get("example", {})
     if st.get("name") == example and st.get("seed") == seed and _unchanged(st.get("files", {})):
-        ex = ExamplePaths(name=example, out_dir=ex_dir, keras=Path(st["keras"]), config=Path(st["config"]),
-                          data=Path(st["data"]), class_names=tuple(st["class_names"]))
+        ex = ExamplePaths(
+            name=example,
+            out_dir=ex_dir,
+            keras=Path(st["keras"]),
+            config=Path(st["config"]),
+            data=Path(st["data"]),
+            class_names=tuple(st["class_names"]),
+        )
         step("example", t0, True, str(ex.keras))
     else:
         state = {}  # everything after depends on it
         ex = build_example(example, ex_dir, seed=seed)
         data_files = sorted(p for p in ex.data.rglob("*.npy"))
-        state["example"] = {"name": example, "seed": seed, "keras": str(ex.keras), "config": str(ex.config),
-                            "data": str(ex.data), "class_names": list(ex.class_names),
-                            "files": _record([ex.keras, ex.config, *data_files])}
+        state["example"] = {
+            "name": example,
+            "seed": seed,
+            "keras": str(ex.keras),
+            "config": str(ex.config),
+            "data": str(ex.data),
+            "class_names": list(ex.class_names),
+            "files": _record([ex.keras, ex.config, *data_files]),
+        }
         write_json_atomic(out / STATE_FILE, {"format": STATE_FORMAT, **state})
         step("example", t0, False, f"trained {ex.keras}")
 
@@ -147,16 +173,26 @@ def run_demo(example: str = "gesture", out: str | os.PathLike = "hil-demo", *, f
         npz = Path(st["npz"])
         step("convert", t0, True, str(tflite))
     else:
-        res = convert(ex.keras, model_config=ex.config, output_path=tflite, data_path_train=ex.data, seed=seed,
-                      report_json=model_dir / "convert_report.json")
+        res = convert(
+            ex.keras,
+            model_config=ex.config,
+            output_path=tflite,
+            data_path_train=ex.data,
+            seed=seed,
+            report_json=model_dir / "convert_report.json",
+        )
         if res.npz is None:  # the bundled examples always have data
             raise ConfigError(f"convert wrote no validation data for {example}", "run `hil convert` by hand to see why")
         npz = res.npz
         state["convert"] = {"keras_sha256": keras_sha, "npz": str(npz), "files": _record([tflite, npz])}
         write_json_atomic(out / STATE_FILE, {"format": STATE_FORMAT, **state})
         m = res.metrics or {}
-        step("convert", t0, False, f"{tflite} ({res.tflite_size} bytes; Keras vs TFLite cosine "
-                                   f"{m.get('cosine_mean', float('nan')):.4f})")
+        step(
+            "convert",
+            t0,
+            False,
+            f"{tflite} ({res.tflite_size} bytes; Keras vs TFLite cosine {m.get('cosine_mean', float('nan')):.4f})",
+        )
 
     # 3. codegen: the firmware's model sources (the sim runs the .tflite itself)
     from harness.codegen import generate
@@ -171,17 +207,43 @@ def run_demo(example: str = "gesture", out: str | os.PathLike = "hil-demo", *, f
 
     t0 = time.monotonic()
     reports_dir = out / "reports"
-    reports = {"json": reports_dir / "validation.json", "junit": reports_dir / "validation.xml",
-               "html": reports_dir / "validation.html"}
+    reports = {
+        "json": reports_dir / "validation.json",
+        "junit": reports_dir / "validation.xml",
+        "html": reports_dir / "validation.html",
+    }
     if board == "sim":
-        with start_sim(tflite, listen="pty", board="sim", baud=baud, latency_ms=latency_ms, faults=faults,
-                       seed=seed, arena_size=cg.arena.measured) as sim:
+        with start_sim(
+            tflite,
+            listen="pty",
+            board="sim",
+            baud=baud,
+            latency_ms=latency_ms,
+            faults=faults,
+            seed=seed,
+            arena_size=cg.arena.measured,
+        ) as sim:
             port = sim.url
-            step("device", t0, False, f"simulated board on {port} ({baud} baud, {latency_ms:g} ms latency"
-                                      + (f", faults {faults}" if faults else "") + ")")
+            step(
+                "device",
+                t0,
+                False,
+                f"simulated board on {port} ({baud} baud, {latency_ms:g} ms latency"
+                + (f", faults {faults}" if faults else "")
+                + ")",
+            )
             t0 = time.monotonic()
-            rep = validate(port, tflite, npz, samples=samples, gates=gates, baud=baud, timeout=timeout,
-                           progress=progress, board="sim")
+            rep = validate(
+                port,
+                tflite,
+                npz,
+                samples=samples,
+                gates=gates,
+                baud=baud,
+                timeout=timeout,
+                progress=progress,
+                board="sim",
+            )
     else:
         from harness.build import build
         from harness.flash import flash
@@ -194,8 +256,9 @@ def run_demo(example: str = "gesture", out: str | os.PathLike = "hil-demo", *, f
             port = dev.port
             step("device", t0, False, f"{board} firmware on {port}")
             t0 = time.monotonic()
-            rep = validate(port, tflite, npz, samples=samples, gates=gates, timeout=timeout, progress=progress,
-                           board=board)
+            rep = validate(
+                port, tflite, npz, samples=samples, gates=gates, timeout=timeout, progress=progress, board=board
+            )
         finally:
             dev.stop()
     from harness.report import write_html, write_json, write_junit
@@ -205,6 +268,17 @@ def run_demo(example: str = "gesture", out: str | os.PathLike = "hil-demo", *, f
     write_junit(d, reports["junit"])
     write_html(d, reports["html"])
     step("validate", t0, False, f"{rep.status.upper()}, {d['samples_done']} samples")
-    return DemoResult(out_dir=out, example=example, example_paths=ex, keras=ex.keras, tflite=tflite, npz=npz, firmware_src=fw,
-                      port=port, reports=reports, report=rep, steps=steps,
-                      seconds=round(time.monotonic() - t_all, 2))
+    return DemoResult(
+        out_dir=out,
+        example=example,
+        example_paths=ex,
+        keras=ex.keras,
+        tflite=tflite,
+        npz=npz,
+        firmware_src=fw,
+        port=port,
+        reports=reports,
+        report=rep,
+        steps=steps,
+        seconds=round(time.monotonic() - t_all, 2),
+    )

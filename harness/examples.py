@@ -60,8 +60,8 @@ def gesture_window(label: int, rng: np.random.Generator) -> np.ndarray:
         sig[:, 1] += amp * 0.2 * env * np.sin(2 * np.pi * f * t + phase + 0.5)
     elif name == "punch":  # sharp forward spike on y, then the braking swing
         c = onset + 0.15
-        sig[:, 1] += amp * 2.5 * np.exp(-((t - c) / 0.03) ** 2) - amp * 1.5 * np.exp(-((t - c - 0.09) / 0.05) ** 2)
-        sig[:, 2] += amp * 0.3 * np.exp(-((t - c) / 0.05) ** 2)
+        sig[:, 1] += amp * 2.5 * np.exp(-(((t - c) / 0.03) ** 2)) - amp * 1.5 * np.exp(-(((t - c - 0.09) / 0.05) ** 2))
+        sig[:, 2] += amp * 0.3 * np.exp(-(((t - c) / 0.05) ** 2))
     elif name == "circle":  # x and y in quadrature, ~1.5 Hz
         f = rng.uniform(1.2, 1.8)
         sig[:, 0] += amp * 0.8 * env * np.sin(2 * np.pi * f * t + phase)
@@ -99,13 +99,16 @@ def gesture_dataset(n_per_class: int, seed: int = 0, dead_fraction: float = 0.02
 def _gesture_model(n_in: int, n_classes: int):
     import tensorflow as tf
 
-    return tf.keras.Sequential([
-        tf.keras.Input((n_in,), name="accel"),
-        tf.keras.layers.Dense(64, activation="relu"),
-        tf.keras.layers.Dropout(0.1),
-        tf.keras.layers.Dense(32, activation="relu"),
-        tf.keras.layers.Dense(n_classes, activation="softmax"),
-    ], name="gesture")
+    return tf.keras.Sequential(
+        [
+            tf.keras.Input((n_in,), name="accel"),
+            tf.keras.layers.Dense(64, activation="relu"),
+            tf.keras.layers.Dropout(0.1),
+            tf.keras.layers.Dense(32, activation="relu"),
+            tf.keras.layers.Dense(n_classes, activation="softmax"),
+        ],
+        name="gesture",
+    )
 
 
 # --------------------------------------------------------------------------- audio
@@ -141,7 +144,7 @@ def log_mel(wave: np.ndarray, rate: int = AUDIO_RATE_HZ) -> np.ndarray:
     (64 mel bands, 96 frames)."""
     hop = (len(wave) - AUDIO_FFT) // (AUDIO_FRAMES - 1)
     win = np.hanning(AUDIO_FFT)
-    frames = np.stack([wave[i * hop: i * hop + AUDIO_FFT] * win for i in range(AUDIO_FRAMES)])
+    frames = np.stack([wave[i * hop : i * hop + AUDIO_FFT] * win for i in range(AUDIO_FRAMES)])
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2 / (np.sum(win) ** 2 / 4)
     mel = _mel_filterbank(AUDIO_MELS, AUDIO_FFT, rate) @ power.T
     return np.maximum(10 * np.log10(np.maximum(mel, 1e-12)), AUDIO_FLOOR_DB).astype(np.float32)
@@ -169,7 +172,7 @@ def audio_clip(label: int, rng: np.random.Generator, gain: float | None = None) 
             i0 = int((start + k * rng.uniform(0.08, 0.15)) * AUDIO_RATE_HZ)
             m = min(n - i0, 800)
             if m > 0:
-                s[i0:i0 + m] += rng.normal(0, 1, m) * np.exp(-np.arange(m) / 120.0)
+                s[i0 : i0 + m] += rng.normal(0, 1, m) * np.exp(-np.arange(m) / 120.0)
         env = np.ones(n)
     elif name == "hum":  # low fundamental with harmonics
         f0 = rng.uniform(90, 180)
@@ -227,11 +230,13 @@ def _audio_model(shape, n_classes: int):
 
 # --------------------------------------------------------------------------- build
 
+
 def _train(model, x, y, epochs: int, seed: int):
     import tensorflow as tf
 
-    model.compile(optimizer=tf.keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     hist = model.fit(x, y, epochs=epochs, batch_size=32, validation_split=0.15, verbose=0, shuffle=True)
     return {k: float(v[-1]) for k, v in hist.history.items()}
 
@@ -247,8 +252,9 @@ def _save_model(model, path: Path) -> None:
             tmp_k.unlink(missing_ok=True)
 
 
-def build_example(name: str, out_dir: str | os.PathLike, seed: int = 0, n_per_class: int | None = None,
-                  epochs: int | None = None) -> ExamplePaths:
+def build_example(
+    name: str, out_dir: str | os.PathLike, seed: int = 0, n_per_class: int | None = None, epochs: int | None = None
+) -> ExamplePaths:
     """Generate the example's data, train its model and write everything to
     `out_dir`. Deterministic data for a seed; training takes seconds."""
     if name not in EXAMPLES:
@@ -283,11 +289,15 @@ def build_example(name: str, out_dir: str | os.PathLike, seed: int = 0, n_per_cl
             "signal_channels": GESTURE_AXES,
             "class_names": list(classes),
             "num_classes": len(classes),
-            "normalization": {"mean": [round(float(v), 6) for v in mean],
-                              "std": [round(float(v), 6) for v in std]},
-            "features": {"kind": "accelerometer", "units": "g", "sample_rate_hz": GESTURE_RATE_HZ,
-                         "timesteps": GESTURE_STEPS, "axes": ["x", "y", "z"],
-                         "layout": "time-major, flattened: [x0, y0, z0, x1, y1, z1, ...]"},
+            "normalization": {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]},
+            "features": {
+                "kind": "accelerometer",
+                "units": "g",
+                "sample_rate_hz": GESTURE_RATE_HZ,
+                "timesteps": GESTURE_STEPS,
+                "axes": ["x", "y", "z"],
+                "layout": "time-major, flattened: [x0, y0, z0, x1, y1, z1, ...]",
+            },
             "training_data": {"path": data.name, "layout": "X.npy + y.npy"},
         }
     else:
@@ -310,26 +320,34 @@ def build_example(name: str, out_dir: str | os.PathLike, seed: int = 0, n_per_cl
             "class_names": list(classes),
             "num_classes": len(classes),
             "normalization": {"mean": round(mean, 6), "std": round(std, 6)},
-            "features": {"kind": "log_mel_spectrogram", "units": "dB re full scale",
-                         "sample_rate_hz": AUDIO_RATE_HZ, "clip_seconds": AUDIO_SECONDS,
-                         "n_fft": AUDIO_FFT, "n_mels": AUDIO_MELS, "frames": AUDIO_FRAMES,
-                         "floor_db": AUDIO_FLOOR_DB, "layout": "(mel band, frame, channel)"},
+            "features": {
+                "kind": "log_mel_spectrogram",
+                "units": "dB re full scale",
+                "sample_rate_hz": AUDIO_RATE_HZ,
+                "clip_seconds": AUDIO_SECONDS,
+                "n_fft": AUDIO_FFT,
+                "n_mels": AUDIO_MELS,
+                "frames": AUDIO_FRAMES,
+                "floor_db": AUDIO_FLOOR_DB,
+                "layout": "(mel band, frame, channel)",
+            },
             "training_data": {"path": data.name, "layout": "class folders of .npy"},
         }
-    config["training"] = {"seed": seed, "samples": int(len(x)),
-                          **{k: round(v, 4) for k, v in history.items()}}
+    config["training"] = {"seed": seed, "samples": int(len(x)), **{k: round(v, 4) for k, v in history.items()}}
     _save_model(model, keras_path)
     write_json_atomic(config_path, config)
-    return ExamplePaths(name=name, out_dir=out, keras=keras_path, config=config_path, data=data,
-                        class_names=tuple(classes))
+    return ExamplePaths(
+        name=name, out_dir=out, keras=keras_path, config=config_path, data=data, class_names=tuple(classes)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m harness.examples gesture --out DIR`."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m harness.examples",
-                                description="Generate, train and save a bundled example model.")
+    p = argparse.ArgumentParser(
+        prog="python -m harness.examples", description="Generate, train and save a bundled example model."
+    )
     p.add_argument("name", choices=EXAMPLES)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)

@@ -67,8 +67,10 @@ def _run(cmd: list[str], what: str, env: dict | None = None) -> subprocess.Compl
 
 # --------------------------------------------------------------------------- QEMU / native
 
-def flash_qemu(board: Board, elf: Path, port: int | None = None, log: Path | None = None,
-               detach: bool = False) -> FlashResult:
+
+def flash_qemu(
+    board: Board, elf: Path, port: int | None = None, log: Path | None = None, detach: bool = False
+) -> FlashResult:
     from harness.device.qemu import QemuM55
 
     dev = QemuM55(elf, port=port, log=log)
@@ -79,11 +81,13 @@ def flash_qemu(board: Board, elf: Path, port: int | None = None, log: Path | Non
 def flash_native(board: Board, program: Path, timeout: float = 10.0, detach: bool = False) -> FlashResult:
     """Start the host firmware; it prints its pseudo-terminal's path on stdout."""
     if not program.is_file() or not os.access(program, os.X_OK):
-        raise ConfigError(f"native firmware {program} does not exist",
-                          "build it first: hil build --board native --model M.tflite")
+        raise ConfigError(
+            f"native firmware {program} does not exist", "build it first: hil build --board native --model M.tflite"
+        )
     cmd = [str(program)]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None,
-                            start_new_session=detach)
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None, start_new_session=detach
+    )
     try:
         return _native_port(board, program, proc, cmd, timeout)
     except BaseException:
@@ -94,8 +98,7 @@ def flash_native(board: Board, program: Path, timeout: float = 10.0, detach: boo
         raise
 
 
-def _native_port(board: Board, program: Path, proc: subprocess.Popen, cmd: list[str],
-                 timeout: float) -> FlashResult:
+def _native_port(board: Board, program: Path, proc: subprocess.Popen, cmd: list[str], timeout: float) -> FlashResult:
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
@@ -111,16 +114,19 @@ def _native_port(board: Board, program: Path, proc: subprocess.Popen, cmd: list[
         buf += chunk.decode("utf-8", "replace")
         m = NATIVE_PORT_RE.search(buf)
         if not m and proc.poll() is not None:
-            raise DeviceError(f"the native firmware exited at start (code {proc.returncode})",
-                              f"run it by hand: {program}")
+            raise DeviceError(
+                f"the native firmware exited at start (code {proc.returncode})", f"run it by hand: {program}"
+            )
         if m:
             return FlashResult(board.id, m.group(1), [cmd], process=proc, pid=proc.pid)
         time.sleep(0.02)
-    raise DeviceError("the native firmware did not print its pseudo-terminal",
-                      f"run {program} by hand and check its first line")
+    raise DeviceError(
+        "the native firmware did not print its pseudo-terminal", f"run {program} by hand and check its first line"
+    )
 
 
 # --------------------------------------------------------------------------- Nano 33 BLE
+
 
 def _usb_ports(board: Board):
     from serial.tools import list_ports
@@ -129,8 +135,7 @@ def _usb_ports(board: Board):
     return [p for p in list_ports.comports() if p.vid is not None and (p.vid, p.pid) in ids]
 
 
-def find_usb_port(board: Board, serial_number: str | None = None, timeout: float = 15.0,
-                  running: bool = False) -> str:
+def find_usb_port(board: Board, serial_number: str | None = None, timeout: float = 15.0, running: bool = False) -> str:
     """Wait for the board's USB port (by VID:PID, and serial number if known).
     With `running`, only the application's VID:PID (the first in the board's
     list) counts: after an upload the bootloader's port may still be there."""
@@ -145,9 +150,10 @@ def find_usb_port(board: Board, serial_number: str | None = None, timeout: float
             return ports[0].device
         if time.monotonic() > deadline:
             ids = ", ".join(f"{v:04x}:{p:04x}" for v, p in board.usb_ids)
-            raise DeviceError(f"no {board.name} port appeared ({ids}"
-                              f"{', serial ' + serial_number if serial_number else ''})",
-                              "check the cable; double-tap reset enters the bootloader")
+            raise DeviceError(
+                f"no {board.name} port appeared ({ids}{', serial ' + serial_number if serial_number else ''})",
+                "check the cable; double-tap reset enters the bootloader",
+            )
         time.sleep(0.25)
 
 
@@ -173,8 +179,10 @@ def flash_platformio(board: Board, port: str | None = None, model: Path | None =
     proc = pio.run_pio(args, env_extra=env_extra)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
-        raise FlashError(f"upload to {port} failed: {tail[0][:300]}",
-                         "double-tap the reset button and retry; check `hil build` ran first")
+        raise FlashError(
+            f"upload to {port} failed: {tail[0][:300]}",
+            "double-tap the reset button and retry; check `hil build` ran first",
+        )
     # The board resets into the new firmware and enumerates again, maybe as
     # another /dev/ttyACM*: find it by the application's VID:PID + serial.
     new_port = find_usb_port(board, serial_number, running=True)
@@ -183,18 +191,26 @@ def flash_platformio(board: Board, port: str | None = None, model: Path | None =
 
 # --------------------------------------------------------------------------- STM32N6
 
+
 def st_tool(name: str) -> str:
     exe = shutil.which(name)
     if exe:
         return exe
-    for root in filter(None, [os.environ.get("STM32_PROGRAMMER_DIR"),
-                              os.path.expanduser("~/STMicroelectronics/STM32Cube/STM32CubeProgrammer/bin"),
-                              "/opt/st/STM32CubeProgrammer/bin"]):
+    for root in filter(
+        None,
+        [
+            os.environ.get("STM32_PROGRAMMER_DIR"),
+            os.path.expanduser("~/STMicroelectronics/STM32Cube/STM32CubeProgrammer/bin"),
+            "/opt/st/STM32CubeProgrammer/bin",
+        ],
+    ):
         cand = Path(root) / name
         if cand.is_file():
             return str(cand)
-    raise ToolError(f"{name} is not installed (ST's STM32CubeProgrammer)",
-                    "install STM32CubeProgrammer from st.com and put its bin/ on PATH (docs/build.md)")
+    raise ToolError(
+        f"{name} is not installed (ST's STM32CubeProgrammer)",
+        "install STM32CubeProgrammer from st.com and put its bin/ on PATH (docs/build.md)",
+    )
 
 
 def external_loader(board: Board, programmer: str) -> str:
@@ -203,13 +219,16 @@ def external_loader(board: Board, programmer: str) -> str:
         raise ConfigError(f"board {board.id} names no external_loader", "add it to its boards/ file")
     cand = Path(programmer).resolve().parent / "ExternalLoader" / name
     if not cand.is_file():
-        raise ToolError(f"external loader {name} not found in {cand.parent}",
-                        "update STM32CubeProgrammer (2.18 or later ships the STM32N6 loaders)")
+        raise ToolError(
+            f"external loader {name} not found in {cand.parent}",
+            "update STM32CubeProgrammer (2.18 or later ships the STM32N6 loaders)",
+        )
     return str(cand)
 
 
-def stm32n6_commands(board: Board, binary: Path, elf: Path, ram: bool, programmer: str,
-                     signer: str | None, loader: str | None) -> list[list[str]]:
+def stm32n6_commands(
+    board: Board, binary: Path, elf: Path, ram: bool, programmer: str, signer: str | None, loader: str | None
+) -> list[list[str]]:
     connect = ["-c", "port=SWD", "mode=HOTPLUG", "AP=1"]
     if ram:
         # Development boot (BOOT1 switch): load the ELF to AXISRAM and start it.
@@ -217,18 +236,20 @@ def stm32n6_commands(board: Board, binary: Path, elf: Path, ram: bool, programme
     signed = binary.with_name(binary.stem + "-trusted.bin")
     flash_base = board.get("flash_base", "0x70000000")
     return [
-        [signer, "-bin", str(binary), "-nk", "-of", "0x80000000", "-t", "fsbl", "-hv", "2.3",
-         "-o", str(signed), "-s"],
+        [signer, "-bin", str(binary), "-nk", "-of", "0x80000000", "-t", "fsbl", "-hv", "2.3", "-o", str(signed), "-s"],
         [programmer, *connect, "-el", loader, "-hardRst", "-w", str(signed), flash_base],
     ]
 
 
-def flash_stm32n6(board: Board, elf: Path, port: str | None = None, ram: bool = False,
-                  dry_run: bool = False) -> FlashResult:
+def flash_stm32n6(
+    board: Board, elf: Path, port: str | None = None, ram: bool = False, dry_run: bool = False
+) -> FlashResult:
     binary = elf.with_suffix(".bin")
     if not elf.is_file() or (not ram and not binary.is_file()):
-        raise ConfigError(f"firmware {elf if ram else binary} does not exist",
-                          f"build it first: hil build --board {board.id} --model M.tflite")
+        raise ConfigError(
+            f"firmware {elf if ram else binary} does not exist",
+            f"build it first: hil build --board {board.id} --model M.tflite",
+        )
     programmer = st_tool("STM32_Programmer_CLI") if not dry_run else "STM32_Programmer_CLI"
     signer = loader = None
     if not ram:
@@ -254,10 +275,19 @@ def flash_stm32n6(board: Board, elf: Path, port: str | None = None, ram: bool = 
 
 # --------------------------------------------------------------------------- entry
 
-def flash(board_id: str, *, port: str | None = None, elf: str | os.PathLike | None = None,
-          tcp_port: int | None = None, ram: bool = False, detach: bool = False,
-          log: str | os.PathLike | None = None, dry_run: bool = False,
-          model: str | os.PathLike | None = None) -> FlashResult:
+
+def flash(
+    board_id: str,
+    *,
+    port: str | None = None,
+    elf: str | os.PathLike | None = None,
+    tcp_port: int | None = None,
+    ram: bool = False,
+    detach: bool = False,
+    log: str | os.PathLike | None = None,
+    dry_run: bool = False,
+    model: str | os.PathLike | None = None,
+) -> FlashResult:
     board = load_board(board_id)
     method = board.upload_method
     elf_path = Path(elf) if elf else default_elf(board)
@@ -269,5 +299,6 @@ def flash(board_id: str, *, port: str | None = None, elf: str | os.PathLike | No
         return flash_platformio(board, port=port, model=Path(model) if model else None)
     if method == "stm32cubeprogrammer":
         return flash_stm32n6(board, elf_path, port=port, ram=ram, dry_run=dry_run)
-    raise ConfigError(f"board {board_id} cannot be flashed (upload_method '{method}')",
-                      "the simulated board runs with `hil device`")
+    raise ConfigError(
+        f"board {board_id} cannot be flashed (upload_method '{method}')", "the simulated board runs with `hil device`"
+    )

@@ -71,8 +71,13 @@ class TensorInfo:
         return self.scale != 0.0
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
-                "scale": self.scale, "zero_point": self.zero_point}
+        return {
+            "name": self.name,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "scale": self.scale,
+            "zero_point": self.zero_point,
+        }
 
 
 @dataclass(frozen=True)
@@ -111,8 +116,9 @@ def _tensor(s, t) -> TensorInfo:
         scales = tuple(float(x) for x in q.ScaleAsNumpy())
         if q.ZeroPointLength():
             zp = int(q.ZeroPointAsNumpy()[0])
-    return TensorInfo(name=name, dtype=ttype, shape=shape, scale=scales[0] if scales else 0.0,
-                      zero_point=zp, scales=scales)
+    return TensorInfo(
+        name=name, dtype=ttype, shape=shape, scale=scales[0] if scales else 0.0, zero_point=zp, scales=scales
+    )
 
 
 def inspect_bytes(data: bytes, path: Path | None = None) -> ModelInfo:
@@ -123,8 +129,10 @@ def inspect_bytes(data: bytes, path: Path | None = None) -> ModelInfo:
     if len(data) == 0:
         raise ModelError(f"{where} is empty", "re-run `hil convert` to produce the .tflite")
     if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ModelError(f"{where} is not a TFLite flatbuffer (no TFL3 identifier)",
-                         "pass the .tflite written by `hil convert`, not a .keras/.h5/.onnx file")
+        raise ModelError(
+            f"{where} is not a TFLite flatbuffer (no TFL3 identifier)",
+            "pass the .tflite written by `hil convert`, not a .keras/.h5/.onnx file",
+        )
     try:
         m = s.Model.GetRootAs(data, 0)
         if m.SubgraphsLength() < 1:
@@ -162,12 +170,22 @@ def inspect_bytes(data: bytes, path: Path | None = None) -> ModelInfo:
     except ModelError:
         raise
     except Exception as exc:  # flatbuffers raises assorted errors on garbage
-        raise ModelError(f"{where} is truncated or corrupt ({type(exc).__name__})",
-                         "re-run `hil convert` to produce the .tflite") from exc
-    return ModelInfo(path=path, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-                     inputs=inputs, outputs=outputs, builtin_ops=tuple(sorted(builtin)),
-                     custom_ops=tuple(sorted(custom)), tensor_types=tuple(ttypes),
-                     per_channel_tensors=per_ch, per_tensor_quantized=per_t, subgraphs=nsub)
+        raise ModelError(
+            f"{where} is truncated or corrupt ({type(exc).__name__})", "re-run `hil convert` to produce the .tflite"
+        ) from exc
+    return ModelInfo(
+        path=path,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        inputs=inputs,
+        outputs=outputs,
+        builtin_ops=tuple(sorted(builtin)),
+        custom_ops=tuple(sorted(custom)),
+        tensor_types=tuple(ttypes),
+        per_channel_tensors=per_ch,
+        per_tensor_quantized=per_t,
+        subgraphs=nsub,
+    )
 
 
 def read_model_bytes(path: str | Path) -> bytes:
@@ -206,10 +224,10 @@ def dequantize_sources(data: bytes) -> tuple[TensorInfo | None, ...]:
         oc = m.OperatorCodes(op.OpcodeIndex())
         code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
         first_in = int(op.InputsAsNumpy()[0]) if op.InputsLength() else -1
-        for t in (op.OutputsAsNumpy() if op.OutputsLength() else ()):
+        for t in op.OutputsAsNumpy() if op.OutputsLength() else ():
             producer[int(t)] = (code, first_in)
     out = []
-    for idx in (g.OutputsAsNumpy() if g.OutputsLength() else ()):
+    for idx in g.OutputsAsNumpy() if g.OutputsLength() else ():
         code, src = producer.get(int(idx), (None, -1))
         if code == s.BuiltinOperator.DEQUANTIZE and src >= 0:
             t = _tensor(s, g.Tensors(src))

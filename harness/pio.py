@@ -153,8 +153,11 @@ def _record_ok(record: dict | None) -> bool:
     if not record:
         return False
     spec = record.get("spec") or {}
-    return (record.get("version") == SCONS_PACKAGE_VERSION and spec.get("owner") == "platformio"
-            and spec.get("name") == "tool-scons")
+    return (
+        record.get("version") == SCONS_PACKAGE_VERSION
+        and spec.get("owner") == "platformio"
+        and spec.get("name") == "tool-scons"
+    )
 
 
 def ensure_offline_platformio(run=subprocess.run) -> Path:
@@ -164,24 +167,29 @@ def ensure_offline_platformio(run=subprocess.run) -> Path:
     missing, with the command that fixes it.
     """
     if not _scons_available():
-        raise ToolError("SCons is not installed (PlatformIO's build engine)",
-                        f"install it: {sys.executable} -m pip install scons")
+        raise ToolError(
+            "SCons is not installed (PlatformIO's build engine)", f"install it: {sys.executable} -m pip install scons"
+        )
     cmd = pio_command()
     if _record_ok(installed_scons_record()):
         return core_dir()
     pkg = write_scons_package()
     core_dir().mkdir(parents=True, exist_ok=True)
-    proc = run(cmd + ["pkg", "install", "--global", "--tool", pkg.as_uri()],
-               env=pio_env(), capture_output=True, text=True)
+    proc = run(
+        cmd + ["pkg", "install", "--global", "--tool", pkg.as_uri()], env=pio_env(), capture_output=True, text=True
+    )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] or ["no output"]
-        raise ToolError(f"could not install the offline tool-scons package: {tail[0]}",
-                        f"check that `{' '.join(cmd)} --version` works")
+        raise ToolError(
+            f"could not install the offline tool-scons package: {tail[0]}",
+            f"check that `{' '.join(cmd)} --version` works",
+        )
     piopm = core_dir() / "packages" / "tool-scons" / ".piopm"
     record = installed_scons_record()
     if record is None:
-        raise ToolError(f"PlatformIO did not record the tool-scons install ({piopm} missing)",
-                        f"remove {core_dir()} and retry")
+        raise ToolError(
+            f"PlatformIO did not record the tool-scons install ({piopm} missing)", f"remove {core_dir()} and retry"
+        )
     # PlatformIO only takes tool-scons as its core package from owner "platformio".
     record.setdefault("spec", {})
     record["spec"].update({"owner": "platformio", "name": "tool-scons", "requirements": None})
@@ -190,8 +198,14 @@ def ensure_offline_platformio(run=subprocess.run) -> Path:
     return core_dir()
 
 
-def run_pio(args: list[str], cwd: str | os.PathLike | None = None, env_extra: dict | None = None,
-            run=subprocess.run, capture: bool = True, timeout: float | None = None):
+def run_pio(
+    args: list[str],
+    cwd: str | os.PathLike | None = None,
+    env_extra: dict | None = None,
+    run=subprocess.run,
+    capture: bool = True,
+    timeout: float | None = None,
+):
     """Run `pio ARGS` with the harness's environment; returns the CompletedProcess."""
     env = pio_env()
     if env_extra:
@@ -200,8 +214,10 @@ def run_pio(args: list[str], cwd: str | os.PathLike | None = None, env_extra: di
     try:
         return run(cmd, cwd=cwd, env=env, capture_output=capture, text=True, timeout=timeout)
     except FileNotFoundError as exc:
-        raise ToolError(f"cannot run {cmd[0]}: {exc.strerror}",
-                        f"install PlatformIO: {sys.executable} -m pip install platformio") from exc
+        raise ToolError(
+            f"cannot run {cmd[0]}: {exc.strerror}", f"install PlatformIO: {sys.executable} -m pip install platformio"
+        ) from exc
     except subprocess.TimeoutExpired as exc:
-        raise BuildError(f"`pio {' '.join(args)}` took longer than {timeout:.0f} s",
-                         "run it by hand with -v to see where it stops") from exc
+        raise BuildError(
+            f"`pio {' '.join(args)}` took longer than {timeout:.0f} s", "run it by hand with -v to see where it stops"
+        ) from exc

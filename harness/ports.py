@@ -23,9 +23,15 @@ class SerialPort:
         return f"{self.vid:04x}:{self.pid:04x}" if self.vid is not None and self.pid is not None else ""
 
     def to_dict(self) -> dict:
-        return {"device": self.device, "vid_pid": self.vid_pid or None, "serial_number": self.serial_number,
-                "description": self.description, "manufacturer": self.manufacturer, "location": self.location,
-                "boards": list(self.boards)}
+        return {
+            "device": self.device,
+            "vid_pid": self.vid_pid or None,
+            "serial_number": self.serial_number,
+            "description": self.description,
+            "manufacturer": self.manufacturer,
+            "location": self.location,
+            "boards": list(self.boards),
+        }
 
 
 def board_usb_map(boards=None) -> dict[tuple[int, int], list[str]]:
@@ -51,9 +57,16 @@ def list_ports(boards=None, comports=None) -> list[SerialPort]:
     for p in comports():
         vid, pid = getattr(p, "vid", None), getattr(p, "pid", None)
         desc = getattr(p, "description", None) or ""
-        ports.append(SerialPort(
-            device=p.device, vid=vid, pid=pid, serial_number=getattr(p, "serial_number", None),
-            description="" if desc == "n/a" else desc, manufacturer=getattr(p, "manufacturer", None),
-            location=getattr(p, "location", None),
-            boards=tuple(known.get((vid, pid), ())) if vid is not None and pid is not None else ()))
+        ports.append(
+            SerialPort(
+                device=p.device,
+                vid=vid,
+                pid=pid,
+                serial_number=getattr(p, "serial_number", None),
+                description="" if desc == "n/a" else desc,
+                manufacturer=getattr(p, "manufacturer", None),
+                location=getattr(p, "location", None),
+                boards=tuple(known.get((vid, pid), ())) if vid is not None and pid is not None else (),
+            )
+        )
     return sorted(ports, key=lambda p: p.device)

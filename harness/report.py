@@ -23,12 +23,14 @@ STATUS_COLOR = {"pass": "green", "fail": "red", "error": "yellow", "skipped": "d
 
 # --------------------------------------------------------------------------- JSON
 
+
 def write_json(report: dict, path: str | os.PathLike) -> Path:
     write_json_atomic(path, report)
     return Path(path)
 
 
 # --------------------------------------------------------------------------- JUnit
+
 
 def _model_stem(report: dict) -> str:
     m = (report.get("settings") or {}).get("model") or "model"
@@ -41,23 +43,44 @@ def junit_tree(report: dict) -> ET.ElementTree:
     gates = report.get("gates") or []
     counts = {s: sum(1 for g in gates if g["status"] == s) for s in ("fail", "error", "skipped")}
     t = f"{float(report.get('duration_s') or 0.0):.3f}"
-    suites = ET.Element("testsuites", name="hil validate", tests=str(len(gates)), failures=str(counts["fail"]),
-                        errors=str(counts["error"]), skipped=str(counts["skipped"]), time=t)
+    suites = ET.Element(
+        "testsuites",
+        name="hil validate",
+        tests=str(len(gates)),
+        failures=str(counts["fail"]),
+        errors=str(counts["error"]),
+        skipped=str(counts["skipped"]),
+        time=t,
+    )
     cls = f"hil.validate.{_model_stem(report)}"
-    suite = ET.SubElement(suites, "testsuite", name=cls, tests=str(len(gates)), failures=str(counts["fail"]),
-                          errors=str(counts["error"]), skipped=str(counts["skipped"]), time=t,
-                          timestamp=str(report.get("started") or ""), hostname=socket.gethostname())
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        name=cls,
+        tests=str(len(gates)),
+        failures=str(counts["fail"]),
+        errors=str(counts["error"]),
+        skipped=str(counts["skipped"]),
+        time=t,
+        timestamp=str(report.get("started") or ""),
+        hostname=socket.gethostname(),
+    )
     props = ET.SubElement(suite, "properties")
     dev = report.get("device") or {}
     model = report.get("model") or {}
     settings = report.get("settings") or {}
-    for name, value in (("status", report.get("status")), ("port", settings.get("port")),
-                        ("model", settings.get("model")), ("model_sha256", model.get("sha256")),
-                        ("data", settings.get("data")), ("board", dev.get("board")),
-                        ("firmware", dev.get("firmware")),
-                        ("samples", f"{report.get('samples_done', 0)}/{report.get('samples_planned', 0)}"),
-                        ("partial", str(bool(report.get("partial"))).lower()),
-                        ("verdict", (report.get("triangulation") or {}).get("verdict"))):
+    for name, value in (
+        ("status", report.get("status")),
+        ("port", settings.get("port")),
+        ("model", settings.get("model")),
+        ("model_sha256", model.get("sha256")),
+        ("data", settings.get("data")),
+        ("board", dev.get("board")),
+        ("firmware", dev.get("firmware")),
+        ("samples", f"{report.get('samples_done', 0)}/{report.get('samples_planned', 0)}"),
+        ("partial", str(bool(report.get("partial"))).lower()),
+        ("verdict", (report.get("triangulation") or {}).get("verdict")),
+    ):
         if value is not None:
             ET.SubElement(props, "property", name=name, value=str(value))
     err = report.get("error") or {}
@@ -109,6 +132,7 @@ def _num(v) -> str:
 
 # --------------------------------------------------------------------------- plots (matplotlib)
 
+
 def _svg(fig) -> str:
     """A matplotlib figure as inline SVG: text kept as text, no date, fixed
     ids, so the same report renders the same bytes."""
@@ -117,18 +141,33 @@ def _svg(fig) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     text = buf.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def _plot_context():
     import matplotlib
 
-    return matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "tinyhil", "font.size": 8,
-                                  "axes.titlesize": 9, "axes.titleweight": "bold"})
+    return matplotlib.rc_context(
+        {
+            "svg.fonttype": "none",
+            "svg.hashsalt": "tinyhil",
+            "font.size": 8,
+            "axes.titlesize": 9,
+            "axes.titleweight": "bold",
+        }
+    )
 
 
-def svg_scatter(values: list[float | None], *, title: str, threshold: float | None = None,
-                y_label: str = "", width: int = 640, height: int = 180, integer: bool = False) -> str:
+def svg_scatter(
+    values: list[float | None],
+    *,
+    title: str,
+    threshold: float | None = None,
+    y_label: str = "",
+    width: int = 640,
+    height: int = 180,
+    integer: bool = False,
+) -> str:
     """Per-sample values as dots, the gate's threshold as a dashed line; the
     samples outside the gate in red, the worst ones labelled."""
     from matplotlib.figure import Figure
@@ -146,6 +185,7 @@ def svg_scatter(values: list[float | None], *, title: str, threshold: float | No
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         else:
             ax.ticklabel_format(axis="y", useOffset=False)
+
         def outside(v):
             return threshold is not None and ((v > threshold) if integer else (v < threshold))
 
@@ -156,7 +196,9 @@ def svg_scatter(values: list[float | None], *, title: str, threshold: float | No
         if bad:
             ax.scatter([i for i, _ in bad], [v for _, v in bad], s=10, color="#c62828")
         if threshold is not None:
-            ax.axhline(threshold, color="#c62828", linestyle="--", linewidth=0.8, label=f"gate {_tick(threshold, integer)}")
+            ax.axhline(
+                threshold, color="#c62828", linestyle="--", linewidth=0.8, label=f"gate {_tick(threshold, integer)}"
+            )
             ax.legend(loc="best", frameon=False)
         # name the worst samples outside the gate on the plot
         for i, v in sorted(bad, key=lambda p: p[1], reverse=integer)[:3]:
@@ -207,29 +249,53 @@ def _tick(v: float, integer: bool) -> str:
 
 # --------------------------------------------------------------------------- HTML
 
+
 def render_html(report: dict) -> str:
     import jinja2
     from markupsafe import Markup
 
     from harness.paths import templates_dir
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["num"] = _num
     env.filters["pct"] = _pct
     samples = report.get("samples") or []
     gates = {g["metric"]: g for g in report.get("gates") or [] if g.get("output") in (0, None)}
     plots = []
     if samples:
-        plots.append(Markup(svg_scatter([s["cosine"] for s in samples], title="cosine similarity per sample",
-                                        threshold=(gates.get("cosine_min") or {}).get("threshold"),
-                                        y_label="cosine")))
+        plots.append(
+            Markup(
+                svg_scatter(
+                    [s["cosine"] for s in samples],
+                    title="cosine similarity per sample",
+                    threshold=(gates.get("cosine_min") or {}).get("threshold"),
+                    y_label="cosine",
+                )
+            )
+        )
         if any(s.get("max_lsb") is not None for s in samples):
-            plots.append(Markup(svg_scatter([s.get("max_lsb") for s in samples], title="max |LSB| difference per sample",
-                                            threshold=(gates.get("max_lsb") or {}).get("threshold"),
-                                            y_label="LSB", integer=True)))
-    hists = [Markup(svg_histogram(o["lsb"]["histogram"], title=f"output {o['index']}: device − reference (LSB)"))
-             for o in report.get("outputs") or [] if o.get("lsb")]
+            plots.append(
+                Markup(
+                    svg_scatter(
+                        [s.get("max_lsb") for s in samples],
+                        title="max |LSB| difference per sample",
+                        threshold=(gates.get("max_lsb") or {}).get("threshold"),
+                        y_label="LSB",
+                        integer=True,
+                    )
+                )
+            )
+    hists = [
+        Markup(svg_histogram(o["lsb"]["histogram"], title=f"output {o['index']}: device − reference (LSB)"))
+        for o in report.get("outputs") or []
+        if o.get("lsb")
+    ]
     tmpl = env.get_template("validate_report.html.j2")
     return tmpl.render(r=report, plots=plots, hists=hists, colors=STATUS_COLOR)
 
@@ -241,6 +307,7 @@ def write_html(report: dict, path: str | os.PathLike) -> Path:
 
 # --------------------------------------------------------------------------- console
 
+
 def summary(report: dict):
     """Rich renderables summarising the report (the CLI prints them)."""
     from rich.console import Group
@@ -251,8 +318,11 @@ def summary(report: dict):
     status = report["status"]
     color = STATUS_COLOR.get(status, "white")
     dev = report.get("device") or {}
-    head = Text.assemble(("validate ", "bold"), (status.upper(), f"bold {color}"),
-                         f"  {report.get('samples_done', 0)}/{report.get('samples_planned', 0)} samples")
+    head = Text.assemble(
+        ("validate ", "bold"),
+        (status.upper(), f"bold {color}"),
+        f"  {report.get('samples_done', 0)}/{report.get('samples_planned', 0)} samples",
+    )
     if report.get("partial"):
         head.append("  (partial)", style="yellow")
     if dev:
@@ -263,14 +333,22 @@ def summary(report: dict):
     for c in ("gate", "value", "threshold", "result"):
         gt.add_column(c, justify="right" if c in ("value", "threshold") else "left")
     for g in report.get("gates") or []:
-        gt.add_row(g["name"], _num(g["value"]), f"{g['op']} {_num(g['threshold'])}",
-                   Text(g["status"].upper(), style=STATUS_COLOR.get(g["status"], "")))
+        gt.add_row(
+            g["name"],
+            _num(g["value"]),
+            f"{g['op']} {_num(g['threshold'])}",
+            Text(g["status"].upper(), style=STATUS_COLOR.get(g["status"], "")),
+        )
     parts.append(gt)
 
     if report.get("outputs"):
         outs = report["outputs"]
-        mt = Table(title=f"device vs host ({(report.get('settings') or {}).get('reference_used', '')} kernels)",
-                   title_justify="left", show_edge=False, pad_edge=False)
+        mt = Table(
+            title=f"device vs host ({(report.get('settings') or {}).get('reference_used', '')} kernels)",
+            title_justify="left",
+            show_edge=False,
+            pad_edge=False,
+        )
         mt.add_column("metric")
         for o in outs:
             mt.add_column(f"output {o['index']} {o['dtype']}{tuple(o['shape'])}", justify="right")
@@ -280,19 +358,36 @@ def summary(report: dict):
 
         row("cosine (worst / mean)", lambda o: f"{_num(o['float']['cosine_min'])} / {_num(o['float']['cosine_mean'])}")
         row("MSE / MAE", lambda o: f"{_num(o['float']['mse'])} / {_num(o['float']['mae'])}")
-        row("max |error| / Pearson r", lambda o: f"{_num(o['float']['max_abs_error'])} / {_num(o['float']['pearson_r'])}")
-        row("LSB exact / ±1 / >1", lambda o: (f"{o['lsb']['exact']} / {o['lsb']['off_by_one']} / {o['lsb']['over_one']}"
-                                              if o.get("lsb") else "n/a"))
+        row(
+            "max |error| / Pearson r",
+            lambda o: f"{_num(o['float']['max_abs_error'])} / {_num(o['float']['pearson_r'])}",
+        )
+        row(
+            "LSB exact / ±1 / >1",
+            lambda o: (
+                f"{o['lsb']['exact']} / {o['lsb']['off_by_one']} / {o['lsb']['over_one']}" if o.get("lsb") else "n/a"
+            ),
+        )
         row("max LSB", lambda o: str(o["lsb"]["max_lsb"]) if o.get("lsb") else "n/a")
         row("bit-exact samples", lambda o: f"{o['bit_exact_samples']}/{o['samples']}")
         if any(o.get("classifier") for o in outs):
-            row("top-1 agreement / flips", lambda o: (f"{_num(o['classifier']['top1_agreement'])} / "
-                                                      f"{len(o['classifier']['flips'])}" if o.get("classifier") else "n/a"))
+            row(
+                "top-1 agreement / flips",
+                lambda o: (
+                    f"{_num(o['classifier']['top1_agreement'])} / {len(o['classifier']['flips'])}"
+                    if o.get("classifier")
+                    else "n/a"
+                ),
+            )
         parts.append(mt)
     tri = report.get("triangulation")
     if tri:
-        tt = Table(title="triangulation: which host kernels the device matches bit-exactly",
-                   title_justify="left", show_edge=False, pad_edge=False)
+        tt = Table(
+            title="triangulation: which host kernels the device matches bit-exactly",
+            title_justify="left",
+            show_edge=False,
+            pad_edge=False,
+        )
         for c in ("kernels", "source", "bit-exact samples", "max LSB", "host = oracle"):
             tt.add_column(c, justify="left" if c in ("kernels", "source") else "right")
         for k, v in tri["kernels"].items():
@@ -300,29 +395,44 @@ def summary(report: dict):
                 tt.add_row(SHORT_KERNEL.get(k, k), "unavailable", "", "", "")
                 continue
             mark = " (oracle)" if k == tri["oracle"] else ""
-            tt.add_row(SHORT_KERNEL.get(k, k) + mark, v.get("source") or "", f"{v['bit_exact_samples']}/{tri['samples']}",
-                       _num(v.get("max_lsb")),
-                       "" if v.get("same_as_oracle_samples") is None else f"{v['same_as_oracle_samples']}/{tri['samples']}")
+            tt.add_row(
+                SHORT_KERNEL.get(k, k) + mark,
+                v.get("source") or "",
+                f"{v['bit_exact_samples']}/{tri['samples']}",
+                _num(v.get("max_lsb")),
+                "" if v.get("same_as_oracle_samples") is None else f"{v['same_as_oracle_samples']}/{tri['samples']}",
+            )
         parts.append(tt)
         parts.append(Text(f"→ {tri['verdict']}", style="italic"))
     tm = report.get("timing")
     if tm and tm.get("invoke_us"):
         u = tm["invoke_us"]
-        line = (f"invoke: min {u['min']:.0f} µs, median {u['median']:.0f} µs, p99 {u['p99']:.0f} µs "
-                f"({'HOST time — simulated board' if tm['clock'] == 'host' else 'device clock'})")
+        line = (
+            f"invoke: min {u['min']:.0f} µs, median {u['median']:.0f} µs, p99 {u['p99']:.0f} µs "
+            f"({'HOST time — simulated board' if tm['clock'] == 'host' else 'device clock'})"
+        )
         if tm.get("cycles"):
             line += f"; cycles median {tm['cycles']['median']:.0f}"
         parts.append(Text(line))
     ln = report.get("link")
     if ln and ln.get("elapsed_s"):
-        parts.append(Text(f"link: {ln['bytes_sent'] + ln['bytes_received']} bytes in {ln['elapsed_s']:.2f} s, "
-                          f"wire efficiency {_pct(ln.get('efficiency'))}, "
-                          f"{_pct(ln.get('fraction_of_line_rate'))} of the {ln['baud']} baud line, "
-                          f"{ln.get('retransmits', 0)} retransmits", style="dim"))
+        parts.append(
+            Text(
+                f"link: {ln['bytes_sent'] + ln['bytes_received']} bytes in {ln['elapsed_s']:.2f} s, "
+                f"wire efficiency {_pct(ln.get('efficiency'))}, "
+                f"{_pct(ln.get('fraction_of_line_rate'))} of the {ln['baud']} baud line, "
+                f"{ln.get('retransmits', 0)} retransmits",
+                style="dim",
+            )
+        )
     worst = report.get("worst_samples") or []
     if worst:
-        parts.append(Text("worst samples: " + ", ".join(
-            f"#{w['index']} (cos {w['cosine']:.4f}, {w.get('max_lsb')} LSB)" for w in worst[:5])))
+        parts.append(
+            Text(
+                "worst samples: "
+                + ", ".join(f"#{w['index']} (cos {w['cosine']:.4f}, {w.get('max_lsb')} LSB)" for w in worst[:5])
+            )
+        )
     for note in report.get("notes") or []:
         parts.append(Text(f"note: {note}", style="dim"))
     return Group(*parts)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -45,8 +45,10 @@ def prepare_input(x: np.ndarray, t: TensorInfo) -> np.ndarray:
         if (1, *x.shape) == want or x.size == t.size:
             x = x.reshape(want)
         else:
-            raise ModelError(f"sample of shape {x.shape} does not fit input '{t.name}' of shape {want}",
-                             "check that the data belongs to this model")
+            raise ModelError(
+                f"sample of shape {x.shape} does not fit input '{t.name}' of shape {want}",
+                "check that the data belongs to this model",
+            )
     if t.np_dtype.kind in "iu" and x.dtype.kind == "f":
         return quantize(x, t)
     return x.astype(t.np_dtype, copy=False)
@@ -87,20 +89,21 @@ class HostInterpreter:
 
                 with _quiet_stderr():
                     self._ip = tflm.Interpreter.from_bytes(
-                        self._model, arena_size=arena_size or max(len(self._model) * 10, 1 << 20))
+                        self._model, arena_size=arena_size or max(len(self._model) * 10, 1 << 20)
+                    )
             else:
                 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-                resolver = (OpResolverType.BUILTIN_REF if kernels == "litert_ref"
-                            else OpResolverType.AUTO)
-                self._ip = Interpreter(model_content=self._model, experimental_op_resolver_type=resolver,
-                                       num_threads=1)
+                resolver = OpResolverType.BUILTIN_REF if kernels == "litert_ref" else OpResolverType.AUTO
+                self._ip = Interpreter(model_content=self._model, experimental_op_resolver_type=resolver, num_threads=1)
                 self._ip.allocate_tensors()
         except ModelError:
             raise
         except Exception as exc:
-            raise ModelError(f"the {kernels} interpreter cannot load this model: {exc}".splitlines()[0],
-                             "check that the .tflite is valid and uses only builtin ops") from exc
+            raise ModelError(
+                f"the {kernels} interpreter cannot load this model: {exc}".splitlines()[0],
+                "check that the .tflite is valid and uses only builtin ops",
+            ) from exc
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Inputs must already have the tensors' dtypes and shapes."""
@@ -120,8 +123,9 @@ class HostInterpreter:
         return [np.array(self._ip.get_tensor(d["index"]), copy=True) for d in self._ip.get_output_details()]
 
 
-def run_batch(model: bytes, inputs: Iterable[Sequence[np.ndarray]], kernels: str = "tflm",
-              progress=None) -> list[list[np.ndarray]]:
+def run_batch(
+    model: bytes, inputs: Iterable[Sequence[np.ndarray]], kernels: str = "tflm", progress=None
+) -> list[list[np.ndarray]]:
     """Run many samples; each sample is a list with one array per input tensor."""
     ip = HostInterpreter(model, kernels)
     results = []

@@ -25,10 +25,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from harness.errors import ToolError
 
@@ -81,8 +81,9 @@ class TflmTree:
         """Every .cc/.c of the tree except the platform seams, sorted."""
         skip = {self.root / s for s in SEAM_SOURCES}
         found = [p for ext in ("*.cc", "*.c") for p in self.root.rglob(ext)]
-        return sorted(p for p in found if p not in skip and "/examples/" not in p.as_posix()
-                      and not p.name.endswith("_test.cc"))
+        return sorted(
+            p for p in found if p not in skip and "/examples/" not in p.as_posix() and not p.name.endswith("_test.cc")
+        )
 
     def fingerprint(self) -> str:
         """Changes whenever a source or header of the tree changes."""
@@ -140,9 +141,15 @@ def _locked(folder: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def build_static_lib(tree: TflmTree, cxx: str = "g++", cflags: Sequence[str] = DEFAULT_FLAGS,
-                     out_dir: str | os.PathLike | None = None, jobs: int = 2, cc: str | None = None,
-                     ar: str | None = None) -> Path:
+def build_static_lib(
+    tree: TflmTree,
+    cxx: str = "g++",
+    cflags: Sequence[str] = DEFAULT_FLAGS,
+    out_dir: str | os.PathLike | None = None,
+    jobs: int = 2,
+    cc: str | None = None,
+    ar: str | None = None,
+) -> Path:
     """Compile `tree` into a static library and return its path.
 
     `cflags` go to every source (optimisation, -mcpu..., defines); C++ sources
@@ -162,9 +169,19 @@ def build_static_lib(tree: TflmTree, cxx: str = "g++", cflags: Sequence[str] = D
     cxx_flags = flags + ([] if has_std else list(CXX_ONLY_FLAGS[:1])) + list(CXX_ONLY_FLAGS[1:])
     c_flags = [f for f in flags if not f.startswith("-std=")] + list(C_ONLY_FLAGS)
     if out_dir is None:
-        key = hashlib.sha256("\0".join([
-            str(tree.root), shutil.which(cxx) or cxx, _tool_version(cxx), shutil.which(cc) or cc,
-            *cxx_flags, "|", *c_flags]).encode()).hexdigest()[:16]
+        key = hashlib.sha256(
+            "\0".join(
+                [
+                    str(tree.root),
+                    shutil.which(cxx) or cxx,
+                    _tool_version(cxx),
+                    shutil.which(cc) or cc,
+                    *cxx_flags,
+                    "|",
+                    *c_flags,
+                ]
+            ).encode()
+        ).hexdigest()[:16]
         out = cache_dir() / key
     else:
         out = Path(out_dir)
@@ -191,8 +208,9 @@ def build_static_lib(tree: TflmTree, cxx: str = "g++", cflags: Sequence[str] = D
             obj.parent.mkdir(parents=True, exist_ok=True)
             tool, fl = (cxx, cxx_flags) if src.suffix == ".cc" else (cc, c_flags)
             tmp = obj.with_suffix(".o.tmp")
-            proc = subprocess.run([*nice, tool, *fl, *includes, "-w", "-c", str(src), "-o", str(tmp)],
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [*nice, tool, *fl, *includes, "-w", "-c", str(src), "-o", str(tmp)], capture_output=True, text=True
+            )
             if proc.returncode != 0:
                 lines = proc.stderr.strip().splitlines()
                 first = next((line for line in lines if "error" in line), lines[-1] if lines else "?")
@@ -203,9 +221,11 @@ def build_static_lib(tree: TflmTree, cxx: str = "g++", cflags: Sequence[str] = D
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             errors = [e for e in pool.map(compile_one, todo) if e]
         if errors:
-            raise ToolError(f"TFLM tree {tree.root} does not compile with {cxx} {' '.join(flags)}: {errors[0]}"
-                            + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
-                            "check the tree and the compiler flags")
+            raise ToolError(
+                f"TFLM tree {tree.root} does not compile with {cxx} {' '.join(flags)}: {errors[0]}"
+                + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
+                "check the tree and the compiler flags",
+            )
         fd, tmp_lib = tempfile.mkstemp(dir=out, suffix=".a")
         os.close(fd)
         os.unlink(tmp_lib)

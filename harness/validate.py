@@ -25,9 +25,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -49,6 +49,7 @@ HIST_CLIP = 16  # LSB differences beyond ±16 share one histogram bin
 
 
 # --------------------------------------------------------------------------- settings
+
 
 @dataclass(frozen=True)
 class Gates:
@@ -72,6 +73,7 @@ class Gates:
 
 # --------------------------------------------------------------------------- data
 
+
 @dataclass
 class ValidationData:
     """Inputs and reference outputs, aligned with the model's tensors."""
@@ -93,8 +95,10 @@ class ValidationData:
 
 def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     if not path.exists():
-        raise DataError(f"validation data {path} does not exist",
-                        "pass the _validation_data.npz written by `hil convert`, or an .npz/.npy of inputs")
+        raise DataError(
+            f"validation data {path} does not exist",
+            "pass the _validation_data.npz written by `hil convert`, or an .npz/.npy of inputs",
+        )
     if path.is_dir():
         raise DataError(f"validation data {path} is a folder", "pass an .npz or .npy file")
     try:
@@ -105,8 +109,10 @@ def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict]:
                 return {"x": np.asarray(z)}, {}
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"cannot read validation data {path}: {exc}".splitlines()[0],
-                        "pass an .npz or .npy written by NumPy (e.g. by `hil convert`)") from exc
+        raise DataError(
+            f"cannot read validation data {path}: {exc}".splitlines()[0],
+            "pass an .npz or .npy written by NumPy (e.g. by `hil convert`)",
+        ) from exc
     meta = {}
     if "meta" in arrays:
         try:
@@ -125,8 +131,10 @@ def _input_arrays(arrays: dict, model: ModelInfo, path: Path) -> tuple[list[np.n
         unknown = [k for k in arrays if not k.startswith("y")]
         if len(unknown) == 1:
             return [arrays[unknown[0]]], unknown
-        raise DataError(f"{path} has no input array 'x' (it holds: {', '.join(sorted(arrays)) or 'nothing'})",
-                        "save the inputs as 'x' (samples first), e.g. np.savez(path, x=inputs)")
+        raise DataError(
+            f"{path} has no input array 'x' (it holds: {', '.join(sorted(arrays)) or 'nothing'})",
+            "save the inputs as 'x' (samples first), e.g. np.savez(path, x=inputs)",
+        )
     out, keys = [], []
     for i, t in enumerate(model.inputs):
         for key in (f"x{i}", f"x_{i}", t.name):
@@ -135,8 +143,10 @@ def _input_arrays(arrays: dict, model: ModelInfo, path: Path) -> tuple[list[np.n
                 keys.append(key)
                 break
         else:
-            raise DataError(f"{path} has no array for input {i} '{t.name}' of this {n}-input model",
-                            f"save one array per input as x0 … x{n - 1} (samples first)")
+            raise DataError(
+                f"{path} has no array for input {i} '{t.name}' of this {n}-input model",
+                f"save one array per input as x0 … x{n - 1} (samples first)",
+            )
     return out, keys
 
 
@@ -150,8 +160,10 @@ def _fit_samples(a: np.ndarray, t: TensorInfo, what: str) -> np.ndarray:
     elif a[0].size == t.size:
         a = a.reshape((len(a), *t.shape))
     else:
-        raise DataError(f"{what} has shape {a.shape}, but the model's tensor '{t.name}' is {list(t.shape)}",
-                        "check that the data belongs to this model (samples first)")
+        raise DataError(
+            f"{what} has shape {a.shape}, but the model's tensor '{t.name}' is {list(t.shape)}",
+            "check that the data belongs to this model (samples first)",
+        )
     return a
 
 
@@ -163,12 +175,16 @@ def _fit_dtype(a: np.ndarray, t: TensorInfo, what: str) -> np.ndarray:
         return a.astype(np.float32, copy=False) if want.kind == "f" else a  # float for int: quantized later
     if a.dtype.kind in "iub":
         if want.kind == "f":
-            raise DataError(f"{what} is {a.dtype}, but the model's tensor '{t.name}' is {t.dtype}",
-                            "pass float data as the model expects (normalized as in training)")
+            raise DataError(
+                f"{what} is {a.dtype}, but the model's tensor '{t.name}' is {t.dtype}",
+                "pass float data as the model expects (normalized as in training)",
+            )
         info = np.iinfo(want)
         if a.size and (a.min() < info.min or a.max() > info.max):
-            raise DataError(f"{what} holds values outside {t.dtype}'s range [{info.min}, {info.max}]",
-                            "pass data already in the tensor's type, or float data to be quantized")
+            raise DataError(
+                f"{what} holds values outside {t.dtype}'s range [{info.min}, {info.max}]",
+                "pass data already in the tensor's type, or float data to be quantized",
+            )
         return a.astype(want, copy=False)
     raise DataError(f"{what} has unsupported dtype {a.dtype}", "use float32 or the tensor's integer type")
 
@@ -176,14 +192,18 @@ def _fit_dtype(a: np.ndarray, t: TensorInfo, what: str) -> np.ndarray:
 def _fit_reference(a: np.ndarray, t: TensorInfo, n: int, what: str) -> np.ndarray:
     a = np.asarray(a)
     if len(a) < n or a[0].size != t.size:
-        raise DataError(f"{what} has shape {a.shape}; expected {n} samples of {list(t.shape)}",
-                        "the reference outputs do not belong to these inputs/this model; re-run `hil convert`")
+        raise DataError(
+            f"{what} has shape {a.shape}; expected {n} samples of {list(t.shape)}",
+            "the reference outputs do not belong to these inputs/this model; re-run `hil convert`",
+        )
     a = a[:n].reshape((n, *t.shape))
     if t.np_dtype.kind in "iu" and a.dtype.kind == "f":
         return quantize(a, t)  # float references of an integer output: exact if they were dequantized
     if t.np_dtype.kind == "f" and a.dtype.kind in "iu":
-        raise DataError(f"{what} is {a.dtype} but the model's output '{t.name}' is {t.dtype}",
-                        "store float references for a float output")
+        raise DataError(
+            f"{what} is {a.dtype} but the model's output '{t.name}' is {t.dtype}",
+            "store float references for a float output",
+        )
     return a.astype(t.np_dtype, copy=False)
 
 
@@ -201,12 +221,16 @@ def load_data(path: str | os.PathLike, model: ModelInfo, samples: int | None = N
     arrays, meta = _read_arrays(path)
     raw_inputs, keys = _input_arrays(arrays, model, path)
     notes: list[str] = []
-    inputs = [_fit_dtype(_fit_samples(a, t, f"{path.name}['{k}']"), t, f"{path.name}['{k}']")
-              for a, t, k in zip(raw_inputs, model.inputs, keys)]
+    inputs = [
+        _fit_dtype(_fit_samples(a, t, f"{path.name}['{k}']"), t, f"{path.name}['{k}']")
+        for a, t, k in zip(raw_inputs, model.inputs, keys)
+    ]
     counts = {len(a) for a in inputs}
     if len(counts) != 1:
-        raise DataError(f"{path}: the inputs hold different numbers of samples ({sorted(counts)})",
-                        "save the same number of samples for every input")
+        raise DataError(
+            f"{path}: the inputs hold different numbers of samples ({sorted(counts)})",
+            "save the same number of samples for every input",
+        )
     available = counts.pop()
     n = available if samples is None else min(int(samples), available)
     if samples is not None and samples > available:
@@ -217,14 +241,18 @@ def load_data(path: str | os.PathLike, model: ModelInfo, samples: int | None = N
     src: dict[str, str] = {}
     file_sha = meta.get("model_sha256")
     if file_sha and file_sha != model.sha256:
-        notes.append(f"{path.name} was written for model sha256 {file_sha[:16]}…, not this one "
-                     f"({model.sha256[:16]}…): its reference outputs are ignored and computed on the host")
+        notes.append(
+            f"{path.name} was written for model sha256 {file_sha[:16]}…, not this one "
+            f"({model.sha256[:16]}…): its reference outputs are ignored and computed on the host"
+        )
     else:
         for k in KERNELS:
             names = [f"y_{k}"] if len(model.outputs) == 1 else [f"y_{k}_{i}" for i in range(len(model.outputs))]
             if all(name in arrays for name in names):
-                refs[k] = [_fit_reference(arrays[name], t, n, f"{path.name}['{name}']")
-                           for name, t in zip(names, model.outputs)]
+                refs[k] = [
+                    _fit_reference(arrays[name], t, n, f"{path.name}['{name}']")
+                    for name, t in zip(names, model.outputs)
+                ]
                 src[k] = "file"
     labels = None
     if "y" in arrays:
@@ -233,8 +261,17 @@ def load_data(path: str | os.PathLike, model: ModelInfo, samples: int | None = N
             labels = y[:n].astype(np.int64)
         else:
             notes.append(f"{path.name}['y'] is not one integer label per sample; labels are not used")
-    return ValidationData(path=path, inputs=inputs, refs=refs, ref_source=src, labels=labels, meta=meta,
-                          available=available, input_keys=keys, notes=notes)
+    return ValidationData(
+        path=path,
+        inputs=inputs,
+        refs=refs,
+        ref_source=src,
+        labels=labels,
+        meta=meta,
+        available=available,
+        input_keys=keys,
+        notes=notes,
+    )
 
 
 def device_inputs(data: ValidationData, model: ModelInfo, i: int) -> list[np.ndarray]:
@@ -243,8 +280,9 @@ def device_inputs(data: ValidationData, model: ModelInfo, i: int) -> list[np.nda
     return [prepare_input(a[i], t) for a, t in zip(data.inputs, model.inputs)]
 
 
-def complete_references(model_bytes: bytes, model: ModelInfo, data: ValidationData,
-                        kernels: Sequence[str] = KERNELS, task=None) -> None:
+def complete_references(
+    model_bytes: bytes, model: ModelInfo, data: ValidationData, kernels: Sequence[str] = KERNELS, task=None
+) -> None:
     """Compute on the host every reference the data lacks (in place). A
     kernel set that cannot run the model is noted and left out."""
     from harness.runtime import HostInterpreter
@@ -263,12 +301,12 @@ def complete_references(model_bytes: bytes, model: ModelInfo, data: ValidationDa
                 outs[j].append(np.asarray(y).reshape(model.outputs[j].shape).astype(model.outputs[j].np_dtype))
             if task is not None:
                 task.advance(1)
-        data.refs[k] = [np.stack(o) if o else np.zeros((0, *t.shape), t.np_dtype)
-                        for o, t in zip(outs, model.outputs)]
+        data.refs[k] = [np.stack(o) if o else np.zeros((0, *t.shape), t.np_dtype) for o, t in zip(outs, model.outputs)]
         data.ref_source[k] = "host"
 
 
 # --------------------------------------------------------------------------- comparison
+
 
 @dataclass(frozen=True)
 class LsbScale:
@@ -331,8 +369,16 @@ def _histogram(d: np.ndarray) -> dict[str, int]:
     return out
 
 
-def compare_output(ref: np.ndarray, dev: np.ndarray, t: TensorInfo, q: LsbScale | None, *,
-                   classifier: bool, labels: np.ndarray | None = None, class_names: Sequence[str] = ()) -> dict:
+def compare_output(
+    ref: np.ndarray,
+    dev: np.ndarray,
+    t: TensorInfo,
+    q: LsbScale | None,
+    *,
+    classifier: bool,
+    labels: np.ndarray | None = None,
+    class_names: Sequence[str] = (),
+) -> dict:
     """Metrics of one output tensor over n samples (first axis), plus the
     per-sample arrays under the private keys `_cosine`, `_max_lsb`, `_exact`,
     `_argmax_ref`, `_argmax_dev`."""
@@ -348,7 +394,7 @@ def compare_output(ref: np.ndarray, dev: np.ndarray, t: TensorInfo, q: LsbScale 
         "float": {
             "cosine_mean": float(cos.mean()) if n else None,
             "cosine_min": float(cos.min()) if n else None,
-            "mse": float(np.mean(err ** 2)) if n else None,
+            "mse": float(np.mean(err**2)) if n else None,
             "mae": float(np.mean(np.abs(err))) if n else None,
             "pearson_r": pearson(rf, df) if n else None,
             "max_abs_error": float(np.max(np.abs(err))) if n else None,
@@ -364,9 +410,13 @@ def compare_output(ref: np.ndarray, dev: np.ndarray, t: TensorInfo, q: LsbScale 
         d = lsb_diff(ref, dev, t, q).reshape(n, -1)
         a = np.abs(d)
         res["lsb"] = {
-            "scale": q.scale, "zero_point": q.zero_point, "source": q.source,
+            "scale": q.scale,
+            "zero_point": q.zero_point,
+            "source": q.source,
             "elements": int(d.size),
-            "exact": int(np.sum(a == 0)), "off_by_one": int(np.sum(a == 1)), "over_one": int(np.sum(a > 1)),
+            "exact": int(np.sum(a == 0)),
+            "off_by_one": int(np.sum(a == 1)),
+            "over_one": int(np.sum(a > 1)),
             "max_lsb": int(a.max()) if d.size else 0,
             "mean_signed": float(d.mean()) if d.size else 0.0,
             "histogram": _histogram(d),
@@ -378,13 +428,22 @@ def compare_output(ref: np.ndarray, dev: np.ndarray, t: TensorInfo, q: LsbScale 
         def name(k):
             return class_names[k] if 0 <= k < len(class_names) else str(k)
 
-        flips = [{"sample": int(i), "reference": int(ar[i]), "device": int(ad[i]),
-                  "reference_class": name(int(ar[i])), "device_class": name(int(ad[i]))}
-                 for i in np.flatnonzero(ar != ad)]
+        flips = [
+            {
+                "sample": int(i),
+                "reference": int(ar[i]),
+                "device": int(ad[i]),
+                "reference_class": name(int(ar[i])),
+                "device_class": name(int(ad[i])),
+            }
+            for i in np.flatnonzero(ar != ad)
+        ]
         cl = {"top1_agreement": float(np.mean(ar == ad)) if n else None, "flips": flips, "label_accuracy": None}
         if labels is not None and n:
-            cl["label_accuracy"] = {"reference": float(np.mean(ar == labels[:n])),
-                                    "device": float(np.mean(ad == labels[:n]))}
+            cl["label_accuracy"] = {
+                "reference": float(np.mean(ar == labels[:n])),
+                "device": float(np.mean(ad == labels[:n])),
+            }
         res["classifier"] = cl
         res["_argmax_ref"], res["_argmax_dev"] = ar, ad
     return res
@@ -394,8 +453,14 @@ def public(d: dict) -> dict:
     return {k: v for k, v in d.items() if not k.startswith("_")}
 
 
-def triangulate(refs: dict[str, list[np.ndarray]], dev: list[np.ndarray], model: ModelInfo,
-                scales: list[LsbScale | None], oracle: str, ref_source: dict[str, str]) -> dict:
+def triangulate(
+    refs: dict[str, list[np.ndarray]],
+    dev: list[np.ndarray],
+    model: ModelInfo,
+    scales: list[LsbScale | None],
+    oracle: str,
+    ref_source: dict[str, str],
+) -> dict:
     """Which host kernel sets the device matches bit-exactly, and how the
     host kernel sets differ among themselves: attributes a drift to kernels
     or to the device."""
@@ -425,28 +490,40 @@ def triangulate(refs: dict[str, list[np.ndarray]], dev: list[np.ndarray], model:
             for j in range(len(model.outputs)):
                 same &= np.all(_flat(refs[oracle][j][:n]) == _flat(r[j]), axis=1)
             host_vs_oracle = int(same.sum())
-        kernels[k] = {"label": KERNEL_LABELS[k], "available": True, "source": ref_source.get(k),
-                      "bit_exact_samples": int(exact.sum()), "bit_exact": bool(n and exact.all()),
-                      "max_lsb": max_lsb if any(s is not None for s in scales) else None,
-                      "cosine_min": cos_min if n else None,
-                      "same_as_oracle_samples": host_vs_oracle}
+        kernels[k] = {
+            "label": KERNEL_LABELS[k],
+            "available": True,
+            "source": ref_source.get(k),
+            "bit_exact_samples": int(exact.sum()),
+            "bit_exact": bool(n and exact.all()),
+            "max_lsb": max_lsb if any(s is not None for s in scales) else None,
+            "cosine_min": cos_min if n else None,
+            "same_as_oracle_samples": host_vs_oracle,
+        }
         if n and exact.all():
             matches.append(k)
     if not n:
         verdict = "no samples were compared"
     elif oracle in matches:
         others = [k for k in KERNELS if kernels[k].get("available") and k not in matches]
-        verdict = (f"the device matches the {KERNEL_LABELS[oracle]} bit-exactly: no drift of its own")
+        verdict = f"the device matches the {KERNEL_LABELS[oracle]} bit-exactly: no drift of its own"
         if others:
-            verdict += ("; " + ", ".join(KERNEL_LABELS[k] for k in others)
-                        + " differ — a difference between host kernels, not the device's")
+            verdict += (
+                "; "
+                + ", ".join(KERNEL_LABELS[k] for k in others)
+                + " differ — a difference between host kernels, not the device's"
+            )
     elif matches:
-        verdict = (f"the device matches the {', '.join(KERNEL_LABELS[k] for k in matches)} bit-exactly but not "
-                   f"the oracle ({KERNEL_LABELS[oracle]}): the difference lies between kernel implementations, "
-                   "not in the device's hardware")
+        verdict = (
+            f"the device matches the {', '.join(KERNEL_LABELS[k] for k in matches)} bit-exactly but not "
+            f"the oracle ({KERNEL_LABELS[oracle]}): the difference lies between kernel implementations, "
+            "not in the device's hardware"
+        )
     else:
-        verdict = ("the device matches no host kernel set bit-exactly: the drift is the device's own "
-                   "(its kernels, e.g. optimised ones, its compiler or its hardware)")
+        verdict = (
+            "the device matches no host kernel set bit-exactly: the drift is the device's own "
+            "(its kernels, e.g. optimised ones, its compiler or its hardware)"
+        )
     return {"oracle": oracle, "samples": n, "kernels": kernels, "matches": matches, "verdict": verdict}
 
 
@@ -454,14 +531,21 @@ def _stats(values: Sequence[float]) -> dict | None:
     v = np.asarray(values, np.float64)
     if v.size == 0:
         return None
-    return {"min": float(v.min()), "median": float(np.median(v)), "p99": float(np.percentile(v, 99)),
-            "mean": float(v.mean()), "max": float(v.max())}
+    return {
+        "min": float(v.min()),
+        "median": float(np.median(v)),
+        "p99": float(np.percentile(v, 99)),
+        "mean": float(v.mean()),
+        "max": float(v.max()),
+    }
 
 
 # --------------------------------------------------------------------------- gates
 
-def evaluate_gates(outputs: list[dict], gates: Gates, *, samples_done: int, samples_planned: int,
-                   error: str | None) -> list[dict]:
+
+def evaluate_gates(
+    outputs: list[dict], gates: Gates, *, samples_done: int, samples_planned: int, error: str | None
+) -> list[dict]:
     """One entry per gate: status pass / fail / error / skipped. A gate that
     fails on the samples done is a FAIL even in a partial run (the drift is
     proven); one that passes on part of the samples is an ERROR."""
@@ -478,11 +562,17 @@ def evaluate_gates(outputs: list[dict], gates: Gates, *, samples_done: int, samp
         else:
             ok = value >= threshold if op == ">=" else value <= threshold
             if not ok:
-                g.update(status="fail", message=f"{metric} {_fmt(value)} {'<' if op == '>=' else '>'} {_fmt(threshold)}"
-                         + (f" (on {samples_done} of {samples_planned} samples)" if partial else ""))
+                g.update(
+                    status="fail",
+                    message=f"{metric} {_fmt(value)} {'<' if op == '>=' else '>'} {_fmt(threshold)}"
+                    + (f" (on {samples_done} of {samples_planned} samples)" if partial else ""),
+                )
             elif partial or error:
-                g.update(status="error", message=f"incomplete: {samples_done} of {samples_planned} samples"
-                         + (f" ({error})" if error else ""))
+                g.update(
+                    status="error",
+                    message=f"incomplete: {samples_done} of {samples_planned} samples"
+                    + (f" ({error})" if error else ""),
+                )
             else:
                 g.update(status="pass", message=f"{metric} {_fmt(value)} {op} {_fmt(threshold)}")
         res.append(g)
@@ -493,16 +583,32 @@ def evaluate_gates(outputs: list[dict], gates: Gates, *, samples_done: int, samp
             add(f"{tag}cosine_min", "cosine_min", j, ">=", gates.min_cosine, o["float"]["cosine_min"])
         if gates.max_lsb is not None:
             lsb = o.get("lsb")
-            add(f"{tag}max_lsb", "max_lsb", j, "<=", gates.max_lsb, lsb["max_lsb"] if lsb and o["samples"] else None,
-                None if lsb or not o["samples"] else "no quantization step known for this output")
+            add(
+                f"{tag}max_lsb",
+                "max_lsb",
+                j,
+                "<=",
+                gates.max_lsb,
+                lsb["max_lsb"] if lsb and o["samples"] else None,
+                None if lsb or not o["samples"] else "no quantization step known for this output",
+            )
         if gates.min_top1 is not None:
             cl = o.get("classifier")
-            add(f"{tag}top1_agreement", "top1_agreement", j, ">=", gates.min_top1,
+            add(
+                f"{tag}top1_agreement",
+                "top1_agreement",
+                j,
+                ">=",
+                gates.min_top1,
                 cl["top1_agreement"] if cl else None,
-                None if cl or not o["samples"] else "not a class-score output")
+                None if cl or not o["samples"] else "not a class-score output",
+            )
     if not outputs:  # nothing compared at all (the run failed before the first sample)
-        for metric, op, thr in (("cosine_min", ">=", gates.min_cosine), ("max_lsb", "<=", gates.max_lsb),
-                                ("top1_agreement", ">=", gates.min_top1)):
+        for metric, op, thr in (
+            ("cosine_min", ">=", gates.min_cosine),
+            ("max_lsb", "<=", gates.max_lsb),
+            ("top1_agreement", ">=", gates.min_top1),
+        ):
             if thr is not None:
                 add(metric, metric, None, op, thr, None)
     return res
@@ -515,6 +621,7 @@ def _fmt(v) -> str:
 
 
 # --------------------------------------------------------------------------- the run
+
 
 @dataclass
 class ValidationReport:
@@ -550,11 +657,23 @@ def _finish_status(rep: dict) -> None:
         rep["status"], rep["exit_code"] = "pass", 0
 
 
-def validate(port: str, model: str | os.PathLike, data: str | os.PathLike, *, samples: int | None = None,
-             gates: Gates = Gates(), reference: str = "tflm", baud: int = 921600, timeout: float = 2.0,
-             retries: int = 5, worst_k: int = DEFAULT_WORST_K, progress=None,
-             session_factory: Callable | None = None, on_log: Callable[[int, str], None] | None = None,
-             board: str | None = None) -> ValidationReport:
+def validate(
+    port: str,
+    model: str | os.PathLike,
+    data: str | os.PathLike,
+    *,
+    samples: int | None = None,
+    gates: Gates = Gates(),
+    reference: str = "tflm",
+    baud: int = 921600,
+    timeout: float = 2.0,
+    retries: int = 5,
+    worst_k: int = DEFAULT_WORST_K,
+    progress=None,
+    session_factory: Callable | None = None,
+    on_log: Callable[[int, str], None] | None = None,
+    board: str | None = None,
+) -> ValidationReport:
     """Validate the device at `port` (any pyserial URL) against the host.
 
     `board`: the board id the device must report in its handshake (a lab rig
@@ -583,16 +702,40 @@ def validate(port: str, model: str | os.PathLike, data: str | os.PathLike, *, sa
     rep: dict = {
         "schema": SCHEMA,
         "tool": {"name": "tinyhil", "version": __version__, "command": "validate"},
-        "status": "error", "exit_code": 2, "partial": False, "interrupted": False, "error": None,
+        "status": "error",
+        "exit_code": 2,
+        "partial": False,
+        "interrupted": False,
+        "error": None,
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "duration_s": None,
-        "settings": {"port": port, "model": str(model), "data": str(data), "samples": samples,
-                     "reference": reference, "baud": int(baud), "timeout_s": float(timeout), "retries": int(retries),
-                     "gates": gates.to_dict(), "worst_k": int(worst_k), "board": board},
-        "model": None, "data": None, "device": None,
-        "samples_planned": 0, "samples_done": 0,
-        "gates": [], "outputs": [], "triangulation": None, "timing": None, "link": None,
-        "worst_samples": [], "samples": [], "device_logs": [], "notes": [],
+        "settings": {
+            "port": port,
+            "model": str(model),
+            "data": str(data),
+            "samples": samples,
+            "reference": reference,
+            "baud": int(baud),
+            "timeout_s": float(timeout),
+            "retries": int(retries),
+            "gates": gates.to_dict(),
+            "worst_k": int(worst_k),
+            "board": board,
+        },
+        "model": None,
+        "data": None,
+        "device": None,
+        "samples_planned": 0,
+        "samples_done": 0,
+        "gates": [],
+        "outputs": [],
+        "triangulation": None,
+        "timing": None,
+        "link": None,
+        "worst_samples": [],
+        "samples": [],
+        "device_logs": [],
+        "notes": [],
     }
     err: HilError | None = None
     interrupted = False
@@ -603,30 +746,46 @@ def validate(port: str, model: str | os.PathLike, data: str | os.PathLike, *, sa
         try:
             mbytes = read_model_bytes(model)
             info = inspect_bytes(mbytes, Path(model))
-            rep["model"] = {"path": str(model), "sha256": info.sha256, "size": info.size,
-                            "inputs": [t.to_dict() for t in info.inputs],
-                            "outputs": [t.to_dict() for t in info.outputs], "ops": list(info.builtin_ops)}
+            rep["model"] = {
+                "path": str(model),
+                "sha256": info.sha256,
+                "size": info.size,
+                "inputs": [t.to_dict() for t in info.inputs],
+                "outputs": [t.to_dict() for t in info.outputs],
+                "ops": list(info.builtin_ops),
+            }
             vd = load_data(data, info, samples)
             rep["samples_planned"] = vd.samples
-            rep["data"] = {"path": str(data), "format": vd.meta.get("format"), "samples_available": vd.available,
-                           "samples_used": vd.samples, "input_keys": vd.input_keys,
-                           "input_dtypes": [str(a.dtype) for a in vd.inputs],
-                           "quantized_on_host": [bool(a.dtype.kind == "f" and t.np_dtype.kind in "iu")
-                                                 for a, t in zip(vd.inputs, info.inputs)],
-                           "labels": vd.labels is not None, "class_names": vd.meta.get("class_names"),
-                           "references": {}}
+            rep["data"] = {
+                "path": str(data),
+                "format": vd.meta.get("format"),
+                "samples_available": vd.available,
+                "samples_used": vd.samples,
+                "input_keys": vd.input_keys,
+                "input_dtypes": [str(a.dtype) for a in vd.inputs],
+                "quantized_on_host": [
+                    bool(a.dtype.kind == "f" and t.np_dtype.kind in "iu") for a, t in zip(vd.inputs, info.inputs)
+                ],
+                "labels": vd.labels is not None,
+                "class_names": vd.meta.get("class_names"),
+                "references": {},
+            }
             session = session_factory(port, baudrate=baud, timeout=timeout, retries=retries, on_log=on_log)
             dinfo = session.handshake()
             rep["device"] = dinfo.to_dict() if hasattr(dinfo, "to_dict") else None
             from harness.protocol.session import check_device_matches
 
             if board is not None and getattr(dinfo, "board", board) != board:
-                raise DeviceError(f"the device at {port} is a {dinfo.board} board, not {board}",
-                                  "check which board is on this port (`hil ports`), or pass its --board")
+                raise DeviceError(
+                    f"the device at {port} is a {dinfo.board} board, not {board}",
+                    "check which board is on this port (`hil ports`), or pass its --board",
+                )
             diffs = check_device_matches(dinfo, info)
             if diffs:
-                raise DeviceError(f"the device at {port} holds another model or tensor layout: " + "; ".join(diffs),
-                                  f"flash {Path(model).name} to it (hil flash), or pass the --model it holds")
+                raise DeviceError(
+                    f"the device at {port} holds another model or tensor layout: " + "; ".join(diffs),
+                    f"flash {Path(model).name} to it (hil flash), or pass the --model it holds",
+                )
             missing = [k for k in KERNELS if k not in vd.refs]
             task = progress.task("host references", total=vd.samples * len(missing)) if missing else None
             complete_references(mbytes, info, vd, task=task)
@@ -635,8 +794,10 @@ def validate(port: str, model: str | os.PathLike, data: str | os.PathLike, *, sa
             if reference not in vd.refs:
                 fallback = next((k for k in KERNELS if k in vd.refs), None)
                 if fallback is None:
-                    raise DataError("no host kernel set can run this model, so there is no reference",
-                                    "check the model's operators (hil codegen lists them)")
+                    raise DataError(
+                        "no host kernel set can run this model, so there is no reference",
+                        "check the model's operators (hil codegen lists them)",
+                    )
                 vd.notes.append(f"{KERNEL_LABELS[reference]} unavailable: {KERNEL_LABELS[fallback]} are the reference")
                 reference = fallback
             rep["settings"]["reference_used"] = reference
@@ -648,14 +809,23 @@ def validate(port: str, model: str | os.PathLike, data: str | os.PathLike, *, sa
             for i in range(vd.samples):
                 res = session.infer(device_inputs(vd, info, i))
                 dev_out.append([np.asarray(y).reshape(t.shape) for y, t in zip(res.outputs, info.outputs)])
-                per_sample_dev.append({"invoke_us": int(res.invoke_us), "cycles": int(res.cycles),
-                                       "retransmits": int(getattr(res, "retransmits", 0)),
-                                       "resyncs": int(getattr(res, "resyncs", 0))})
+                per_sample_dev.append(
+                    {
+                        "invoke_us": int(res.invoke_us),
+                        "cycles": int(res.cycles),
+                        "retransmits": int(getattr(res, "retransmits", 0)),
+                        "resyncs": int(getattr(res, "resyncs", 0)),
+                    }
+                )
                 rep["samples_done"] = i + 1
                 dt = max(time.monotonic() - t0, 1e-9)
                 sent, recv = st.bytes_sent - b0s, st.bytes_received - b0r
-                task.advance(1, samples_per_s=(i + 1) / dt, bytes_per_s=(sent + recv) / dt,
-                             line_fraction=max(sent, recv) / dt / line_rate if line_rate else 0.0)
+                task.advance(
+                    1,
+                    samples_per_s=(i + 1) / dt,
+                    bytes_per_s=(sent + recv) / dt,
+                    line_fraction=max(sent, recv) / dt / line_rate if line_rate else 0.0,
+                )
             task.close()
         except KeyboardInterrupt:
             interrupted = True
@@ -676,18 +846,31 @@ def validate(port: str, model: str | os.PathLike, data: str | os.PathLike, *, sa
         if err is not None:
             rep["error"] = {"type": type(err).__name__, "message": err.message, "hint": err.hint}
         elif interrupted:
-            rep["error"] = {"type": "Interrupted", "message": f"interrupted after {n} of {rep['samples_planned']} samples",
-                            "hint": None}
+            rep["error"] = {
+                "type": "Interrupted",
+                "message": f"interrupted after {n} of {rep['samples_planned']} samples",
+                "hint": None,
+            }
         if n and vd is not None and reference in vd.refs:
-            _compare_into(rep, mbytes, info, vd, dev_out, per_sample_dev, reference, worst_k,
-                          host_time=bool(rep["device"] and rep["device"].get("invoke_us_is_host_time")),
-                          cpu_hz=(rep["device"] or {}).get("cpu_hz", 0),
-                          cycles_real=bool(rep["device"] and rep["device"].get("flags", 0) & 1))
+            _compare_into(
+                rep,
+                mbytes,
+                info,
+                vd,
+                dev_out,
+                per_sample_dev,
+                reference,
+                worst_k,
+                host_time=bool(rep["device"] and rep["device"].get("invoke_us_is_host_time")),
+                cpu_hz=(rep["device"] or {}).get("cpu_hz", 0),
+                cycles_real=bool(rep["device"] and rep["device"].get("flags", 0) & 1),
+            )
         if vd is not None:
             rep["notes"] = list(vd.notes)
         errtext = rep["error"]["message"] if rep["error"] else None
-        rep["gates"] = evaluate_gates(rep["outputs"], gates, samples_done=n, samples_planned=rep["samples_planned"],
-                                      error=errtext)
+        rep["gates"] = evaluate_gates(
+            rep["outputs"], gates, samples_done=n, samples_planned=rep["samples_planned"], error=errtext
+        )
     except KeyboardInterrupt:  # a second Ctrl-C while comparing: report what is known
         interrupted = True
         rep["interrupted"] = rep["partial"] = True
@@ -700,23 +883,45 @@ def validate(port: str, model: str | os.PathLike, data: str | os.PathLike, *, sa
 def _link(session, baud: int) -> dict:
     st = session.stats
     el = float(getattr(st, "elapsed", 0.0) or 0.0)
-    d = {k: getattr(st, k) for k in ("bytes_sent", "bytes_received", "payload_bytes_sent", "payload_bytes_received",
-                                     "frames_sent", "frames_received", "retransmits", "dropped_frames",
-                                     "device_resets") if hasattr(st, k)}
+    d = {
+        k: getattr(st, k)
+        for k in (
+            "bytes_sent",
+            "bytes_received",
+            "payload_bytes_sent",
+            "payload_bytes_received",
+            "frames_sent",
+            "frames_received",
+            "retransmits",
+            "dropped_frames",
+            "device_resets",
+        )
+        if hasattr(st, k)
+    }
     wire = st.bytes_sent + st.bytes_received
     d["elapsed_s"] = round(el, 4)
     d["efficiency"] = (st.payload_bytes_sent + st.payload_bytes_received) / wire if wire else None
     d["baud"] = int(baud)
     d["line_rate_bytes_per_s"] = baud / 10.0
     d["throughput_bytes_per_s"] = wire / el if el > 0 else None
-    d["fraction_of_line_rate"] = (max(st.bytes_sent, st.bytes_received) / el / (baud / 10.0)
-                                  if el > 0 and baud else None)
+    d["fraction_of_line_rate"] = max(st.bytes_sent, st.bytes_received) / el / (baud / 10.0) if el > 0 and baud else None
     return d
 
 
-def _compare_into(rep: dict, mbytes: bytes, info: ModelInfo, vd: ValidationData, dev_out: list[list[np.ndarray]],
-                  per_dev: list[dict], reference: str, worst_k: int, *, host_time: bool, cpu_hz: int,
-                  cycles_real: bool) -> None:
+def _compare_into(
+    rep: dict,
+    mbytes: bytes,
+    info: ModelInfo,
+    vd: ValidationData,
+    dev_out: list[list[np.ndarray]],
+    per_dev: list[dict],
+    reference: str,
+    worst_k: int,
+    *,
+    host_time: bool,
+    cpu_hz: int,
+    cycles_real: bool,
+) -> None:
     n = len(dev_out)
     dev = [np.stack([s[j] for s in dev_out]).astype(t.np_dtype, copy=False) for j, t in enumerate(info.outputs)]
     ref = [r[:n] for r in vd.refs[reference]]
@@ -726,17 +931,23 @@ def _compare_into(rep: dict, mbytes: bytes, info: ModelInfo, vd: ValidationData,
     classifier = task == "classification" or (not task and len(info.outputs) == 1 and info.outputs[0].size > 1)
     outs = []
     for j, t in enumerate(info.outputs):
-        o = compare_output(ref[j], dev[j], t, scales[j], classifier=classifier, labels=vd.labels,
-                           class_names=class_names)
+        o = compare_output(
+            ref[j], dev[j], t, scales[j], classifier=classifier, labels=vd.labels, class_names=class_names
+        )
         o = {"index": j, "name": t.name, "dtype": t.dtype, "shape": list(t.shape), "reference": reference, **o}
         outs.append(o)
     rows = []
     for i in range(n):
-        row = {"index": i,
-               "cosine": float(min(o["_cosine"][i] for o in outs)),
-               "max_lsb": (int(max(o["_max_lsb"][i] for o in outs if o["_max_lsb"] is not None))
-                           if any(o["_max_lsb"] is not None for o in outs) else None),
-               "bit_exact": bool(all(o["_exact"][i] for o in outs))}
+        row = {
+            "index": i,
+            "cosine": float(min(o["_cosine"][i] for o in outs)),
+            "max_lsb": (
+                int(max(o["_max_lsb"][i] for o in outs if o["_max_lsb"] is not None))
+                if any(o["_max_lsb"] is not None for o in outs)
+                else None
+            ),
+            "bit_exact": bool(all(o["_exact"][i] for o in outs)),
+        }
         o0 = outs[0]
         if "_argmax_ref" in o0:
             row["top1_reference"], row["top1_device"] = int(o0["_argmax_ref"][i]), int(o0["_argmax_dev"][i])
@@ -752,9 +963,14 @@ def _compare_into(rep: dict, mbytes: bytes, info: ModelInfo, vd: ValidationData,
     rep["triangulation"] = triangulate(vd.refs, dev, info, scales, reference, vd.ref_source)
     us = [r["invoke_us"] for r in per_dev]
     cyc = [r["cycles"] for r in per_dev]
-    rep["timing"] = {"clock": "host" if host_time else "device",
-                     "note": ("invoke_us is the host's time of the simulated board's Invoke(), not a device's"
-                              if host_time else "invoke_us as the device measured it"),
-                     "invoke_us": _stats(us),
-                     "cycles": _stats(cyc) if (cycles_real or any(cyc)) else None,
-                     "cpu_hz": int(cpu_hz or 0)}
+    rep["timing"] = {
+        "clock": "host" if host_time else "device",
+        "note": (
+            "invoke_us is the host's time of the simulated board's Invoke(), not a device's"
+            if host_time
+            else "invoke_us as the device measured it"
+        ),
+        "invoke_us": _stats(us),
+        "cycles": _stats(cyc) if (cycles_real or any(cyc)) else None,
+        "cpu_hz": int(cpu_hz or 0),
+    }

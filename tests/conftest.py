@@ -54,11 +54,17 @@ def _converted(ex, root: Path) -> ConvertedModel:
 
     out = root / "converted" / f"{ex.name}_quantized.tflite"
     report = out.with_name(f"{ex.name}_report.json")
-    res = convert(ex.keras, model_config=ex.config, output_path=out, data_path_train=ex.data,
-                  num_samples=FIXTURE_NUM_SAMPLES, validate_samples=FIXTURE_VALIDATE_SAMPLES,
-                  report_json=report, seed=0)
-    return ConvertedModel(tflite=res.tflite, npz=res.npz, keras=ex.keras, config=ex.config,
-                          report=report, result=res)
+    res = convert(
+        ex.keras,
+        model_config=ex.config,
+        output_path=out,
+        data_path_train=ex.data,
+        num_samples=FIXTURE_NUM_SAMPLES,
+        validate_samples=FIXTURE_VALIDATE_SAMPLES,
+        report_json=report,
+        seed=0,
+    )
+    return ConvertedModel(tflite=res.tflite, npz=res.npz, keras=ex.keras, config=ex.config, report=report, result=res)
 
 
 @pytest.fixture(scope="session")

@@ -17,11 +17,20 @@ TEST_SRC = FIRMWARE / "test"
 SOURCES = sorted(PROTOCOL_SRC.glob("*.cc"))
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
 WARN = ["-Wall", "-Wextra", "-Wshadow", "-Werror"]
-CROSS_FLAGS = ["-mthumb", "-O2", "-fno-exceptions", "-fno-rtti", "-fno-threadsafe-statics",
-               "-ffunction-sections", "-fdata-sections"]
+CROSS_FLAGS = [
+    "-mthumb",
+    "-O2",
+    "-fno-exceptions",
+    "-fno-rtti",
+    "-fno-threadsafe-statics",
+    "-ffunction-sections",
+    "-fdata-sections",
+]
 # What a heap-free, exception-free link must not reference.
-FORBIDDEN = re.compile(r"^(malloc|free|calloc|realloc|_malloc_r|_free_r|_calloc_r|_realloc_r|"
-                       r"_Znwj|_Znaj|_Znwm|_Znam|_ZdlPv\w*|_ZdaPv\w*|__cxa_allocate_exception|__cxa_throw)$")
+FORBIDDEN = re.compile(
+    r"^(malloc|free|calloc|realloc|_malloc_r|_free_r|_calloc_r|_realloc_r|"
+    r"_Znwj|_Znaj|_Znwm|_Znam|_ZdlPv\w*|_ZdaPv\w*|__cxa_allocate_exception|__cxa_throw)$"
+)
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> None:
@@ -33,8 +42,22 @@ def _run(cmd: list[str], cwd: Path | None = None) -> None:
 def build_host_test(out_dir: Path, cxx: str = "g++") -> Path:
     """test_codec built with AddressSanitizer and UBSan."""
     exe = out_dir / "test_codec"
-    _run([cxx, "-std=c++17", "-g", "-O1", *WARN, *SANITIZE, f"-I{PROTOCOL_SRC}", f"-I{TEST_SRC}",
-          str(TEST_SRC / "test_codec.cpp"), *map(str, SOURCES), "-o", str(exe)])
+    _run(
+        [
+            cxx,
+            "-std=c++17",
+            "-g",
+            "-O1",
+            *WARN,
+            *SANITIZE,
+            f"-I{PROTOCOL_SRC}",
+            f"-I{TEST_SRC}",
+            str(TEST_SRC / "test_codec.cpp"),
+            *map(str, SOURCES),
+            "-o",
+            str(exe),
+        ]
+    )
     return exe
 
 
@@ -51,9 +74,22 @@ def fuzzer_unavailable(cxx: str = "clang++") -> str | None:
 
 def build_fuzzer(out_dir: Path, cxx: str = "clang++") -> Path:
     exe = out_dir / "fuzz_frames"
-    _run([cxx, "-std=c++17", "-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all",
-          f"-I{PROTOCOL_SRC}", f"-I{TEST_SRC}", str(TEST_SRC / "fuzz_frames.cpp"), *map(str, SOURCES),
-          "-o", str(exe)])
+    _run(
+        [
+            cxx,
+            "-std=c++17",
+            "-g",
+            "-O1",
+            "-fsanitize=fuzzer,address,undefined",
+            "-fno-sanitize-recover=all",
+            f"-I{PROTOCOL_SRC}",
+            f"-I{TEST_SRC}",
+            str(TEST_SRC / "fuzz_frames.cpp"),
+            *map(str, SOURCES),
+            "-o",
+            str(exe),
+        ]
+    )
     return exe
 
 
@@ -81,12 +117,26 @@ def cross_build(cpu: str, out_dir: Path, prefix: str = "arm-none-eabi-") -> dict
         _run([cxx, *flags, f"-I{PROTOCOL_SRC}", "-c", str(src), "-o", str(obj)])
         objects.append(obj)
     elf = out / "probe.elf"
-    _run([cxx, *flags, f"-I{PROTOCOL_SRC}", f"-I{TEST_SRC}", str(TEST_SRC / "link_probe.cpp"),
-          *map(str, objects), "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections", "-o", str(elf)])
+    _run(
+        [
+            cxx,
+            *flags,
+            f"-I{PROTOCOL_SRC}",
+            f"-I{TEST_SRC}",
+            str(TEST_SRC / "link_probe.cpp"),
+            *map(str, objects),
+            "--specs=nano.specs",
+            "--specs=nosys.specs",
+            "-Wl,--gc-sections",
+            "-o",
+            str(elf),
+        ]
+    )
 
     def sections(path: Path) -> dict[str, int]:
-        text = subprocess.run([prefix + "size", "-A", "-d", str(path)], capture_output=True, text=True,
-                              check=True).stdout
+        text = subprocess.run(
+            [prefix + "size", "-A", "-d", str(path)], capture_output=True, text=True, check=True
+        ).stdout
         totals = {"text": 0, "data": 0, "bss": 0}
         for line in text.splitlines():
             m = re.match(r"^\.(text|data|bss)\S*\s+(\d+)", line)
@@ -104,9 +154,11 @@ def cross_build(cpu: str, out_dir: Path, prefix: str = "arm-none-eabi-") -> dict
         parts = line.split()
         if "g_dispatcher" in parts[-1] and len(parts) == 4:
             dispatcher = int(parts[1], 16)
+
     def names(*args: str) -> set[str]:
-        text = subprocess.run([prefix + "nm", *args, *map(str, objects)], capture_output=True, text=True,
-                              check=True).stdout
+        text = subprocess.run(
+            [prefix + "nm", *args, *map(str, objects)], capture_output=True, text=True, check=True
+        ).stdout
         return {line.split()[-1] for line in text.splitlines() if line.strip() and not line.endswith(":")}
 
     imports = names("-u") - names("-g", "--defined-only")
@@ -125,8 +177,16 @@ def cross_build(cpu: str, out_dir: Path, prefix: str = "arm-none-eabi-") -> dict
 
 NATIVE_COMMON = [FIRMWARE / "src" / "main.cpp", FIRMWARE / "src" / "boards" / "native" / "board_native.cc", *SOURCES]
 RUNNER_SRC = FIRMWARE / "lib" / "hil_runner" / "src"
-NATIVE_FLAGS = ["-std=c++17", "-O2", "-g", "-fno-exceptions", "-fno-rtti", "-fno-threadsafe-statics",
-                "-Wall", "-Wextra"]
+NATIVE_FLAGS = [
+    "-std=c++17",
+    "-O2",
+    "-g",
+    "-fno-exceptions",
+    "-fno-rtti",
+    "-fno-threadsafe-statics",
+    "-Wall",
+    "-Wextra",
+]
 
 
 def _includes(tree, model_dir: Path | None = None) -> list[str]:
@@ -148,15 +208,23 @@ def build_native_common(tree, out_dir: Path, cxx: str = "g++") -> list[Path]:
     return objs
 
 
-def build_native(tree, tflm_lib: Path, common: list[Path], model_dir: Path, out_dir: Path,
-                 cxx: str = "g++", defines: tuple[str, ...] = ()) -> Path:
+def build_native(
+    tree,
+    tflm_lib: Path,
+    common: list[Path],
+    model_dir: Path,
+    out_dir: Path,
+    cxx: str = "g++",
+    defines: tuple[str, ...] = (),
+) -> Path:
     """The native firmware for the model generated into `model_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     objs = list(common)
     for src in (RUNNER_SRC / "hil_runner.cc", model_dir / "model_data.cc"):
         obj = out_dir / (src.stem + ".o")
-        _run([cxx, *NATIVE_FLAGS, *defines, *tree.defines(), *_includes(tree, model_dir), "-c", str(src),
-              "-o", str(obj)])
+        _run(
+            [cxx, *NATIVE_FLAGS, *defines, *tree.defines(), *_includes(tree, model_dir), "-c", str(src), "-o", str(obj)]
+        )
         objs.append(obj)
     exe = out_dir / "firmware"
     _run([cxx, *map(str, objs), str(tflm_lib), "-lm", "-lpthread", "-o", str(exe)])

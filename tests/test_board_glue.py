@@ -15,9 +15,20 @@ FW = ROOT / "firmware"
 STUBS = Path(__file__).resolve().parent / "stubs" / "arduino"
 # The Nano 33 BLE's nRF52840: Cortex-M4F, hard float (as the Arduino mbed core builds).
 M4F = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
-FLAGS = ["-std=gnu++17", "-O2", "-Wall", "-Wextra", "-Werror", "-fno-exceptions", "-fno-rtti",
-         "-DHIL_ARDUINO", f"-I{STUBS}", f"-I{FW / 'include'}", f"-I{FW / 'lib' / 'hil_protocol' / 'src'}",
-         f"-I{FW / 'lib' / 'hil_runner' / 'src'}"]
+FLAGS = [
+    "-std=gnu++17",
+    "-O2",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-fno-exceptions",
+    "-fno-rtti",
+    "-DHIL_ARDUINO",
+    f"-I{STUBS}",
+    f"-I{FW / 'include'}",
+    f"-I{FW / 'lib' / 'hil_protocol' / 'src'}",
+    f"-I{FW / 'lib' / 'hil_runner' / 'src'}",
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +40,9 @@ def cross():
 
 
 def _compile(cross, src: Path, out: Path, extra=()):
-    proc = subprocess.run([cross, *M4F, *FLAGS, *extra, "-c", str(src), "-o", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [cross, *M4F, *FLAGS, *extra, "-c", str(src), "-o", str(out)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -46,8 +58,17 @@ def _symbols(obj: Path):
 def test_nano33ble_glue_implements_the_board_seam(cross, tmp_path):
     obj = _compile(cross, FW / "src" / "boards" / "nano33ble" / "board_nano33ble.cpp", tmp_path / "glue.o")
     defined, undefined = _symbols(obj)
-    for fn in ("Init()", "Read(unsigned char*, unsigned int)", "Write(unsigned char const*, unsigned int)",
-               "MicrosNow()", "CyclesNow()", "HasCycleCounter()", "CpuHz()", "BoardId()", "Halt(int)"):
+    for fn in (
+        "Init()",
+        "Read(unsigned char*, unsigned int)",
+        "Write(unsigned char const*, unsigned int)",
+        "MicrosNow()",
+        "CyclesNow()",
+        "HasCycleCounter()",
+        "CpuHz()",
+        "BoardId()",
+        "Halt(int)",
+    ):
         assert f"hil::board::{fn}" in defined, (fn, sorted(defined))
     # It talks to the board only through the Arduino core's USB serial and clock.
     assert {"Serial", "millis()", "micros()"} <= undefined, undefined
@@ -65,7 +86,11 @@ def test_the_check_fails_for_glue_missing_a_function(cross, tmp_path):
     src = tmp_path / "broken.cpp"
     text = (FW / "src" / "boards" / "nano33ble" / "board_nano33ble.cpp").read_text()
     src.write_text(text.replace("void Halt(int code)", "void HaltRenamed(int code)"))
-    obj = _compile(cross, src, tmp_path / "broken.o", extra=[f"-I{FW / 'src' / 'boards' / 'nano33ble'}",
-                                                            f"-iquote{FW / 'src' / 'boards' / 'nano33ble'}"])
+    obj = _compile(
+        cross,
+        src,
+        tmp_path / "broken.o",
+        extra=[f"-I{FW / 'src' / 'boards' / 'nano33ble'}", f"-iquote{FW / 'src' / 'boards' / 'nano33ble'}"],
+    )
     defined, _ = _symbols(obj)
     assert "hil::board::Halt(int)" not in defined

@@ -107,6 +107,7 @@ def test_cli_build_error_exits_2(capsys, monkeypatch, tmp_path):
 
 # --------------------------------------------------------------------------- with a TFLM tree
 
+
 def _tree(var: str) -> Path:
     value = os.environ.get(var)
     if not value:
@@ -137,14 +138,22 @@ def test_built_firmware_validates_bit_exact(request, tmp_path_factory, board, va
     assert res.model_in_readonly_section
     dev = hf.flash(board, elf=res.elf)
     try:
-        proc = subprocess.run(["hil", "validate", "--port", dev.port, "--model", str(model), "--data", str(data)],
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            ["hil", "validate", "--port", dev.port, "--model", str(model), "--data", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         # The same firmware asked to validate the other example: the
         # handshake refuses it (exit 2, one line naming the difference).
         other_model, other_data = _fixture(request, OTHER[example])[:2]
-        proc = subprocess.run(["hil", "validate", "--port", dev.port, "--model", str(other_model),
-                               "--data", str(other_data)], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            ["hil", "validate", "--port", dev.port, "--model", str(other_model), "--data", str(other_data)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert "holds another model" in proc.stderr and "sha256" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
@@ -153,6 +162,7 @@ def test_built_firmware_validates_bit_exact(request, tmp_path_factory, board, va
 
 
 # --------------------------------------------------------------------------- Nano 33 BLE upload
+
 
 class _Port:
     def __init__(self, device, vid, pid, serial_number):
@@ -181,15 +191,19 @@ def test_nano_upload_finds_the_board_again_by_vid_pid_and_serial(monkeypatch):
     from harness import pio
 
     app, boot = (0x2341, 0x805A), (0x2341, 0x005A)
-    other = _Port("/dev/ttyACM0", *app, "OTHERBOARD")   # a second Nano on the rig
-    _fake_usb(monkeypatch, [
-        [other, _Port("/dev/ttyACM1", *app, "ABC123")],                 # before: the serial of --port
-        [other, _Port("/dev/ttyACM2", *boot, "ABC123")],                # still in the bootloader
-        [other, _Port("/dev/ttyACM3", *app, "ABC123")],                 # running again, new path
-    ])
+    other = _Port("/dev/ttyACM0", *app, "OTHERBOARD")  # a second Nano on the rig
+    _fake_usb(
+        monkeypatch,
+        [
+            [other, _Port("/dev/ttyACM1", *app, "ABC123")],  # before: the serial of --port
+            [other, _Port("/dev/ttyACM2", *boot, "ABC123")],  # still in the bootloader
+            [other, _Port("/dev/ttyACM3", *app, "ABC123")],  # running again, new path
+        ],
+    )
     ran = []
-    monkeypatch.setattr(pio, "run_pio", lambda args, **kw: ran.append(args) or
-                        subprocess.CompletedProcess(args, 0, "uploaded", ""))
+    monkeypatch.setattr(
+        pio, "run_pio", lambda args, **kw: ran.append(args) or subprocess.CompletedProcess(args, 0, "uploaded", "")
+    )
     monkeypatch.setattr(hf.time, "sleep", lambda s: None)
     res = hf.flash("nano33ble", port="/dev/ttyACM1")
     assert ran[0][-4:] == ["-t", "upload", "--upload-port", "/dev/ttyACM1"] and "nano33ble" in ran[0]
@@ -204,8 +218,11 @@ def test_nano_upload_failure_and_missing_board_are_one_line_errors(monkeypatch):
     with pytest.raises(DeviceError, match="no Arduino Nano 33 BLE"):
         hf.flash("nano33ble")
     _fake_usb(monkeypatch, [[_Port("/dev/ttyACM0", 0x2341, 0x805A, "S1")]])
-    monkeypatch.setattr(pio, "run_pio", lambda args, **kw: subprocess.CompletedProcess(
-        args, 1, "", "Uploading...\nNo device found on ttyACM0"))
+    monkeypatch.setattr(
+        pio,
+        "run_pio",
+        lambda args, **kw: subprocess.CompletedProcess(args, 1, "", "Uploading...\nNo device found on ttyACM0"),
+    )
     with pytest.raises(FlashError) as exc:
         hf.flash("nano33ble")
     assert "No device found" in str(exc.value) and exc.value.exit_code == 2 and "\n" not in str(exc.value)

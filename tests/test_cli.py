@@ -7,8 +7,9 @@ from harness.boards import all_boards
 
 
 def hil(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 def test_help_lists_every_stage_and_the_exit_codes():

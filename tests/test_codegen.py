@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from harness import codegen
-from harness.cli import main as hil_main
 from harness.arena import MIN_PROBE, align_up
+from harness.cli import main as hil_main
 from harness.errors import ConfigError, ModelError
 from harness.model import DTYPE_CODES, inspect_model
 
@@ -25,11 +25,13 @@ GXX = shutil.which("g++")
 ARM_GXX = shutil.which("arm-none-eabi-g++")
 READELF = shutil.which("arm-none-eabi-readelf")
 needs_gxx = pytest.mark.skipif(not GXX, reason="needs g++ (apt install g++)")
-needs_arm = pytest.mark.skipif(not (ARM_GXX and READELF),
-                               reason="needs arm-none-eabi-g++ (apt install gcc-arm-none-eabi)")
+needs_arm = pytest.mark.skipif(
+    not (ARM_GXX and READELF), reason="needs arm-none-eabi-g++ (apt install gcc-arm-none-eabi)"
+)
 
 
 # --------------------------------------------------------------------------- models
+
 
 def _convert(model, rep_shape, path: Path, int8_io: bool = False) -> Path:
     import tensorflow as tf
@@ -60,10 +62,22 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 
     tf.keras.utils.set_random_seed(0)
     d = tmp_path_factory.mktemp("codegen_models")
-    dense = tf.keras.Sequential([tf.keras.Input((30,)), tf.keras.layers.Dense(16, activation="relu"),
-                                 tf.keras.layers.Dense(4, activation="softmax")])
-    dw = tf.keras.Sequential([tf.keras.Input((16, 16, 1)), tf.keras.layers.DepthwiseConv2D(3, activation="relu"),
-                              tf.keras.layers.MaxPooling2D(), tf.keras.layers.Flatten(), tf.keras.layers.Dense(3)])
+    dense = tf.keras.Sequential(
+        [
+            tf.keras.Input((30,)),
+            tf.keras.layers.Dense(16, activation="relu"),
+            tf.keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
+    dw = tf.keras.Sequential(
+        [
+            tf.keras.Input((16, 16, 1)),
+            tf.keras.layers.DepthwiseConv2D(3, activation="relu"),
+            tf.keras.layers.MaxPooling2D(),
+            tf.keras.layers.Flatten(),
+            tf.keras.layers.Dense(3),
+        ]
+    )
     wide = tf.keras.Sequential([tf.keras.Input((100_000,)), tf.keras.layers.ReLU()])
     return {
         "dense": _convert(dense, (30,), d / "dense_model_quantized.tflite"),
@@ -115,16 +129,21 @@ def _patched(model: Path, out: Path, mutate) -> Path:
 
 # --------------------------------------------------------------------------- object checks
 
-def check_model_object(obj: Path, symbol: str, size: int, align: int = 16,
-                       readelf: str = READELF or "readelf") -> list[str]:
+
+def check_model_object(
+    obj: Path, symbol: str, size: int, align: int = 16, readelf: str = READELF or "readelf"
+) -> list[str]:
     """Problems with `symbol` in an ELF object: must be a GLOBAL object of
     `size` bytes in a read-only .rodata* section, `align`-byte aligned."""
     syms = subprocess.run([readelf, "-sW", str(obj)], capture_output=True, text=True, check=True).stdout
     secs = subprocess.run([readelf, "-SW", str(obj)], capture_output=True, text=True, check=True).stdout
     sections = {}
     for line in secs.splitlines():
-        m = re.match(r"\s*\[\s*(\d+)\]\s+(\S+)\s+\S+\s+[0-9a-f]+\s+[0-9a-f]+\s+[0-9a-f]+\s+[0-9a-f]+\s+"
-                     r"([A-Za-z]*)\s+\d+\s+\d+\s+(\d+)", line)
+        m = re.match(
+            r"\s*\[\s*(\d+)\]\s+(\S+)\s+\S+\s+[0-9a-f]+\s+[0-9a-f]+\s+[0-9a-f]+\s+[0-9a-f]+\s+"
+            r"([A-Za-z]*)\s+\d+\s+\d+\s+(\d+)",
+            line,
+        )
         if m:
             sections[int(m.group(1))] = (m.group(2), m.group(3), int(m.group(4)))
     problems = []
@@ -156,9 +175,28 @@ def check_model_object(obj: Path, symbol: str, size: int, align: int = 16,
 
 
 def _compile_arm(src_dir: Path, cc: Path, obj: Path, cpu: str) -> None:
-    subprocess.run([ARM_GXX, f"-mcpu={cpu}", "-mthumb", "-O2", "-std=c++17", "-fdata-sections",
-                    "-ffunction-sections", "-Wall", "-Werror", "-I", str(src_dir), "-c", str(cc), "-o", str(obj)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            ARM_GXX,
+            f"-mcpu={cpu}",
+            "-mthumb",
+            "-O2",
+            "-std=c++17",
+            "-fdata-sections",
+            "-ffunction-sections",
+            "-Wall",
+            "-Werror",
+            "-I",
+            str(src_dir),
+            "-c",
+            str(cc),
+            "-o",
+            str(obj),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 # --------------------------------------------------------------------------- host compile
@@ -197,9 +235,27 @@ def test_host_program_reproduces_the_model(generated, example_models, tmp_path, 
         main.write_text(HOST_MAIN.replace("@LEN@", f"{res.data_symbol}_len"))
         exe = tmp_path / f"prog_{key}"
         # compiled from another directory: the incbin path must not depend on the cwd
-        subprocess.run([cxx, "-std=c++11", "-O2", "-Wall", "-Wextra", "-pedantic", "-Werror", "-I", str(res.out_dir),
-                        str(main), str(res.out_dir / "model_data.cc"), "-o", str(exe)],
-                       check=True, cwd=tmp_path, capture_output=True, text=True)
+        subprocess.run(
+            [
+                cxx,
+                "-std=c++11",
+                "-O2",
+                "-Wall",
+                "-Wextra",
+                "-pedantic",
+                "-Werror",
+                "-I",
+                str(res.out_dir),
+                str(main),
+                str(res.out_dir / "model_data.cc"),
+                "-o",
+                str(exe),
+            ],
+            check=True,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
         run = subprocess.run([str(exe)], capture_output=True, check=True)
         data = model.read_bytes()
         assert run.stdout == data
@@ -213,7 +269,7 @@ def test_host_program_reproduces_the_model(generated, example_models, tmp_path, 
         specs = [ln.split() for ln in err[5:]]
         assert len(specs) == len(info.inputs) + len(info.outputs)
         for spec, t in zip(specs, [*info.inputs, *info.outputs]):
-            dims = [int(x) for x in spec[3:3 + 6]]
+            dims = [int(x) for x in spec[3 : 3 + 6]]
             assert int(spec[1]) == DTYPE_CODES[t.dtype] and int(spec[2]) == len(t.shape)
             assert dims == list(t.shape) + [0] * (6 - len(t.shape))
             assert np.float32(float(spec[9])) == np.float32(t.scale)
@@ -221,6 +277,7 @@ def test_host_program_reproduces_the_model(generated, example_models, tmp_path, 
 
 
 # --------------------------------------------------------------------------- target compile
+
 
 @needs_arm
 @pytest.mark.parametrize("cpu", ["cortex-m4", "cortex-m55"])
@@ -264,7 +321,8 @@ def test_target_check_catches_missing_const_and_internal_linkage(generated, tmp_
     static.mkdir()
     (static / "model_data.cc").write_text(
         cc.replace('#include "model_data.h"', "").replace(f"alignas(16) {decl}", f"alignas(16) static {decl}")
-        + f"const unsigned char* keep() {{ return {res.data_symbol}; }}\n")
+        + f"const unsigned char* keep() {{ return {res.data_symbol}; }}\n"
+    )
     _compile_arm(static, static / "model_data.cc", tmp_path / "st.o", "cortex-m4")
     problems = check_model_object(tmp_path / "st.o", res.data_symbol, res.model.size)
     assert any("internal linkage" in p for p in problems), problems
@@ -275,13 +333,26 @@ def test_incbin_fails_the_build_when_the_copy_changed(tiny_models, tmp_path):
     res = codegen.generate(tiny_models["dense"], tmp_path / "g", fmt="incbin", arena_bytes=4096)
     copy = tmp_path / "g" / codegen.INCBIN_COPY
     copy.write_bytes(copy.read_bytes() + b"\0" * 16)
-    proc = subprocess.run([ARM_GXX, "-mcpu=cortex-m4", "-O2", "-I", str(res.out_dir), "-c",
-                           str(res.out_dir / "model_data.cc"), "-o", str(tmp_path / "x.o")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            ARM_GXX,
+            "-mcpu=cortex-m4",
+            "-O2",
+            "-I",
+            str(res.out_dir),
+            "-c",
+            str(res.out_dir / "model_data.cc"),
+            "-o",
+            str(tmp_path / "x.o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0 and "changed since hil codegen" in proc.stderr
 
 
 # --------------------------------------------------------------------------- op resolver
+
 
 def _op_names(ops_h: str) -> list[str]:
     block = re.search(r"kHilOpNames\[kHilNumOps\] = \{(.*?)\};", ops_h, re.S).group(1)
@@ -302,8 +373,10 @@ def test_op_resolver_lists_exactly_the_models_ops(generated, example_models):
 def _tflm_dir() -> Path:
     d = os.environ.get("HIL_TFLM_DIR")
     if not d or not (Path(d) / "tensorflow/lite/micro/micro_mutable_op_resolver.h").is_file():
-        pytest.skip("set HIL_TFLM_DIR=/path/to/tflm_tree (a create_tflm_tree.py output, "
-                    "see docs/build.md, 'Making the trees') to compile the op resolver against TFLM")
+        pytest.skip(
+            "set HIL_TFLM_DIR=/path/to/tflm_tree (a create_tflm_tree.py output, "
+            "see docs/build.md, 'Making the trees') to compile the op resolver against TFLM"
+        )
     return Path(d)
 
 
@@ -326,10 +399,12 @@ def test_op_resolver_compiles_against_tflm(generated, tmp_path):
         if fmt != "array":
             continue
         src = tmp_path / f"use_{key}.cc"
-        src.write_text('#include "model_data.h"\n#include "model_ops.h"\n'
-                       "HilOpResolver resolver;\n"
-                       "int Setup() { return HilRegisterOps(resolver) == kTfLiteOk ? 0 : 1; }\n"
-                       "static_assert(kHilNumOps > 0, \"ops\");\n")
+        src.write_text(
+            '#include "model_data.h"\n#include "model_ops.h"\n'
+            "HilOpResolver resolver;\n"
+            "int Setup() { return HilRegisterOps(resolver) == kTfLiteOk ? 0 : 1; }\n"
+            'static_assert(kHilNumOps > 0, "ops");\n'
+        )
         cmd = [GXX, "-std=c++17", "-O1", "-Wall", "-Werror", "-Wno-unused-parameter", "-I", str(res.out_dir)]
         cmd += [f"-I{p}" for p in inc] + ["-c", str(src), "-o", str(tmp_path / f"{key}.o")]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -396,14 +471,25 @@ def test_generated_model_runs_in_tflm_with_the_recommended_arena(generated, tmp_
     tree = _tflm_dir()
     lib = os.environ.get("HIL_TFLM_HOST_LIB")
     if not lib or not Path(lib).is_file():
-        pytest.skip("set HIL_TFLM_HOST_LIB=/path/libtflm.a (TFLM built for the host from HIL_TFLM_DIR, "
-                    "with -DTF_LITE_STATIC_MEMORY) to run the generated model in TFLM")
+        pytest.skip(
+            "set HIL_TFLM_HOST_LIB=/path/libtflm.a (TFLM built for the host from HIL_TFLM_DIR, "
+            "with -DTF_LITE_STATIC_MEMORY) to run the generated model in TFLM"
+        )
     inc = [tree, tree / "third_party/flatbuffers/include", tree / "third_party/gemmlowp", tree / "third_party/ruy"]
     for (key, fmt), res in generated.items():
         src = tmp_path / "run.cc"
         src.write_text(TFLM_MAIN)
         exe = tmp_path / f"run_{key}_{fmt}"
-        cmd = [GXX, "-std=c++17", "-O1", "-fno-exceptions", "-fno-rtti", "-DTF_LITE_STATIC_MEMORY", "-I", str(res.out_dir)]
+        cmd = [
+            GXX,
+            "-std=c++17",
+            "-O1",
+            "-fno-exceptions",
+            "-fno-rtti",
+            "-DTF_LITE_STATIC_MEMORY",
+            "-I",
+            str(res.out_dir),
+        ]
         cmd += [f"-I{p}" for p in inc] + [str(src), str(res.out_dir / "model_data.cc"), lib, "-o", str(exe)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -413,6 +499,7 @@ def test_generated_model_runs_in_tflm_with_the_recommended_arena(generated, tmp_
 
 
 # --------------------------------------------------------------------------- arena
+
 
 def test_arena_is_the_smallest_tflm_accepts(generated, example_models):
     from tflite_micro.python.tflite_micro import runtime as tflm
@@ -437,7 +524,7 @@ def test_arena_search_uses_tflms_own_figure_and_checks_it(example_models, monkey
 
     data = next(iter(example_models.values())).read_bytes()
     fast = arena._search(data)
-    assert fast["probes"] <= 4   # the reported total, checked: 3 probes + the report
+    assert fast["probes"] <= 4  # the reported total, checked: 3 probes + the report
     for wrong in (fast["bytes"] - 256, fast["bytes"] + 256, None):
         monkeypatch.setattr(arena, "_reported_total", lambda d, w=wrong: w)
         slow = arena._search(data)
@@ -455,10 +542,21 @@ def test_arena_margin_parsing():
 
 # --------------------------------------------------------------------------- names and literals
 
-@pytest.mark.parametrize("text,ident", [
-    ("my-model v2", "my_model_v2"), ("2024 kws", "m_2024_kws"), ("int", "m_int"), ("class", "m_class"),
-    ("Gesture", "gesture"), ("__x__", "x"), ("a..b", "a_b"), ("", "model"), ("Ünïcode", "unicode"),
-])
+
+@pytest.mark.parametrize(
+    "text,ident",
+    [
+        ("my-model v2", "my_model_v2"),
+        ("2024 kws", "m_2024_kws"),
+        ("int", "m_int"),
+        ("class", "m_class"),
+        ("Gesture", "gesture"),
+        ("__x__", "x"),
+        ("a..b", "a_b"),
+        ("", "model"),
+        ("Ünïcode", "unicode"),
+    ],
+)
 def test_sanitize_identifier(text, ident):
     assert codegen.sanitize_identifier(text) == ident
     assert re.fullmatch(r"[a-z_][a-z0-9_]*", ident) and "__" not in f"g_{ident}_model_data"
@@ -501,6 +599,7 @@ def test_hex_body_matches_xxd(tmp_path):
 
 # --------------------------------------------------------------------------- determinism
 
+
 def test_unchanged_model_is_not_rewritten(tiny_models, tmp_path):
     out = tmp_path / "gen"
     first = codegen.generate(tiny_models["dense"], out, arena_bytes=2048)
@@ -518,22 +617,27 @@ def test_unchanged_model_is_not_rewritten(tiny_models, tmp_path):
 
 
 def test_every_file_starts_with_the_banner(generated, example_models):
-    for (key, fmt), res in generated.items():
+    for (key, _fmt), res in generated.items():
         sha = hashlib.sha256(example_models[key].read_bytes()).hexdigest()
         for name in codegen.FILES:
             first = (res.out_dir / name).read_text().splitlines()[0]
-            assert re.fullmatch(rf"// generated from {re.escape(example_models[key].name)} sha256 {sha} "
-                                r"by tinyhil \S+; do not edit", first)
+            assert re.fullmatch(
+                rf"// generated from {re.escape(example_models[key].name)} sha256 {sha} "
+                r"by tinyhil \S+; do not edit",
+                first,
+            )
 
 
 # --------------------------------------------------------------------------- model config
+
 
 def test_normalization_from_model_config(tiny_models, tmp_path):
     model = tmp_path / "gesture_model_quantized.tflite"
     shutil.copy(tiny_models["dense"], model)
     mean = [float(v) for v in np.linspace(-1, 1, 30)]
     (tmp_path / "gesture_model_model_config.json").write_text(
-        json.dumps({"normalization": {"mean": mean, "std": 2.5}, "other": 1}))
+        json.dumps({"normalization": {"mean": mean, "std": 2.5}, "other": 1})
+    )
     res = codegen.generate(model, tmp_path / "g", arena_bytes=2048)  # found beside the model
     assert res.normalization and res.config_path.name == "gesture_model_model_config.json"
     h = (tmp_path / "g" / "model_data.h").read_text()
@@ -547,20 +651,24 @@ def test_normalization_from_model_config(tiny_models, tmp_path):
     assert len(res.warnings) == 1 and "3 mean/std values" in res.warnings[0]
 
 
-@pytest.mark.parametrize("cfg,expect", [
-    ({"mean": 1, "std": [2, 4]}, ([1.0, 1.0], [2.0, 4.0])),
-    ({"preprocessing": {"normalization": {"mean": [[1, 2]], "stddev": [[3, 4]]}}}, ([1.0, 2.0], [3.0, 4.0])),
-    ({"input_mean": 0.5, "input_std": 0.25}, ([0.5], [0.25])),
-    ({"labels": ["a", "b"]}, None),
-])
+@pytest.mark.parametrize(
+    "cfg,expect",
+    [
+        ({"mean": 1, "std": [2, 4]}, ([1.0, 1.0], [2.0, 4.0])),
+        ({"preprocessing": {"normalization": {"mean": [[1, 2]], "stddev": [[3, 4]]}}}, ([1.0, 2.0], [3.0, 4.0])),
+        ({"input_mean": 0.5, "input_std": 0.25}, ([0.5], [0.25])),
+        ({"labels": ["a", "b"]}, None),
+    ],
+)
 def test_read_normalization_variants(tmp_path, cfg, expect):
     p = tmp_path / "c.json"
     p.write_text(json.dumps(cfg))
     assert codegen.read_normalization(p) == expect
 
 
-@pytest.mark.parametrize("text", ["not json", json.dumps({"mean": [1, 2, 3], "std": [1, 2]}),
-                                  json.dumps({"mean": 0, "std": 0})])
+@pytest.mark.parametrize(
+    "text", ["not json", json.dumps({"mean": [1, 2, 3], "std": [1, 2]}), json.dumps({"mean": 0, "std": 0})]
+)
 def test_bad_model_config(tmp_path, text):
     p = tmp_path / "c.json"
     p.write_text(text)
@@ -569,6 +677,7 @@ def test_bad_model_config(tmp_path, text):
 
 
 # --------------------------------------------------------------------------- board
+
 
 def test_board_check_limits():
     from harness.boards import load_board
@@ -588,21 +697,24 @@ def test_board_check_limits():
 
 # --------------------------------------------------------------------------- CLI and bad input
 
+
 def _cli(capsys, *args) -> tuple[int, str]:
     rc = hil_main(["codegen", *map(str, args)])
     return rc, capsys.readouterr().err
 
 
 def test_cli_generates_and_reports(tiny_models, tmp_path, capsys):
-    rc, err = _cli(capsys, "--model", tiny_models["dwconv"], "--out", tmp_path / "g", "--board", "nano33ble",
-                   "--arena-margin", "0")
+    rc, err = _cli(
+        capsys, "--model", tiny_models["dwconv"], "--out", tmp_path / "g", "--board", "nano33ble", "--arena-margin", "0"
+    )
     assert rc == 0, err
     assert "g_dwconv_model_data" in err and "recommended" in err
     h = (tmp_path / "g" / "model_data.h").read_text()
     measured = int(re.search(r"kHilArenaMeasuredBytes = (\d+)u", h).group(1))
     assert f"kHilArenaSize = {measured}u" in h  # margin 0
-    rc, err = _cli(capsys, "--model", tiny_models["dwconv"], "--out", tmp_path / "g", "--board", "nano33ble",
-                   "--arena_margin", "0")
+    rc, err = _cli(
+        capsys, "--model", tiny_models["dwconv"], "--out", tmp_path / "g", "--board", "nano33ble", "--arena_margin", "0"
+    )
     assert rc == 0 and "nothing rewritten" in err
 
 
@@ -726,8 +838,22 @@ def test_hostile_file_and_folder_names_still_compile(tiny_models, tmp_path):
         main = tmp_path / "main.cc"
         main.write_text(HOST_MAIN.replace("@LEN@", f"{res.data_symbol}_len"))
         exe = tmp_path / f"prog_{fmt}"
-        subprocess.run([GXX, "-std=c++17", "-Wall", "-Werror", "-I", str(res.out_dir), str(main),
-                        str(res.out_dir / "model_data.cc"), "-o", str(exe)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                GXX,
+                "-std=c++17",
+                "-Wall",
+                "-Werror",
+                "-I",
+                str(res.out_dir),
+                str(main),
+                str(res.out_dir / "model_data.cc"),
+                "-o",
+                str(exe),
+            ],
+            check=True,
+            capture_output=True,
+        )
         assert subprocess.run([str(exe)], capture_output=True, check=True).stdout == model.read_bytes()
 
 

@@ -35,12 +35,20 @@ def variants(request, tmp_path_factory):
         ex = _ex(request, name)
         d = tmp_path_factory.mktemp(f"variants_{name}")
         for key, kw in (("per_tensor", {"per_tensor": True}), ("dynamic", {"quantization": "dynamic"})):
-            out[(name, key)] = hc.convert(ex.keras, output_path=d / f"{name}_{key}.tflite", data_path_train=ex.data,
-                                          num_samples=64, validate_samples=32, seed=0, **kw)
+            out[(name, key)] = hc.convert(
+                ex.keras,
+                output_path=d / f"{name}_{key}.tflite",
+                data_path_train=ex.data,
+                num_samples=64,
+                validate_samples=32,
+                seed=0,
+                **kw,
+            )
     return out
 
 
 # --------------------------------------------------------------------------- structure
+
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_ptq_model_has_float_io_and_int8_inside(request, name):
@@ -70,8 +78,10 @@ def test_per_channel_conv_weights_have_one_scale_per_output_channel(audio_model)
 
     m = s.Model.GetRootAs(audio_model.tflite.read_bytes(), 0)
     g = m.Subgraphs(0)
-    codes = [max(m.OperatorCodes(i).BuiltinCode(), m.OperatorCodes(i).DeprecatedBuiltinCode())
-             for i in range(m.OperatorCodesLength())]
+    codes = [
+        max(m.OperatorCodes(i).BuiltinCode(), m.OperatorCodes(i).DeprecatedBuiltinCode())
+        for i in range(m.OperatorCodesLength())
+    ]
     checked = 0
     for i in range(g.OperatorsLength()):
         op = g.Operators(i)
@@ -108,6 +118,7 @@ def test_dynamic_without_data_converts_without_validation(gesture_example, tmp_p
 
 # --------------------------------------------------------------------------- npz
 
+
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_npz_holds_what_is_promised(request, name):
     import tensorflow as tf
@@ -130,8 +141,12 @@ def test_npz_holds_what_is_promised(request, name):
     # x is the normalized x_raw
     mean = np.asarray(cfg["normalization"]["mean"], np.float32)
     std = np.asarray(cfg["normalization"]["std"], np.float32)
-    assert np.allclose(arrays["x"], (arrays["x_raw"] - mean.reshape(-1) if mean.size > 1 else arrays["x_raw"] - mean)
-                       / (std if std.size > 1 else std), atol=1e-5)
+    assert np.allclose(
+        arrays["x"],
+        (arrays["x_raw"] - mean.reshape(-1) if mean.size > 1 else arrays["x_raw"] - mean)
+        / (std if std.size > 1 else std),
+        atol=1e-5,
+    )
     # the host outputs are reproducible from x alone
     ip = HostInterpreter(m.tflite.read_bytes(), "tflm")
     for i in (0, n - 1):
@@ -175,8 +190,19 @@ def test_report_schema(request, name):
     m = _model(request, name)
     rep = json.loads(m.report.read_text())
     assert rep["schema"] == hc.REPORT_SCHEMA and rep["passed"] is True
-    assert set(rep) >= {"settings", "outputs", "model", "sizes", "data", "float_baseline", "metrics",
-                        "gate", "rounds", "timing_s", "notes"}
+    assert set(rep) >= {
+        "settings",
+        "outputs",
+        "model",
+        "sizes",
+        "data",
+        "float_baseline",
+        "metrics",
+        "gate",
+        "rounds",
+        "timing_s",
+        "notes",
+    }
     s = rep["sizes"]
     assert s["tflite_bytes"] == m.tflite.stat().st_size
     assert s["compression_ratio"] == pytest.approx(s["float_tflite_bytes"] / s["tflite_bytes"], rel=1e-3)
@@ -190,9 +216,16 @@ def test_report_schema(request, name):
 
 # --------------------------------------------------------------------------- options
 
+
 def test_int8_io_records_quantization(gesture_example, tmp_path):
-    res = hc.convert(gesture_example.keras, output_path=tmp_path / "g8.tflite", data_path_train=gesture_example.data,
-                     num_samples=64, validate_samples=16, io="int8")
+    res = hc.convert(
+        gesture_example.keras,
+        output_path=tmp_path / "g8.tflite",
+        data_path_train=gesture_example.data,
+        num_samples=64,
+        validate_samples=16,
+        io="int8",
+    )
     info = inspect_model(res.tflite)
     assert info.inputs[0].dtype == "int8" and info.outputs[0].dtype == "int8"
     arrays, meta = hc.load_validation_npz(res.npz)
@@ -206,8 +239,15 @@ def test_int8_io_records_quantization(gesture_example, tmp_path):
 
 
 def test_batch_validate_reports_the_worst_round(gesture_example, tmp_path):
-    res = hc.convert(gesture_example.keras, output_path=tmp_path / "b.tflite", data_path_train=gesture_example.data,
-                     num_samples=64, validate_samples=16, batch_validate=3, seed=7)
+    res = hc.convert(
+        gesture_example.keras,
+        output_path=tmp_path / "b.tflite",
+        data_path_train=gesture_example.data,
+        num_samples=64,
+        validate_samples=16,
+        batch_validate=3,
+        seed=7,
+    )
     rounds = res.report["rounds"]
     assert [r["seed"] for r in rounds] == [7, 8, 9]
     assert res.metrics["cosine_mean"] == min(r["cosine_mean"] for r in rounds)
@@ -217,8 +257,20 @@ def test_batch_validate_reports_the_worst_round(gesture_example, tmp_path):
 def test_cli_defaults_infer_config_data_and_outputs(gesture_example, tmp_path, capsys):
     d = tmp_path / "copy"
     shutil.copytree(gesture_example.out_dir, d)
-    rc = main(["convert", "--checkpoint-path", str(d / "gesture.keras"), "--num-samples", "32",
-               "--validate_samples", "16", "--report-json", str(d / "r.json"), "-q"])
+    rc = main(
+        [
+            "convert",
+            "--checkpoint-path",
+            str(d / "gesture.keras"),
+            "--num-samples",
+            "32",
+            "--validate_samples",
+            "16",
+            "--report-json",
+            str(d / "r.json"),
+            "-q",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out.split()
     assert str(d / "gesture_quantized.tflite") in out
@@ -229,9 +281,17 @@ def test_cli_defaults_infer_config_data_and_outputs(gesture_example, tmp_path, c
 
 
 def test_seed_changes_the_draw(gesture_example, tmp_path):
-    runs = [hc.convert(gesture_example.keras, output_path=tmp_path / f"s{s}.tflite",
-                       data_path_train=gesture_example.data, num_samples=32, validate_samples=8, seed=s)
-            for s in (1, 1, 2)]
+    runs = [
+        hc.convert(
+            gesture_example.keras,
+            output_path=tmp_path / f"s{s}.tflite",
+            data_path_train=gesture_example.data,
+            num_samples=32,
+            validate_samples=8,
+            seed=s,
+        )
+        for s in (1, 1, 2)
+    ]
     x = [hc.load_validation_npz(r.npz)[0]["x"] for r in runs]
     assert np.array_equal(x[0], x[1]) and not np.array_equal(x[0], x[2])
     assert runs[0].tflite.read_bytes() == runs[1].tflite.read_bytes()
@@ -239,12 +299,29 @@ def test_seed_changes_the_draw(gesture_example, tmp_path):
 
 # --------------------------------------------------------------------------- quality gate
 
+
 def test_quality_gate_fails_with_exit_1_and_still_writes(gesture_example, tmp_path, capsys):
     out = tmp_path / "g.tflite"
     rep = tmp_path / "g.json"
-    rc = main(["convert", "--checkpoint_path", str(gesture_example.keras), "--data_path_train",
-               str(gesture_example.data), "--num_samples", "32", "--validate_samples", "16",
-               "--min_cosine_sim", "1.01", "--output_path", str(out), "--report_json", str(rep)])
+    rc = main(
+        [
+            "convert",
+            "--checkpoint_path",
+            str(gesture_example.keras),
+            "--data_path_train",
+            str(gesture_example.data),
+            "--num_samples",
+            "32",
+            "--validate_samples",
+            "16",
+            "--min_cosine_sim",
+            "1.01",
+            "--output_path",
+            str(out),
+            "--report_json",
+            str(rep),
+        ]
+    )
     assert rc == 1
     err = capsys.readouterr().err
     assert "FAIL" in err and "worst samples" in err and "X.npy[" in err
@@ -255,6 +332,7 @@ def test_quality_gate_fails_with_exit_1_and_still_writes(gesture_example, tmp_pa
 
 
 # --------------------------------------------------------------------------- bad input
+
 
 @pytest.fixture()
 def work(gesture_example, tmp_path):
@@ -360,6 +438,7 @@ def test_bad_input_exit_2_one_line(work, case, capsys):
 def test_export_onnx_without_tf2onnx(work, capsys):
     try:
         import tf2onnx  # noqa: F401
+
         pytest.skip("tf2onnx is installed; the missing-extra error cannot be shown")
     except ImportError:
         pass

@@ -20,6 +20,7 @@ def _xy(n_per_class=10, classes=3, shape=(6,), seed=0):
 
 # --------------------------------------------------------------------------- layouts
 
+
 def test_three_layouts_load_the_same_samples(tmp_path):
     x, y = _xy()
     names = ["a", "b", "c"]
@@ -75,18 +76,21 @@ def test_class_file_may_hold_a_stack(tmp_path):
     assert ds.sample_id(1) == "a/many.npy[1]"
 
 
-@pytest.mark.parametrize("case,match", [
-    ("missing", "does not exist"),
-    ("empty", "holds no .npy"),
-    ("shape", "does not match the model input"),
-    ("nan", "NaN or Inf"),
-    ("inf", "NaN or Inf"),
-    ("corrupt", "cannot read"),
-    ("unknown_class", "not classes of the model"),
-    ("label_count", "labels for"),
-    ("npz_no_x", "no 'x' array"),
-    ("text", "neither a folder"),
-])
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("missing", "does not exist"),
+        ("empty", "holds no .npy"),
+        ("shape", "does not match the model input"),
+        ("nan", "NaN or Inf"),
+        ("inf", "NaN or Inf"),
+        ("corrupt", "cannot read"),
+        ("unknown_class", "not classes of the model"),
+        ("label_count", "labels for"),
+        ("npz_no_x", "no 'x' array"),
+        ("text", "neither a folder"),
+    ],
+)
 def test_bad_data_is_a_data_error(tmp_path, case, match):
     x, y = _xy()
     p = tmp_path / "d"
@@ -127,6 +131,7 @@ def test_nan_error_names_the_sample(tmp_path):
 
 # --------------------------------------------------------------------------- filter and split
 
+
 def test_signal_level_per_channel_ignores_offsets():
     t = np.linspace(0, 1, 100)
     moving = np.stack([np.sin(8 * t), np.cos(8 * t), 1 + 0 * t], axis=1).reshape(1, -1)
@@ -160,7 +165,9 @@ def test_stratified_sample_balances_and_is_deterministic():
 
 
 def _ds(x, y, names=("a", "b", "c")):
-    return hdata.Dataset(x=x.astype(np.float32), y=y, class_names=names, layout="npz", source=__import__("pathlib").Path("d.npz"))
+    return hdata.Dataset(
+        x=x.astype(np.float32), y=y, class_names=names, layout="npz", source=__import__("pathlib").Path("d.npz")
+    )
 
 
 def test_split_disjoint_stratified_and_skips_silent():
@@ -197,6 +204,7 @@ def test_class_with_too_few_samples():
 
 
 # --------------------------------------------------------------------------- normalization
+
 
 def test_normalization_broadcasts_and_flags(tmp_path):
     cfg_path = tmp_path / "c.json"

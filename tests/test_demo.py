@@ -19,9 +19,15 @@ def test_demo_end_to_end_and_rerun(tmp_path, capsys):
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     rep = out / "reports" / "validation.json"
-    for p in (out / "model" / "gesture_quantized.tflite", out / "model" / "gesture_quantized_validation_data.npz",
-              out / "firmware_src" / "model_data.cc", out / "firmware_src" / "model_ops.h", rep,
-              out / "reports" / "validation.xml", out / "reports" / "validation.html"):
+    for p in (
+        out / "model" / "gesture_quantized.tflite",
+        out / "model" / "gesture_quantized_validation_data.npz",
+        out / "firmware_src" / "model_data.cc",
+        out / "firmware_src" / "model_ops.h",
+        rep,
+        out / "reports" / "validation.xml",
+        out / "reports" / "validation.html",
+    ):
         assert p.is_file(), p
         assert str(p) in cap.out + cap.err or p.parent.name in ("model", "firmware_src")
     r = json.loads(rep.read_text())

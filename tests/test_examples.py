@@ -88,7 +88,10 @@ def test_audio_example_outputs(audio_example):
     import tensorflow as tf
 
     model = tf.keras.models.load_model(ex.keras, compile=False)
-    convs = [layer for layer in model.layers if isinstance(layer, (tf.keras.layers.Conv2D,))
-             and not isinstance(layer, tf.keras.layers.DepthwiseConv2D)]
+    convs = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, (tf.keras.layers.Conv2D,)) and not isinstance(layer, tf.keras.layers.DepthwiseConv2D)
+    ]
     assert any(isinstance(layer, tf.keras.layers.DepthwiseConv2D) for layer in model.layers)
     assert convs and all(c.filters % 8 == 0 for c in convs)

@@ -10,9 +10,9 @@ import shutil
 import struct
 import subprocess
 
+import firmware_build as fb
 import pytest
 
-import firmware_build as fb
 from harness.protocol import codec as c
 
 GOLDEN_FRAMES = fb.REPO / "tests" / "golden" / "frames.txt"
@@ -58,14 +58,27 @@ def test_vector_check_fails_on_a_wrong_vector(codec_bin, tmp_path):
 
 # --------------------------------------------------------------------- dispatcher
 
+
 class FakeModel:
     """Python twin of firmware/test/fake_backend.h."""
 
     inputs = (c.TensorDescriptor("float32", (1, 4), 0.0, 0, 16), c.TensorDescriptor("int8", (1, 2, 3), 0.5, -3, 6))
     outputs = (c.TensorDescriptor("int8", (1, 5), 0.25, 1, 5), c.TensorDescriptor("int32", (300,), 0.0, 0, 1200))
-    info = c.Info(version=1, flags=c.INFO_CYCLES_REAL, max_frame=MAX_FRAME, rx_window=RX_WINDOW, arena_size=8192,
-                  arena_used=5000, model_size=4321, model_sha256=bytes(range(32)), cpu_hz=64_000_000,
-                  firmware="fake-fw 1.0", board="fake", inputs=inputs, outputs=outputs)
+    info = c.Info(
+        version=1,
+        flags=c.INFO_CYCLES_REAL,
+        max_frame=MAX_FRAME,
+        rx_window=RX_WINDOW,
+        arena_size=8192,
+        arena_used=5000,
+        model_size=4321,
+        model_sha256=bytes(range(32)),
+        cpu_hz=64_000_000,
+        firmware="fake-fw 1.0",
+        board="fake",
+        inputs=inputs,
+        outputs=outputs,
+    )
 
     @staticmethod
     def outputs_for(in0: bytes, in1: bytes) -> tuple[bytes, bytes]:
@@ -148,15 +161,18 @@ def test_a_whole_sample_bit_exact(codec_bin):
     dev.request(c.Read(1, 0, 1200), 7)
     dev.request(c.Read(1, chunk, 1200 - chunk), 8)
     res = dev.run()
-    assert res[1:] == [
-        [c.encode_message(c.Ack(), 2)],
-        [c.encode_message(c.Ack(), 3)],
-        [c.encode_message(c.Ack(), 4)],
-        [c.encode_message(FakeModel.result(77, 0), 5)],
-        [c.encode_message(c.Data(0, 0, out0), 6)],
-        [c.encode_message(c.Data(1, 0, out1[:chunk]), 7)],  # cut to one max_frame body
-        [c.encode_message(c.Data(1, chunk, out1[chunk:]), 8)],
-    ]
+    assert (
+        res[1:]
+        == [
+            [c.encode_message(c.Ack(), 2)],
+            [c.encode_message(c.Ack(), 3)],
+            [c.encode_message(c.Ack(), 4)],
+            [c.encode_message(FakeModel.result(77, 0), 5)],
+            [c.encode_message(c.Data(0, 0, out0), 6)],
+            [c.encode_message(c.Data(1, 0, out1[:chunk]), 7)],  # cut to one max_frame body
+            [c.encode_message(c.Data(1, chunk, out1[chunk:]), 8)],
+        ]
+    )
     assert len(c.message_body(c.Data(1, 0, out1[:chunk]), 7)) == MAX_FRAME
 
 
@@ -173,11 +189,15 @@ def test_pipelined_requests_split_anywhere(codec_bin):
     pos, k = 0, 0
     while pos < len(stream):
         n = 1 + k % 7
-        dev.feed(stream[pos:pos + n])
+        dev.feed(stream[pos : pos + n])
         pos, k = pos + n, k + 1
     frames = [f for step in dev.run() for f in step]
-    assert frames == [c.encode_message(c.Ack(), 1), c.encode_message(c.Ack(), 2),
-                      c.encode_message(FakeModel.result(5, 0), 3), c.encode_message(c.Data(0, 0, out0), 4)]
+    assert frames == [
+        c.encode_message(c.Ack(), 1),
+        c.encode_message(c.Ack(), 2),
+        c.encode_message(FakeModel.result(5, 0), 3),
+        c.encode_message(c.Data(0, 0, out0), 4),
+    ]
 
 
 def test_retransmissions_are_exactly_once(codec_bin):
@@ -186,7 +206,7 @@ def test_retransmissions_are_exactly_once(codec_bin):
     dev.request(c.Write(0, 0, in0), 1)
     dev.request(c.Write(1, 0, in1), 2)
     dev.request(c.Invoke(1), 3)
-    dup_invoke = dev.request(c.Invoke(1), 3, flags=c.FLAG_RETRY)   # response "lost": sent again
+    dup_invoke = dev.request(c.Invoke(1), 3, flags=c.FLAG_RETRY)  # response "lost": sent again
     dup_write = dev.request(c.Write(1, 0, in1), 2, flags=c.FLAG_RETRY)
     # A new sample: INVOKE needs both inputs again (the duplicate WRITE did not count).
     dev.request(c.Write(0, 0, in0), 4)
@@ -197,7 +217,7 @@ def test_retransmissions_are_exactly_once(codec_bin):
     assert res[dup_invoke] == [c.encode_message(FakeModel.result(1, 0), 3)]  # the same RESULT, not run again
     assert res[dup_write] == [c.encode_message(c.Ack(), 2)]
     assert error_of(res[incomplete][0]) == ("INCOMPLETE_INPUT", 5)
-    assert res[second] == [c.encode_message(FakeModel.result(2, 1), 7)]   # the model's 2nd invoke
+    assert res[second] == [c.encode_message(FakeModel.result(2, 1), 7)]  # the model's 2nd invoke
 
 
 def test_memory_holds_two_windows(codec_bin):
@@ -206,10 +226,10 @@ def test_memory_holds_two_windows(codec_bin):
     dev.request(c.Write(0, 0, in0), 1)
     dev.request(c.Write(1, 0, in1), 2)
     dev.request(c.Invoke(1), 3)
-    for seq in range(4, 4 + 2 * RX_WINDOW - 1):   # seq 3 is still among the last 2 x rx_window
+    for seq in range(4, 4 + 2 * RX_WINDOW - 1):  # seq 3 is still among the last 2 x rx_window
         dev.request(c.Ping(b"p"), seq)
     remembered = dev.request(c.Invoke(1), 3)
-    dev.request(c.Ping(b"p"), 50)                  # now seq 3 falls out of the memory
+    dev.request(c.Ping(b"p"), 50)  # now seq 3 falls out of the memory
     forgotten = dev.request(c.Invoke(1), 3)
     res = dev.run()
     assert res[remembered] == [c.encode_message(FakeModel.result(1, 0), 3)]
@@ -220,17 +240,17 @@ def test_a_new_session_is_not_answered_from_the_old_ones_memory(codec_bin):
     """A second host process numbers from 1 again; its HELLO (new nonce)
     clears the memory, a retransmitted HELLO (same nonce) does not."""
     dev = Device(codec_bin)
-    for nonce, fill in ((111, 1), (222, 2)):          # two sessions, the same seqs
+    for nonce, fill in ((111, 1), (222, 2)):  # two sessions, the same seqs
         dev.request(c.Hello(1, 1, nonce), 1)
         dev.request(c.Write(0, 0, bytes([fill] * 16)), 2)
         dev.request(c.Write(1, 0, bytes([fill] * 6)), 3)
         dev.request(c.Invoke(9), 4)
-    dev.request(c.Hello(1, 1, 222), 1, flags=c.FLAG_RETRY)   # a late retransmission of the 2nd HELLO
+    dev.request(c.Hello(1, 1, 222), 1, flags=c.FLAG_RETRY)  # a late retransmission of the 2nd HELLO
     dup = dev.request(c.Invoke(9), 4, flags=c.FLAG_RETRY)
     res = dev.run()
     assert res[3] == [c.encode_message(FakeModel.result(9, 0), 4)]
-    assert res[7] == [c.encode_message(FakeModel.result(9, 1), 4)]   # executed: the model's 2nd invoke
-    assert res[dup] == res[7]                                        # still remembered
+    assert res[7] == [c.encode_message(FakeModel.result(9, 1), 4)]  # executed: the model's 2nd invoke
+    assert res[dup] == res[7]  # still remembered
 
 
 def test_errors(codec_bin):
@@ -249,7 +269,7 @@ def test_errors(codec_bin):
         dev.feed(c.encode_wire(c.encode_body(c.ACK, 0, 11, b""))): "UNKNOWN_TYPE",  # not a request
     }
     dev.request(c.Write(0, 0, bytes(16)), 12)
-    dev.request(c.Write(1, 0, b"\x7f" + bytes(5)), 13)   # the fake interpreter fails on this input
+    dev.request(c.Write(1, 0, b"\x7f" + bytes(5)), 13)  # the fake interpreter fails on this input
     cases[dev.request(c.Invoke(3), 14)] = "INVOKE_FAILED"
     res = dev.run()
     seqs = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 14]
@@ -260,8 +280,12 @@ def test_errors(codec_bin):
 
 def test_not_ready_device_says_why(codec_bin):
     dev = Device(codec_bin, not_ready=True)
-    steps = [dev.request(c.Hello(), 1), dev.request(c.Write(0, 0, b"x"), 2), dev.request(c.Invoke(1), 3),
-             dev.request(c.Read(0, 0, 1), 4)]
+    steps = [
+        dev.request(c.Hello(), 1),
+        dev.request(c.Write(0, 0, b"x"), 2),
+        dev.request(c.Invoke(1), 3),
+        dev.request(c.Read(0, 0, 1), 4),
+    ]
     ping = dev.request(c.Ping(b"alive"), 5)
     res = dev.run()
     for seq, step in enumerate(steps, 1):
@@ -278,14 +302,14 @@ def test_boot_and_log_frames(codec_bin):
     res = dev.run()
     assert res[boot] == [c.encode_message(c.Boot(0xCAFEBABE), 0)]
     assert res[log] == [c.encode_message(c.Log(1, "arena: 5000 of 8192 bytes used"), 0)]
-    assert res[long] == [c.encode_message(c.Log(3, "y" * 160), 0)]   # HIL_MAX_LOG
+    assert res[long] == [c.encode_message(c.Log(3, "y" * 160), 0)]  # HIL_MAX_LOG
 
 
 def test_bad_frames_get_no_answer(codec_bin):
     good = c.encode_message(c.Ping(b"ok"), 3)
     bad_crc = bytearray(c.encode_message(c.Ping(b"ok"), 1))
     bad_crc[2] ^= 1
-    too_long = c.encode_message(c.Write(0, 0, bytes(MAX_FRAME)), 2)   # body MAX_FRAME + 8
+    too_long = c.encode_message(c.Write(0, 0, bytes(MAX_FRAME)), 2)  # body MAX_FRAME + 8
     dev = Device(codec_bin)
     silent = [dev.feed(bytes(bad_crc)), dev.feed(too_long), dev.feed(b"\x05\x01\x02\x00"), dev.feed(b"\x01\x00")]
     answered = dev.feed(good)
@@ -296,6 +320,7 @@ def test_bad_frames_get_no_answer(codec_bin):
 
 # --------------------------------------------------------------------- fuzzing
 
+
 def test_fuzz_receiver_and_dispatcher(tmp_path_factory):
     why = fb.fuzzer_unavailable()
     if why:
@@ -305,19 +330,33 @@ def test_fuzz_receiver_and_dispatcher(tmp_path_factory):
     corpus = out / "corpus"
     corpus.mkdir()
     # Seeds: real request streams, raw (0x00 prefix) and as records (0x01).
-    stream = b"".join(c.encode_message(m, s) for m, s in [
-        (c.Hello(), 1), (c.Write(0, 0, bytes(16)), 2), (c.Write(1, 0, bytes(6)), 3), (c.Invoke(1), 4),
-        (c.Read(1, 0, 1200), 5), (c.Ping(b"z"), 6)])
+    stream = b"".join(
+        c.encode_message(m, s)
+        for m, s in [
+            (c.Hello(), 1),
+            (c.Write(0, 0, bytes(16)), 2),
+            (c.Write(1, 0, bytes(6)), 3),
+            (c.Invoke(1), 4),
+            (c.Read(1, 0, 1200), 5),
+            (c.Ping(b"z"), 6),
+        ]
+    )
     (corpus / "raw").write_bytes(b"\x00" + stream)
     bodies = [c.message_body(c.Write(0, 4, bytes(8)), 9)[:-4], c.message_body(c.Invoke(2), 9)[:-4]]
     (corpus / "records").write_bytes(b"\x01" + b"".join(bytes([len(b)]) + b for b in bodies))
-    proc = subprocess.run([str(exe), "-runs=50000", "-seed=1", "-max_len=4096", "-timeout=10", str(corpus)],
-                          capture_output=True, text=True, timeout=600, cwd=out)
+    proc = subprocess.run(
+        [str(exe), "-runs=50000", "-seed=1", "-max_len=4096", "-timeout=10", str(corpus)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=out,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Done 50000 runs" in proc.stderr
 
 
 # --------------------------------------------------------------------- Cortex-M
+
 
 @pytest.fixture(scope="session")
 def cross_results(tmp_path_factory):
@@ -333,10 +372,12 @@ def test_cross_build_links_without_heap(cross_results, cpu):
     assert r["forbidden"] == [], f"the link pulls in heap/exception code: {r['forbidden']}"
     assert set(r["library_imports"]) <= {"memcpy", "memmove", "memset"}, r["library_imports"]
     # Reported in the test output (pytest -s / -rA shows it).
-    print(f"\n{cpu}: hil_protocol .text {r['library']['text']} B, static RAM {r['library_static_ram']} B "
-          f"(.data+.bss); one Dispatcher (HIL_MAX_FRAME={MAX_FRAME}, HIL_RX_WINDOW={RX_WINDOW}) "
-          f"{r['dispatcher_bytes']} B")
-    assert r["library_static_ram"] == 0   # all state lives in the caller's Dispatcher
+    print(
+        f"\n{cpu}: hil_protocol .text {r['library']['text']} B, static RAM {r['library_static_ram']} B "
+        f"(.data+.bss); one Dispatcher (HIL_MAX_FRAME={MAX_FRAME}, HIL_RX_WINDOW={RX_WINDOW}) "
+        f"{r['dispatcher_bytes']} B"
+    )
+    assert r["library_static_ram"] == 0  # all state lives in the caller's Dispatcher
     assert 0 < r["dispatcher_bytes"] < 3 * MAX_FRAME
 
 
@@ -347,6 +388,18 @@ def test_heap_check_can_fail(tmp_path):
     src = tmp_path / "heap.cpp"
     src.write_text("int* volatile g;\nint main() { g = new int(3); delete g; return 0; }\n")
     elf = tmp_path / "heap.elf"
-    subprocess.run(["arm-none-eabi-g++", "-mcpu=cortex-m4", *fb.CROSS_FLAGS, str(src), "--specs=nano.specs",
-                    "--specs=nosys.specs", "-o", str(elf)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "arm-none-eabi-g++",
+            "-mcpu=cortex-m4",
+            *fb.CROSS_FLAGS,
+            str(src),
+            "--specs=nano.specs",
+            "--specs=nosys.specs",
+            "-o",
+            str(elf),
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert "malloc" in fb.forbidden_symbols(elf)

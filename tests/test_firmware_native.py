@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 import subprocess
 
+import firmware_build as fb
 import numpy as np
 import pytest
-
-import firmware_build as fb
 
 pytestmark = [pytest.mark.tflm, pytest.mark.slow]
 
@@ -73,8 +72,9 @@ def build_for(model_path, tflm_native, tmp_path_factory, defines=()):
 
 class NativeDevice:
     def __init__(self, exe, *args):
-        self.proc = subprocess.Popen([str(exe), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [str(exe), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         line = self.proc.stdout.readline().decode()
         assert line.startswith("HIL_PORT /dev/"), line
         self.port = line.split()[1]
@@ -94,9 +94,7 @@ def random_sample(inputs, rng):
 def test_native_firmware_is_bit_exact_to_tflm(request, name, tflm_native, sim_models, tmp_path_factory):
     from harness.model import inspect_model, read_model_bytes
     from harness.protocol.session import DeviceSession, check_device_matches
-    from harness.runtime import HostInterpreter
-
-    from harness.runtime import prepare_input
+    from harness.runtime import HostInterpreter, prepare_input
 
     model_path, npz = _model(request, name, sim_models)
     exe = build_for(model_path, tflm_native, tmp_path_factory)
@@ -123,9 +121,11 @@ def test_native_firmware_is_bit_exact_to_tflm(request, name, tflm_native, sim_mo
                 for g, w in zip(got.outputs, want):
                     assert g.dtype == w.dtype and g.shape == w.shape
                     assert g.tobytes() == w.tobytes(), "device output differs from TFLM's reference"
-                if y_tflm is not None:   # and from what convert stored as the oracle
-                    assert got.outputs[0].tobytes() == np.asarray(y_tflm, got.outputs[0].dtype).reshape(
-                        got.outputs[0].shape).tobytes()
+                if y_tflm is not None:  # and from what convert stored as the oracle
+                    assert (
+                        got.outputs[0].tobytes()
+                        == np.asarray(y_tflm, got.outputs[0].dtype).reshape(got.outputs[0].shape).tobytes()
+                    )
             assert s.stats.retransmits == 0
     finally:
         dev.close()

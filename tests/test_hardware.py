@@ -26,8 +26,10 @@ from harness.protocol.session import DeviceSession, check_device_matches
 
 pytestmark = pytest.mark.hardware
 
-HOWTO = ("no device named: set HIL_PORT=<pyserial URL> HIL_MODEL=<.tflite it holds> "
-         "HIL_DATA=<_validation_data.npz> [HIL_BOARD=<id>] to run the tests against a board")
+HOWTO = (
+    "no device named: set HIL_PORT=<pyserial URL> HIL_MODEL=<.tflite it holds> "
+    "HIL_DATA=<_validation_data.npz> [HIL_BOARD=<id>] to run the tests against a board"
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +58,28 @@ def test_handshake_names_the_board_and_the_model(device):
 def test_validation_passes_bit_exact_to_tflm(device, tmp_path):
     port, model, data, _ = device
     report = tmp_path / "report.json"
-    proc = subprocess.run([sys.executable, "-m", "harness", "validate", "--port", port, "--model", model,
-                           "--data", data, "--max-lsb", "0", "--report-json", str(report),
-                           "--junit-xml", str(tmp_path / "report.xml")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "validate",
+            "--port",
+            port,
+            "--model",
+            model,
+            "--data",
+            data,
+            "--max-lsb",
+            "0",
+            "--report-json",
+            str(report),
+            "--junit-xml",
+            str(tmp_path / "report.xml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(report.read_text())
     assert r["status"] == "pass" and r["samples_done"] == r["samples_planned"] > 0

@@ -8,7 +8,6 @@ import json
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,12 @@ from harness.paths import boards_dir, firmware_dir
 
 FW = firmware_dir()
 needs_pio = pytest.mark.skipif(shutil.which("pio") is None, reason="PlatformIO not installed: pip install platformio")
-needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-g++") is None,
-                               reason="arm-none-eabi-g++ missing: apt-get install gcc-arm-none-eabi")
-needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-arm") is None,
-                                reason="qemu-system-arm missing: apt-get install qemu-system-arm")
+needs_arm = pytest.mark.skipif(
+    shutil.which("arm-none-eabi-g++") is None, reason="arm-none-eabi-g++ missing: apt-get install gcc-arm-none-eabi"
+)
+needs_qemu = pytest.mark.skipif(
+    shutil.which("qemu-system-arm") is None, reason="qemu-system-arm missing: apt-get install qemu-system-arm"
+)
 
 HELLO_CM = r"""
 #include <cstring>
@@ -83,7 +84,7 @@ def hello_project(tmp_path_factory, pio_cache):
     inc = f"-I{FW / 'include'}"
     (proj / "platformio.ini").write_text(f"""
 [platformio]
-boards_dir = {boards_dir() / 'pio'}
+boards_dir = {boards_dir() / "pio"}
 
 [env]
 platform = {platform}
@@ -91,25 +92,26 @@ custom_hil_tflm = no
 
 [env:native]
 build_src_filter = -<*>
-build_flags = -I{proj / 'host'}
+build_flags = -I{proj / "host"}
 extra_scripts = pre:add_host.py
 
 [env:qemu_m55]
 board = hil_mps3_an547
-board_build.ldscript = {FW / 'src/boards/qemu_m55/qemu_m55.ld'}
+board_build.ldscript = {FW / "src/boards/qemu_m55/qemu_m55.ld"}
 build_flags = {inc}
 build_src_filter = +<*> -<boards/> +<boards/cortex_m/> +<boards/qemu_m55/>
 
 [env:nucleo_n657x0_q]
 board = hil_nucleo_n657x0_q
-board_build.ldscript = {FW / 'src/boards/stm32n6/stm32n6.ld'}
+board_build.ldscript = {FW / "src/boards/stm32n6/stm32n6.ld"}
 build_flags = {inc}
 build_src_filter = +<*> -<boards/> +<boards/cortex_m/> +<boards/stm32n6/>
 """)
     # The host program lives outside src/ so the Cortex-M sources stay out of it.
     (proj / "add_host.py").write_text(
         'Import("env")\nimport os\n'
-        'env.BuildSources(os.path.join("$BUILD_DIR", "host"), os.path.join("$PROJECT_DIR", "host"))\n')
+        'env.BuildSources(os.path.join("$BUILD_DIR", "host"), os.path.join("$PROJECT_DIR", "host"))\n'
+    )
     return proj
 
 
@@ -120,6 +122,7 @@ def _pio_run(proj: Path, env: str) -> subprocess.CompletedProcess:
 
 
 # --------------------------------------------------------------------------- config
+
 
 def test_platformio_ini_parses_and_has_every_board_env():
     from platformio.project.config import ProjectConfig
@@ -149,6 +152,7 @@ def test_offline_platform_manifest():
 
 # --------------------------------------------------------------------------- tool-scons
 
+
 @needs_pio
 def test_ensure_offline_platformio_installs_tool_scons_as_platformio_owned(pio_cache):
     core = pio.ensure_offline_platformio()
@@ -156,8 +160,10 @@ def test_ensure_offline_platformio_installs_tool_scons_as_platformio_owned(pio_c
     assert record["version"] == pio.SCONS_PACKAGE_VERSION
     assert record["spec"]["owner"] == "platformio" and record["spec"]["name"] == "tool-scons"
     # PlatformIO itself now resolves its core package to ours.
-    code = ("from platformio.package.manager.core import get_core_package_dir as g;"
-            "print(g('tool-scons', auto_install=False))")
+    code = (
+        "from platformio.package.manager.core import get_core_package_dir as g;"
+        "print(g('tool-scons', auto_install=False))"
+    )
     out = subprocess.run(["python", "-c", code], env=pio.pio_env(), capture_output=True, text=True)
     assert Path(out.stdout.strip()) == core / "packages" / "tool-scons"
     # Idempotent: a second call does not reinstall.
@@ -175,6 +181,7 @@ def test_pio_env_is_isolated_and_offline(monkeypatch, tmp_path):
 
 
 # --------------------------------------------------------------------------- builds
+
 
 @needs_pio
 def test_native_program_builds_offline_and_runs(hello_project):

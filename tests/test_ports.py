@@ -15,12 +15,27 @@ def _fake(*ports):
     return lambda: [SimpleNamespace(**p) for p in ports]
 
 
-ACM = dict(device="/dev/ttyACM0", vid=0x2341, pid=0x805A, serial_number="ABC123", description="Nano 33 BLE",
-           manufacturer="Arduino", location="1-1")
-USB = dict(device="/dev/ttyUSB0", vid=0x0403, pid=0x6001, serial_number=None, description="FT232R",
-           manufacturer="FTDI", location=None)
-S0 = dict(device="/dev/ttyS0", vid=None, pid=None, serial_number=None, description="n/a", manufacturer=None,
-          location=None)
+ACM = dict(
+    device="/dev/ttyACM0",
+    vid=0x2341,
+    pid=0x805A,
+    serial_number="ABC123",
+    description="Nano 33 BLE",
+    manufacturer="Arduino",
+    location="1-1",
+)
+USB = dict(
+    device="/dev/ttyUSB0",
+    vid=0x0403,
+    pid=0x6001,
+    serial_number=None,
+    description="FT232R",
+    manufacturer="FTDI",
+    location=None,
+)
+S0 = dict(
+    device="/dev/ttyS0", vid=None, pid=None, serial_number=None, description="n/a", manufacturer=None, location=None
+)
 
 
 def test_known_boards_are_marked():

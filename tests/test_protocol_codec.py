@@ -23,7 +23,10 @@ descriptors = st.builds(
     c.TensorDescriptor,
     dtype=st.sampled_from(sorted(c.DTYPE_CODES)),
     shape=st.lists(i32, max_size=6).map(tuple),
-    scale=f32, zero_point=i32, nbytes=u32)
+    scale=f32,
+    zero_point=i32,
+    nbytes=u32,
+)
 
 messages = st.one_of(
     st.builds(c.Hello, u16, u16, u32),
@@ -32,9 +35,22 @@ messages = st.one_of(
     st.builds(c.Read, u8, u32, u32),
     st.builds(c.Ping, blob),
     st.just(c.Ack()),
-    st.builds(c.Info, u16, u16, u32, u16, u32, u32, u32, st.binary(min_size=32, max_size=32), u32,
-              str8, str8, st.lists(descriptors, max_size=4).map(tuple),
-              st.lists(descriptors, max_size=4).map(tuple)),
+    st.builds(
+        c.Info,
+        u16,
+        u16,
+        u32,
+        u16,
+        u32,
+        u32,
+        u32,
+        st.binary(min_size=32, max_size=32),
+        u32,
+        str8,
+        str8,
+        st.lists(descriptors, max_size=4).map(tuple),
+        st.lists(descriptors, max_size=4).map(tuple),
+    ),
     st.builds(c.Result, u32, u32, u32, st.integers(0, 2**64 - 1)),
     st.builds(c.Data, u8, u32, blob),
     st.builds(c.Pong, blob),
@@ -65,7 +81,7 @@ def test_stream_with_garbage_yields_every_frame(msg, seq, garbage, step):
     dec = c.FrameDecoder()
     out = []
     for i in range(0, len(stream), step):
-        out += dec.feed(stream[i:i + step])
+        out += dec.feed(stream[i : i + step])
     msgs = [f.message() for f in out if f.seq == seq and f.type == msg.TYPE]
     assert len(msgs) >= len(garbage) + 1
     assert all(_same(m, msg) for m in msgs)
@@ -145,7 +161,8 @@ def test_names_and_flags():
 
 
 def test_info_ignores_bytes_of_later_versions():
-    info = c.Info(1, 2, 4096, 8, 100, 50, 10, bytes(32), 0, "fw", "sim",
-                  (c.TensorDescriptor("float32", (1, 4), 0.0, 0, 16),), ())
+    info = c.Info(
+        1, 2, 4096, 8, 100, 50, 10, bytes(32), 0, "fw", "sim", (c.TensorDescriptor("float32", (1, 4), 0.0, 0, 16),), ()
+    )
     body = c.encode_body(c.INFO, 0, 1, info.payload() + b"future fields")
     assert c.decode_body(body).message() == info

@@ -71,18 +71,21 @@ def test_stream_vector(v, step):
     step = step or len(wire)
     got = []
     for i in range(0, len(wire), step):
-        got += [f.body.hex() for f in dec.feed(wire[i:i + step])]
+        got += [f.body.hex() for f in dec.feed(wire[i : i + step])]
     assert got == v["bodies"]
     assert dec.drop_log == v["drops"]
 
 
 def test_text_twin_parses_like_a_cpp_test_would():
-    lines = [ln.split(" ") for ln in (GOLDEN / "frames.txt").read_text(encoding="utf-8").splitlines()
-             if ln and not ln.startswith("#")]
+    lines = [
+        ln.split(" ")
+        for ln in (GOLDEN / "frames.txt").read_text(encoding="utf-8").splitlines()
+        if ln and not ln.startswith("#")
+    ]
     n = len(VECTORS["frames"]) + len(VECTORS["malformed"]) + len(VECTORS["message_errors"]) + len(VECTORS["streams"])
     assert len(lines) == n
     for parts in lines:
-        name, kind, wire = parts[0], parts[1], bytes.fromhex(parts[2])
+        _name, kind, wire = parts[0], parts[1], bytes.fromhex(parts[2])
         if kind == "frame":
             assert c.decode_wire(wire, MAX_BODY).body == bytes.fromhex(parts[3])
         elif kind == "error":

@@ -11,14 +11,46 @@ import numpy as np
 import pytest
 
 from harness.errors import DeviceError
-from harness.report import junit_tree, render_html, summary, svg_histogram, svg_scatter, write_html, write_json, write_junit
+from harness.report import (
+    junit_tree,
+    render_html,
+    summary,
+    svg_histogram,
+    svg_scatter,
+    write_html,
+    write_json,
+    write_junit,
+)
 from harness.validate import SCHEMA, Gates, validate
 from tests.simmodels import tiny_models
 from tests.test_validate import FakeSession
 
-TOP_KEYS = {"schema", "tool", "status", "exit_code", "partial", "interrupted", "error", "started", "duration_s",
-            "settings", "model", "data", "device", "samples_planned", "samples_done", "gates", "outputs",
-            "triangulation", "timing", "link", "worst_samples", "samples", "device_logs", "notes"}
+TOP_KEYS = {
+    "schema",
+    "tool",
+    "status",
+    "exit_code",
+    "partial",
+    "interrupted",
+    "error",
+    "started",
+    "duration_s",
+    "settings",
+    "model",
+    "data",
+    "device",
+    "samples_planned",
+    "samples_done",
+    "gates",
+    "outputs",
+    "triangulation",
+    "timing",
+    "link",
+    "worst_samples",
+    "samples",
+    "device_logs",
+    "notes",
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +63,19 @@ def reports(tmp_path_factory):
     def drift(i, outs):
         return [outs[0] + np.float32(3 / 256)] if i == 2 else outs  # one sample 3 LSB off
 
-    out = {"pass": validate("fake://", m, d, gates=Gates(min_top1=0.5), session_factory=FakeSession(m)),
-           "fail": validate("fake://", m, d, session_factory=FakeSession(m, perturb=drift)),
-           "error": validate("fake://", m, d, session_factory=FakeSession(
-               m, fail_at=0, fail_with=DeviceError("port /dev/x is busy", "close the other program"))),
-           "partial": validate("fake://", m, d, session_factory=FakeSession(m, fail_at=4,
-                                                                              fail_with=KeyboardInterrupt()))}
+    out = {
+        "pass": validate("fake://", m, d, gates=Gates(min_top1=0.5), session_factory=FakeSession(m)),
+        "fail": validate("fake://", m, d, session_factory=FakeSession(m, perturb=drift)),
+        "error": validate(
+            "fake://",
+            m,
+            d,
+            session_factory=FakeSession(
+                m, fail_at=0, fail_with=DeviceError("port /dev/x is busy", "close the other program")
+            ),
+        ),
+        "partial": validate("fake://", m, d, session_factory=FakeSession(m, fail_at=4, fail_with=KeyboardInterrupt())),
+    }
     return {k: v.to_dict() for k, v in out.items()}
 
 
@@ -102,14 +141,17 @@ def test_html_holds_the_numbers(reports, tmp_path):
 
 
 def test_plots_are_well_formed_deterministic_svg():
-    for s in (svg_scatter([1.0, 0.99, None, 0.5], title="a <b>", threshold=0.9),
-              svg_scatter([0, 3, 1], title="lsb", threshold=1, integer=True),
-              svg_histogram({"-1": 2, "0": 100, ">=16": 1}, title="h"), svg_histogram({}, title="empty")):
+    for s in (
+        svg_scatter([1.0, 0.99, None, 0.5], title="a <b>", threshold=0.9),
+        svg_scatter([0, 3, 1], title="lsb", threshold=1, integer=True),
+        svg_histogram({"-1": 2, "0": 100, ">=16": 1}, title="h"),
+        svg_histogram({}, title="empty"),
+    ):
         ET.fromstring(s)
     a = svg_scatter([1.0, 0.5, 0.97], title="cos", threshold=0.9)
-    assert a == svg_scatter([1.0, 0.5, 0.97], title="cos", threshold=0.9)   # same report, same bytes
-    assert "a &lt;b&gt;" in svg_scatter([1.0], title="a <b>")                 # text stays text, escaped
-    assert "sample 1" in a and "sample 2" not in a                           # only samples outside the gate named
+    assert a == svg_scatter([1.0, 0.5, 0.97], title="cos", threshold=0.9)  # same report, same bytes
+    assert "a &lt;b&gt;" in svg_scatter([1.0], title="a <b>")  # text stays text, escaped
+    assert "sample 1" in a and "sample 2" not in a  # only samples outside the gate named
 
 
 def test_console_summary_renders(reports):

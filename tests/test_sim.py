@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from simmodels import random_inputs, tiny_models
 
 from harness.boards import load_board
 from harness.device.link import Faults, LineFaults, LinePipe, RxBuffer, parse_faults
@@ -16,7 +17,6 @@ from harness.errors import ConfigError
 from harness.model import inspect_model
 from harness.protocol import codec as c
 from harness.runtime import HostInterpreter
-from simmodels import random_inputs, tiny_models
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +36,7 @@ def run_sample(dev, xs, seq0=10, chunk=100):
     for ti, x in enumerate(xs):
         b = x.tobytes()
         for off in range(0, len(b), chunk):
-            assert req(dev, c.Write(ti, off, b[off:off + chunk]), seq) == c.Ack()
+            assert req(dev, c.Write(ti, off, b[off : off + chunk]), seq) == c.Ack()
             seq += 1
     res = req(dev, c.Invoke(7), seq)
     assert isinstance(res, c.Result) and res.sample_id == 7 and res.status == 0
@@ -135,8 +135,12 @@ def test_board_profile_sets_frame_and_window(sim_models):
     b = load_board("qemu_m55")
     dev = SimDevice(sim_models["float_io"].read_bytes(), board="qemu_m55", arena_size=1000)
     info = req(dev, c.Hello(), 1)
-    assert (info.max_frame, info.rx_window, info.board, info.cpu_hz) == (b.max_frame, b.rx_window, "qemu_m55",
-                                                                        b.get("clock_hz"))
+    assert (info.max_frame, info.rx_window, info.board, info.cpu_hz) == (
+        b.max_frame,
+        b.rx_window,
+        "qemu_m55",
+        b.get("clock_hz"),
+    )
 
 
 def test_parse_faults():

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from simmodels import random_inputs, tiny_models
 
 from harness.device.sim import start_sim
 from harness.errors import DeviceError
 from harness.model import inspect_model
 from harness.protocol.session import DeviceSession, check_device_matches
 from harness.runtime import HostInterpreter
-from simmodels import random_inputs, tiny_models
 
 BAUD = 4_000_000  # fast line: these tests are about correctness, bench/link.py measures speed
 FAULTS = "ber=1e-4,drop=1e-4,garbage=0.01,reset_after=40,stall=0.01:50ms"
@@ -31,8 +31,7 @@ def _run(model_path, listen, faults, seed, samples, timeout=0.25):
     rng = np.random.default_rng(seed)
     done = failed = 0
     stats = None
-    with start_sim(data, listen=listen, baud=BAUD, latency_ms=1.0, faults=faults, seed=seed,
-                   arena_size=100_000) as sim:
+    with start_sim(data, listen=listen, baud=BAUD, latency_ms=1.0, faults=faults, seed=seed, arena_size=100_000) as sim:
         with DeviceSession(sim.url, baudrate=BAUD, timeout=timeout, retries=6) as s:
             try:
                 info = s.handshake()
@@ -65,8 +64,10 @@ def test_clean_link_is_exact(models, listen, name):
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("listen,name,seed", [("pty", "float_io", 1), ("tcp:0", "float_io", 2),
-                                              ("pty", "two_outputs", 3), ("tcp:0", "int8_io", 4)])
+@pytest.mark.parametrize(
+    "listen,name,seed",
+    [("pty", "float_io", 1), ("tcp:0", "float_io", 2), ("pty", "two_outputs", 3), ("tcp:0", "int8_io", 4)],
+)
 def test_faulty_link_is_exact_or_a_clean_error(models, listen, name, seed):
     done, failed, stats, summary = _run(models[name], listen, FAULTS, seed, 25)
     assert done + failed == 25 or (done == 0 and failed == 1)
@@ -92,8 +93,9 @@ def test_heavy_corruption_never_gives_a_wrong_result(models):
 def test_small_device_buffer_and_window_do_not_overrun(models):
     mi = inspect_model(models["two_outputs"])
     data = models["two_outputs"].read_bytes()
-    with start_sim(data, listen="pty", baud=BAUD, latency_ms=1.0, max_frame=128, rx_window=2,
-                   arena_size=100_000) as sim:
+    with start_sim(
+        data, listen="pty", baud=BAUD, latency_ms=1.0, max_frame=128, rx_window=2, arena_size=100_000
+    ) as sim:
         with DeviceSession(sim.url, baudrate=BAUD, timeout=0.5) as s:
             info = s.handshake()
             assert (info.max_frame, info.rx_window, s.window, s.chunk) == (128, 2, 2, 112)

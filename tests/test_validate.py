@@ -14,8 +14,16 @@ from harness.model import TensorInfo, dequantize_sources, inspect_model
 from harness.protocol.codec import TensorDescriptor
 from harness.protocol.session import DeviceInfo, InferenceResult, LinkStats
 from harness.runtime import HostInterpreter, quantize
-from harness.validate import (Gates, LsbScale, compare_output, estimate_step, evaluate_gates, load_data,
-                              lsb_diff, validate)
+from harness.validate import (
+    Gates,
+    LsbScale,
+    compare_output,
+    estimate_step,
+    evaluate_gates,
+    load_data,
+    lsb_diff,
+    validate,
+)
 from tests.simmodels import tiny_models
 
 F32 = TensorInfo("out", "float32", (1, 6))
@@ -23,6 +31,7 @@ I8 = TensorInfo("out", "int8", (1, 6), scale=0.05, zero_point=-3, scales=(0.05,)
 
 
 # --------------------------------------------------------------------------- comparison math
+
 
 def test_float_metrics_match_independent_numpy():
     rng = np.random.default_rng(1)
@@ -95,14 +104,19 @@ def test_dequantize_sources_finds_the_tensor_behind_float_outputs():
 
 # --------------------------------------------------------------------------- gates
 
+
 def _out(cos_min, max_lsb, top1=None, samples=10):
-    return {"samples": samples, "float": {"cosine_min": cos_min},
-            "lsb": None if max_lsb is None else {"max_lsb": max_lsb},
-            "classifier": None if top1 is None else {"top1_agreement": top1}}
+    return {
+        "samples": samples,
+        "float": {"cosine_min": cos_min},
+        "lsb": None if max_lsb is None else {"max_lsb": max_lsb},
+        "classifier": None if top1 is None else {"top1_agreement": top1},
+    }
 
 
-@pytest.mark.parametrize("cos,lsb,want", [(0.999, 1, ["pass", "pass"]), (0.98, 0, ["fail", "pass"]),
-                                          (1.0, 2, ["pass", "fail"])])
+@pytest.mark.parametrize(
+    "cos,lsb,want", [(0.999, 1, ["pass", "pass"]), (0.98, 0, ["fail", "pass"]), (1.0, 2, ["pass", "fail"])]
+)
 def test_gate_statuses(cos, lsb, want):
     g = evaluate_gates([_out(cos, lsb)], Gates(), samples_done=10, samples_planned=10, error=None)
     assert [x["status"] for x in g] == want
@@ -116,8 +130,12 @@ def test_gate_boundaries_are_inclusive():
 
 def test_gate_without_lsb_is_skipped_and_multi_output_names():
     g = evaluate_gates([_out(1.0, None), _out(1.0, 0)], Gates(), samples_done=3, samples_planned=3, error=None)
-    assert [(x["name"], x["status"]) for x in g] == [("output0.cosine_min", "pass"), ("output0.max_lsb", "skipped"),
-                                                     ("output1.cosine_min", "pass"), ("output1.max_lsb", "pass")]
+    assert [(x["name"], x["status"]) for x in g] == [
+        ("output0.cosine_min", "pass"),
+        ("output0.max_lsb", "skipped"),
+        ("output1.cosine_min", "pass"),
+        ("output1.max_lsb", "pass"),
+    ]
 
 
 def test_partial_run_fail_is_fail_and_pass_is_error():
@@ -134,6 +152,7 @@ def test_bad_gate_settings():
 
 
 # --------------------------------------------------------------------------- data
+
 
 def test_load_npy_inputs_for_int8_model(tmp_path):
     m = tiny_models()["int8_io"]
@@ -196,6 +215,7 @@ def test_references_of_another_model_are_ignored(tmp_path):
 
 # --------------------------------------------------------------------------- the run, with a fake session
 
+
 class FakeSession:
     """Answers like a device running TFLM; `perturb(i, outputs)` may change
     the outputs of sample i; `fail_at` raises there."""
@@ -221,8 +241,21 @@ class FakeSession:
     def handshake(self):
         d = lambda t: TensorDescriptor(t.dtype, tuple(t.shape), t.scale, t.zero_point, t.nbytes)  # noqa: E731
         sha = ("00" * 32) if self.other_model else self.info_model.sha256
-        return DeviceInfo(1, 2, 4096, 4, 100000, 5000, len(self.model), sha, 0, "fake 1.0", "fake",
-                          [d(t) for t in self.info_model.inputs], [d(t) for t in self.info_model.outputs])
+        return DeviceInfo(
+            1,
+            2,
+            4096,
+            4,
+            100000,
+            5000,
+            len(self.model),
+            sha,
+            0,
+            "fake 1.0",
+            "fake",
+            [d(t) for t in self.info_model.inputs],
+            [d(t) for t in self.info_model.outputs],
+        )
 
     def infer(self, inputs):
         i = len(self.received)

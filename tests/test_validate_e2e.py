@@ -22,8 +22,23 @@ def gesture_sim(gesture_model):
 
 def test_pass_on_the_gesture_model_over_a_pty(gesture_model, gesture_sim, tmp_path, capsys):
     rj, rx, rh = tmp_path / "r.json", tmp_path / "r.xml", tmp_path / "r.html"
-    rc = main(["validate", "--port", gesture_sim.url, "--model", str(gesture_model.tflite),
-               "--data", str(gesture_model.npz), "--report-json", str(rj), "--junit_xml", str(rx), "--html", str(rh)])
+    rc = main(
+        [
+            "validate",
+            "--port",
+            gesture_sim.url,
+            "--model",
+            str(gesture_model.tflite),
+            "--data",
+            str(gesture_model.npz),
+            "--report-json",
+            str(rj),
+            "--junit_xml",
+            str(rx),
+            "--html",
+            str(rh),
+        ]
+    )
     assert rc == 0
     r = json.loads(rj.read_text())
     n = len(np.load(gesture_model.npz)["x"])
@@ -47,8 +62,23 @@ def test_tampered_reference_is_drift(gesture_model, gesture_sim, tmp_path, capsy
     bad = tmp_path / "tampered.npz"
     np.savez(bad, **z)
     rj, rx = tmp_path / "r.json", tmp_path / "r.xml"
-    rc = main(["validate", "--port", gesture_sim.url, "--model", str(gesture_model.tflite), "--data", str(bad),
-               "--samples", "20", "--report_json", str(rj), "--junit-xml", str(rx)])
+    rc = main(
+        [
+            "validate",
+            "--port",
+            gesture_sim.url,
+            "--model",
+            str(gesture_model.tflite),
+            "--data",
+            str(bad),
+            "--samples",
+            "20",
+            "--report_json",
+            str(rj),
+            "--junit-xml",
+            str(rx),
+        ]
+    )
     assert rc == 1
     r = json.loads(rj.read_text())
     g = {x["name"]: x for x in r["gates"]}
@@ -67,8 +97,19 @@ def test_refuses_a_device_with_another_model(gesture_model, tmp_path, capsys):
     other = tiny_models()["float_io"]
     rx = tmp_path / "r.xml"
     with start_sim(other, listen="pty", arena_size=8192) as sim:
-        rc = main(["validate", "--port", sim.url, "--model", str(gesture_model.tflite),
-                   "--data", str(gesture_model.npz), "--junit-xml", str(rx)])
+        rc = main(
+            [
+                "validate",
+                "--port",
+                sim.url,
+                "--model",
+                str(gesture_model.tflite),
+                "--data",
+                str(gesture_model.npz),
+                "--junit-xml",
+                str(rx),
+            ]
+        )
     assert rc == 2
     err = capsys.readouterr().err
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
@@ -83,8 +124,21 @@ def test_int8_io_model_with_float_inputs(tmp_path):
     np.save(tmp_path / "x.npy", x)
     rj = tmp_path / "r.json"
     with start_sim(m, listen="pty", arena_size=8192) as sim:
-        rc = main(["validate", "--port", sim.url, "--model", str(m), "--data", str(tmp_path / "x.npy"),
-                   "--report-json", str(rj), "--max-lsb", "0"])
+        rc = main(
+            [
+                "validate",
+                "--port",
+                sim.url,
+                "--model",
+                str(m),
+                "--data",
+                str(tmp_path / "x.npy"),
+                "--report-json",
+                str(rj),
+                "--max-lsb",
+                "0",
+            ]
+        )
     assert rc == 0
     r = json.loads(rj.read_text())
     assert r["data"]["quantized_on_host"] == [True] and r["outputs"][0]["dtype"] == "int8"
@@ -93,16 +147,38 @@ def test_int8_io_model_with_float_inputs(tmp_path):
 
 def test_missing_port_and_silent_port(gesture_model, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("HIL_PORT", raising=False)
-    rc = main(["validate", "--port", str(tmp_path / "no-such-tty"), "--model", str(gesture_model.tflite),
-               "--data", str(gesture_model.npz)])
+    rc = main(
+        [
+            "validate",
+            "--port",
+            str(tmp_path / "no-such-tty"),
+            "--model",
+            str(gesture_model.tflite),
+            "--data",
+            str(gesture_model.npz),
+        ]
+    )
     assert rc == 2 and "does not exist" in capsys.readouterr().err
     import os
     import pty
 
     master, slave = pty.openpty()  # a port where nobody answers
     try:
-        rc = main(["validate", "--port", os.ttyname(slave), "--model", str(gesture_model.tflite),
-                   "--data", str(gesture_model.npz), "--timeout", "0.3", "--retries", "1"])
+        rc = main(
+            [
+                "validate",
+                "--port",
+                os.ttyname(slave),
+                "--model",
+                str(gesture_model.tflite),
+                "--data",
+                str(gesture_model.npz),
+                "--timeout",
+                "0.3",
+                "--retries",
+                "1",
+            ]
+        )
     finally:
         os.close(master)
         os.close(slave)
@@ -119,10 +195,21 @@ def test_busy_port_is_one_line_exit_2(gesture_model, tmp_path, capsys):
     import serial
 
     master, slave = pty.openpty()
-    holder = serial.Serial(os.ttyname(slave), exclusive=True)   # flock, as pyserial's exclusive mode
+    holder = serial.Serial(os.ttyname(slave), exclusive=True)  # flock, as pyserial's exclusive mode
     try:
-        rc = main(["validate", "--port", os.ttyname(slave), "--model", str(gesture_model.tflite),
-                   "--data", str(gesture_model.npz), "--report-json", str(tmp_path / "r.json")])
+        rc = main(
+            [
+                "validate",
+                "--port",
+                os.ttyname(slave),
+                "--model",
+                str(gesture_model.tflite),
+                "--data",
+                str(gesture_model.npz),
+                "--report-json",
+                str(tmp_path / "r.json"),
+            ]
+        )
     finally:
         holder.close()
         os.close(master)
@@ -130,7 +217,7 @@ def test_busy_port_is_one_line_exit_2(gesture_model, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "is busy" in err, err
     assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1
-    report = json.loads((tmp_path / "r.json").read_text())   # a lab CI rig still gets its report
+    report = json.loads((tmp_path / "r.json").read_text())  # a lab CI rig still gets its report
     assert report["status"] == "error" and "busy" in report["error"]["message"] and report["samples_done"] == 0
 
 
@@ -145,11 +232,28 @@ def test_ctrl_c_writes_a_partial_report(gesture_model, tmp_path):
 
     rj, rx = tmp_path / "r.json", tmp_path / "r.xml"
     with start_sim(gesture_model.tflite, listen="pty", baud=115200) as sim:  # ~10 samples/s
-        p = subprocess.Popen([sys.executable, "-m", "harness", "validate", "--port", sim.url,
-                              "--model", str(gesture_model.tflite), "--data", str(gesture_model.npz),
-                              "--report-json", str(rj), "--junit-xml", str(rx)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "harness",
+                "validate",
+                "--port",
+                sim.url,
+                "--model",
+                str(gesture_model.tflite),
+                "--data",
+                str(gesture_model.npz),
+                "--report-json",
+                str(rj),
+                "--junit-xml",
+                str(rx),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
         deadline = time.monotonic() + 60
         while sim.device.stats.invokes < 5 and time.monotonic() < deadline and p.poll() is None:
             time.sleep(0.05)
@@ -197,6 +301,7 @@ class _Rfc2217Bridge:
 
         class NoModemLines:
             """A pty has no modem lines (their ioctl fails): report them idle."""
+
             cts = dsr = ri = cd = False
 
             def __init__(self, port):
@@ -242,8 +347,21 @@ def test_pass_over_rfc2217_like_a_lab_serial_server(gesture_model, tmp_path, cap
     with start_sim(gesture_model.tflite, listen="pty") as sim:
         bridge = _Rfc2217Bridge(sim.url)
         try:
-            rc = main(["validate", "--port", bridge.url, "--model", str(gesture_model.tflite),
-                       "--data", str(gesture_model.npz), "--samples", "20", "--report-json", str(tmp_path / "r.json")])
+            rc = main(
+                [
+                    "validate",
+                    "--port",
+                    bridge.url,
+                    "--model",
+                    str(gesture_model.tflite),
+                    "--data",
+                    str(gesture_model.npz),
+                    "--samples",
+                    "20",
+                    "--report-json",
+                    str(tmp_path / "r.json"),
+                ]
+            )
         finally:
             bridge.close()
     assert rc == 0, capsys.readouterr().err
@@ -255,16 +373,38 @@ def test_pass_over_rfc2217_like_a_lab_serial_server(gesture_model, tmp_path, cap
 def test_a_port_that_echoes_is_a_clean_error(gesture_model, capsys):
     """loop:// hands the host its own requests back (a loopback plug, TX tied
     to RX): never taken for a device's answer."""
-    rc = main(["validate", "--port", "loop://", "--model", str(gesture_model.tflite),
-               "--data", str(gesture_model.npz), "--timeout", "0.3", "--retries", "1"])
+    rc = main(
+        [
+            "validate",
+            "--port",
+            "loop://",
+            "--model",
+            str(gesture_model.tflite),
+            "--data",
+            str(gesture_model.npz),
+            "--timeout",
+            "0.3",
+            "--retries",
+            "1",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and "echoes what is sent" in err, err
     assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1, err
 
 
 def test_expected_board_is_checked_in_the_handshake(gesture_model, gesture_sim, tmp_path, capsys):
-    args = ["validate", "--port", gesture_sim.url, "--model", str(gesture_model.tflite),
-            "--data", str(gesture_model.npz), "--samples", "3"]
+    args = [
+        "validate",
+        "--port",
+        gesture_sim.url,
+        "--model",
+        str(gesture_model.tflite),
+        "--data",
+        str(gesture_model.npz),
+        "--samples",
+        "3",
+    ]
     assert main(args + ["--board", "sim"]) == 0
     capsys.readouterr()
     rc = main(args + ["--board", "qemu_m55", "--report-json", str(tmp_path / "r.json")])

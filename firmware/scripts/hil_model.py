@@ -68,7 +68,8 @@ def main():
         sys.stderr.write(
             "Error: no model for the firmware: set HIL_MODEL=/path/model.tflite "
             "(or custom_hil_model in platformio.ini), or build with `hil build --board %s --model M.tflite`\n"
-            % env.GetProjectOption("custom_hil_board", pioenv))
+            % env.GetProjectOption("custom_hil_board", pioenv)
+        )
         env.Exit(2)
     model = os.path.abspath(os.path.expanduser(model))
     if not os.path.isfile(model):
@@ -86,11 +87,22 @@ def main():
         have = None
     if have != want or not all(os.path.isfile(os.path.join(out, f)) for f in FILES):
         print("hil: generating the model sources for %s in %s" % (os.path.basename(model), out))
-        cmd = [env.subst("$PYTHONEXE") or sys.executable, "-m", "harness", "codegen",
-               "--model", model, "--out", out, "--board", board]
+        cmd = [
+            env.subst("$PYTHONEXE") or sys.executable,
+            "-m",
+            "harness",
+            "codegen",
+            "--model",
+            model,
+            "--out",
+            out,
+            "--board",
+            board,
+        ]
         if subprocess.call(cmd) != 0:
-            sys.stderr.write("Error: `%s` failed (is tinyhil installed for this Python? pip install tinyhil)\n"
-                             % " ".join(cmd))
+            sys.stderr.write(
+                "Error: `%s` failed (is tinyhil installed for this Python? pip install tinyhil)\n" % " ".join(cmd)
+            )
             env.Exit(2)
         with open(stamp_path, "w") as f:
             json.dump(want, f)

@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from rich.markup import escape  # messages hold brackets: "tinyhil[onnx]", "X.npy[3]"
 
-        console.err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", markup=True, highlight=False,
-                          soft_wrap=True)
+        console.err.print(
+            f"[bold red]error:[/bold red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True
+        )
         return exc.exit_code
     except KeyboardInterrupt:
         console.err.print("interrupted")

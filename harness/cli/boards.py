@@ -20,8 +20,17 @@ def run(args) -> int:
     # board's long name goes on its own line instead of a squeezed column.
     boards = all_boards()
     cols = ["id", "core", "flash", "RAM", "baud", "upload"]
-    rows = [[b.id, b.core, _size(b.flash_bytes), _size(b.ram_bytes), str(b.baud),
-             b.upload_method + (" (emulated)" if b.get("emulated") else "")] for b in boards]
+    rows = [
+        [
+            b.id,
+            b.core,
+            _size(b.flash_bytes),
+            _size(b.ram_bytes),
+            str(b.baud),
+            b.upload_method + (" (emulated)" if b.get("emulated") else ""),
+        ]
+        for b in boards
+    ]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     wide = console.out.width >= sum(widths) + 2 * len(cols) + max(len(b.name) for b in boards)
     if wide:

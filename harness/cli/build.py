@@ -42,22 +42,26 @@ def run(args) -> int:
     from harness import console
     from harness.build import build
 
-    on_line = (lambda line: console.err.print(line, markup=False, highlight=False)) \
-        if console.VERBOSITY >= 1 else None
+    on_line = (lambda line: console.err.print(line, markup=False, highlight=False)) if console.VERBOSITY >= 1 else None
     console.info(f"building {args.board} firmware for {args.model} ...")
-    res = build(args.board, args.model, tflm_dir=args.tflm, out=args.out, clean=args.clean,
-                jobs=args.jobs, on_line=on_line)
+    res = build(
+        args.board, args.model, tflm_dir=args.tflm, out=args.out, clean=args.clean, jobs=args.jobs, on_line=on_line
+    )
     env_txt = " ".join(f"{k}={v}" for k, v in res.env_vars.items())
     console.detail(f"command: {env_txt} {' '.join(res.command)}")
     console.detail(f"log: {res.log}")
     for s in res.sections:
         console.detail(f"  {s.name:<14} 0x{s.address:08x} {s.size:>10} {s.kind}")
-    console.info(f"flash {_kb(res.flash_used)} of {_kb(res.flash_limit)} "
-                 f"({100 * res.flash_used / res.flash_limit:.1f} %), "
-                 f"RAM {_kb(res.ram_used)} of {_kb(res.ram_limit)} "
-                 f"({100 * res.ram_used / res.ram_limit:.1f} %)")
-    console.info(f"model {res.model_symbol}: {res.model_size} bytes in read-only {res.model_section} "
-                 f"at 0x{res.model_address:08x}; arena {res.arena_bytes} bytes")
+    console.info(
+        f"flash {_kb(res.flash_used)} of {_kb(res.flash_limit)} "
+        f"({100 * res.flash_used / res.flash_limit:.1f} %), "
+        f"RAM {_kb(res.ram_used)} of {_kb(res.ram_limit)} "
+        f"({100 * res.ram_used / res.ram_limit:.1f} %)"
+    )
+    console.info(
+        f"model {res.model_symbol}: {res.model_size} bytes in read-only {res.model_section} "
+        f"at 0x{res.model_address:08x}; arena {res.arena_bytes} bytes"
+    )
     console.info(f"built in {res.seconds:.1f} s")
     console.out.print(str(res.elf))
     return 0

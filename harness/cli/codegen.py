@@ -25,21 +25,39 @@ for the board, unwritable output folder); existing files are left as they were.
 
 
 def register(sub, common):
-    p = subcommand(sub, common, "codegen", "C++ sources (model array, constants, op resolver) from a .tflite",
-                   epilog=EPILOG)
+    p = subcommand(
+        sub, common, "codegen", "C++ sources (model array, constants, op resolver) from a .tflite", epilog=EPILOG
+    )
     add_option(p, "--model", required=True, metavar="M.tflite", help="the model flatbuffer")
     add_option(p, "--out", required=True, metavar="DIR", help="folder for the generated files (created if needed)")
-    add_option(p, "--name", metavar="NAME",
-               help="C identifier part: g_NAME_model_data (default: from the file name, sanitized)")
-    add_option(p, "--model_config", metavar="CFG.json",
-               help="model config with the input normalization mean/std "
-                    "(default: <stem>_model_config.json beside the model, if present)")
-    add_option(p, "--format", choices=("array", "incbin"), default="array",
-               help="array: portable hex array (default); incbin: assembler .incbin of the .tflite (ELF targets)")
+    add_option(
+        p,
+        "--name",
+        metavar="NAME",
+        help="C identifier part: g_NAME_model_data (default: from the file name, sanitized)",
+    )
+    add_option(
+        p,
+        "--model_config",
+        metavar="CFG.json",
+        help="model config with the input normalization mean/std "
+        "(default: <stem>_model_config.json beside the model, if present)",
+    )
+    add_option(
+        p,
+        "--format",
+        choices=("array", "incbin"),
+        default="array",
+        help="array: portable hex array (default); incbin: assembler .incbin of the .tflite (ELF targets)",
+    )
     add_option(p, "--board", metavar="ID", help="check the model and arena fit this board (see `hil boards`)")
-    add_option(p, "--arena_margin", metavar="MARGIN", default="20%",
-               help="added to the measured arena: a percentage, bytes, or both (e.g. 20%%, 2048, 10%%+512; "
-                    "default 20%%)")
+    add_option(
+        p,
+        "--arena_margin",
+        metavar="MARGIN",
+        default="20%",
+        help="added to the measured arena: a percentage, bytes, or both (e.g. 20%%, 2048, 10%%+512; default 20%%)",
+    )
     p.set_defaults(func=run)
 
 
@@ -47,8 +65,15 @@ def run(args) -> int:
     from harness import console
     from harness.codegen import generate
 
-    res = generate(args.model, args.out, name=args.name, model_config=args.model_config, fmt=args.format,
-                   board=args.board, arena_margin=args.arena_margin)
+    res = generate(
+        args.model,
+        args.out,
+        name=args.name,
+        model_config=args.model_config,
+        fmt=args.format,
+        board=args.board,
+        arena_margin=args.arena_margin,
+    )
     for w in res.warnings:
         console.warn(w)
     if res.config_path is None:
@@ -61,7 +86,8 @@ def run(args) -> int:
     console.info(
         f"{res.data_symbol}: {res.model.size:,} bytes ({res.format}), ops {', '.join(res.ops)}; "
         f"arena measured {res.arena.measured:,} B, recommended {res.arena.recommended:,} B "
-        f"(+{res.arena.margin_text})")
+        f"(+{res.arena.margin_text})"
+    )
     if res.board_usage:
         u = res.board_usage
         console.info(f"{u['board']}: model {u['flash_fraction']:.1%} of flash, arena {u['ram_fraction']:.1%} of RAM")

@@ -38,42 +38,99 @@ written, worst samples named), 2 could not run (bad model, config, data or optio
 
 
 def register(sub, common) -> None:
-    p = subcommand(sub, common, "convert", help="Keras model -> validated INT8 .tflite + validation data",
-                   description="Convert a trained Keras model to a quantized TFLite model (INT8 inside, "
-                               "float32 I/O by default), compare it with the Keras model on held-out samples "
-                               "and write the validation data a device is later checked against.",
-                   epilog=EPILOG)
+    p = subcommand(
+        sub,
+        common,
+        "convert",
+        help="Keras model -> validated INT8 .tflite + validation data",
+        description="Convert a trained Keras model to a quantized TFLite model (INT8 inside, "
+        "float32 I/O by default), compare it with the Keras model on held-out samples "
+        "and write the validation data a device is later checked against.",
+        epilog=EPILOG,
+    )
     g = p.add_argument_group("model")
     add_option(g, "--checkpoint_path", required=True, metavar="MODEL.keras", help="trained Keras model (.keras or .h5)")
-    add_option(g, "--model_config", metavar="JSON",
-               help="model config (input shape, class names, normalization); default <stem>_model_config.json "
-                    "beside the model, if present")
+    add_option(
+        g,
+        "--model_config",
+        metavar="JSON",
+        help="model config (input shape, class names, normalization); default <stem>_model_config.json "
+        "beside the model, if present",
+    )
     add_option(g, "--output_path", metavar="OUT.tflite", help="default <stem>_quantized.tflite beside the model")
     g = p.add_argument_group("quantization")
-    add_option(g, "--quantization", choices=("ptq", "dynamic"), default="ptq",
-               help="ptq: INT8 weights and activations, calibrated on data (default); "
-                    "dynamic: INT8 weights, float activations, no data needed")
-    add_option(g, "--per_tensor", action="store_true",
-               help="one scale per tensor instead of per output channel (only if a toolchain rejects per-channel)")
-    add_option(g, "--io", choices=("float32", "int8"), default="float32",
-               help="model input/output type (default float32; int8 only for fully-integer pipelines)")
+    add_option(
+        g,
+        "--quantization",
+        choices=("ptq", "dynamic"),
+        default="ptq",
+        help="ptq: INT8 weights and activations, calibrated on data (default); "
+        "dynamic: INT8 weights, float activations, no data needed",
+    )
+    add_option(
+        g,
+        "--per_tensor",
+        action="store_true",
+        help="one scale per tensor instead of per output channel (only if a toolchain rejects per-channel)",
+    )
+    add_option(
+        g,
+        "--io",
+        choices=("float32", "int8"),
+        default="float32",
+        help="model input/output type (default float32; int8 only for fully-integer pipelines)",
+    )
     g = p.add_argument_group("data")
-    add_option(g, "--data_path_train", metavar="PATH",
-               help="training data: class folders of .npy, an .npz (x, y) or X.npy + y.npy; "
-                    "default: the config's training_data.path")
+    add_option(
+        g,
+        "--data_path_train",
+        metavar="PATH",
+        help="training data: class folders of .npy, an .npz (x, y) or X.npy + y.npy; "
+        "default: the config's training_data.path",
+    )
     add_option(g, "--num_samples", type=int, default=1024, metavar="N", help="calibration samples (default 1024)")
-    add_option(g, "--validate_samples", type=int, default=256, metavar="N",
-               help="held-out validation samples, never used for calibration (default 256)")
-    add_option(g, "--signal_threshold", type=float, default=0.05, metavar="F",
-               help="skip near-silent samples whose level is below F x the median level (default 0.05; 0 keeps all)")
-    add_option(g, "--min_class_samples", type=int, default=2, metavar="N",
-               help="fail when a class has fewer usable samples (default 2)")
+    add_option(
+        g,
+        "--validate_samples",
+        type=int,
+        default=256,
+        metavar="N",
+        help="held-out validation samples, never used for calibration (default 256)",
+    )
+    add_option(
+        g,
+        "--signal_threshold",
+        type=float,
+        default=0.05,
+        metavar="F",
+        help="skip near-silent samples whose level is below F x the median level (default 0.05; 0 keeps all)",
+    )
+    add_option(
+        g,
+        "--min_class_samples",
+        type=int,
+        default=2,
+        metavar="N",
+        help="fail when a class has fewer usable samples (default 2)",
+    )
     add_option(g, "--seed", type=int, default=0, help="sampling seed (default 0)")
     g = p.add_argument_group("validation and outputs")
-    add_option(g, "--min_cosine_sim", type=float, default=0.95, metavar="F",
-               help="fail (exit 1) when the mean cosine similarity Keras vs TFLite is below F (default 0.95)")
-    add_option(g, "--batch_validate", type=int, default=0, metavar="N",
-               help="validate N times with different seeds and draws; the worst round decides")
+    add_option(
+        g,
+        "--min_cosine_sim",
+        type=float,
+        default=0.95,
+        metavar="F",
+        help="fail (exit 1) when the mean cosine similarity Keras vs TFLite is below F (default 0.95)",
+    )
+    add_option(
+        g,
+        "--batch_validate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="validate N times with different seeds and draws; the worst round decides",
+    )
     add_option(g, "--export_onnx", action="store_true", help="also write <out>.onnx (needs tinyhil[onnx])")
     add_option(g, "--report_json", metavar="PATH", help="write the JSON conversion report here")
     p.set_defaults(func=run)
@@ -83,44 +140,69 @@ def run(args: argparse.Namespace) -> int:
     from harness.convert import convert
 
     with console.make_progress() as progress:
-        res = convert(args.checkpoint_path, model_config=args.model_config, output_path=args.output_path,
-                      data_path_train=args.data_path_train, num_samples=args.num_samples,
-                      validate_samples=args.validate_samples, min_cosine_sim=args.min_cosine_sim,
-                      quantization=args.quantization, per_tensor=args.per_tensor,
-                      batch_validate=args.batch_validate, export_onnx=args.export_onnx,
-                      report_json=args.report_json, seed=args.seed, io=args.io,
-                      signal_threshold=args.signal_threshold, min_class_samples=args.min_class_samples,
-                      progress=progress)
+        res = convert(
+            args.checkpoint_path,
+            model_config=args.model_config,
+            output_path=args.output_path,
+            data_path_train=args.data_path_train,
+            num_samples=args.num_samples,
+            validate_samples=args.validate_samples,
+            min_cosine_sim=args.min_cosine_sim,
+            quantization=args.quantization,
+            per_tensor=args.per_tensor,
+            batch_validate=args.batch_validate,
+            export_onnx=args.export_onnx,
+            report_json=args.report_json,
+            seed=args.seed,
+            io=args.io,
+            signal_threshold=args.signal_threshold,
+            min_class_samples=args.min_class_samples,
+            progress=progress,
+        )
     rep = res.report
     for note in res.notes:
         console.warn(escape(note))
     d = rep["data"]
     if d:
-        console.info(f"data: {d['samples']} samples ({d['layout']}), {d['skipped_silent']} near-silent skipped, "
-                     f"{d['calibration_samples']} calibration, {d['validation_samples']} validation")
+        console.info(
+            f"data: {d['samples']} samples ({d['layout']}), {d['skipped_silent']} near-silent skipped, "
+            f"{d['calibration_samples']} calibration, {d['validation_samples']} validation"
+        )
     s = rep["sizes"]
-    console.info(f"size: {s['tflite_bytes']:,} bytes (float {s['float_tflite_bytes']:,}, "
-                 f"{s['compression_ratio']:.2f}x smaller)")
+    console.info(
+        f"size: {s['tflite_bytes']:,} bytes (float {s['float_tflite_bytes']:,}, {s['compression_ratio']:.2f}x smaller)"
+    )
     if res.float_max_abs_diff is not None:
         console.info(f"float baseline: max |Keras - float TFLite| = {res.float_max_abs_diff:.3g}")
     m = res.metrics
     if m:
         top1 = f", top-1 {m['top1_agreement']:.1%}" if m.get("top1_agreement") is not None else ""
-        console.info(f"Keras vs {m['candidate']}: cosine mean {m['cosine_mean']:.6f} min {m['cosine_min']:.6f}, "
-                     f"MSE {m['mse']:.3g}, MAE {m['mae']:.3g}, Pearson r {m['pearson_r']:.5f}, "
-                     f"max abs {m['max_abs_error']:.3g}{top1}")
+        console.info(
+            f"Keras vs {m['candidate']}: cosine mean {m['cosine_mean']:.6f} min {m['cosine_min']:.6f}, "
+            f"MSE {m['mse']:.3g}, MAE {m['mae']:.3g}, Pearson r {m['pearson_r']:.5f}, "
+            f"max abs {m['max_abs_error']:.3g}{top1}"
+        )
         t = rep["timing_s"]
-        console.detail(f"time: calibration {t['calibration']}s, conversion {t['conversion']}s, "
-                       f"validation {t['validation']}s, total {t['total']}s")
+        console.detail(
+            f"time: calibration {t['calibration']}s, conversion {t['conversion']}s, "
+            f"validation {t['validation']}s, total {t['total']}s"
+        )
     for path in (res.tflite, res.npz, res.onnx, res.report_path):
         if path is not None:
             console.out.print(str(path), soft_wrap=True)
     if not res.passed:
         g = rep["gate"]
-        worst = ", ".join(f"{w['id']} ({w['label']}, cosine {w['cosine']:.4f})" if w["label"] is not None
-                          else f"{w['id']} (cosine {w['cosine']:.6f})" for w in g["worst_samples"][:5])
-        console.err.print(f"[bold red]FAIL[/bold red] cosine mean {g['value']:.6f} < --min_cosine_sim "
-                          f"{g['threshold']} (round {g['round']}); worst samples: {escape(worst)}",
-                          soft_wrap=True, highlight=False)
+        worst = ", ".join(
+            f"{w['id']} ({w['label']}, cosine {w['cosine']:.4f})"
+            if w["label"] is not None
+            else f"{w['id']} (cosine {w['cosine']:.6f})"
+            for w in g["worst_samples"][:5]
+        )
+        console.err.print(
+            f"[bold red]FAIL[/bold red] cosine mean {g['value']:.6f} < --min_cosine_sim "
+            f"{g['threshold']} (round {g['round']}); worst samples: {escape(worst)}",
+            soft_wrap=True,
+            highlight=False,
+        )
         return 1
     return 0

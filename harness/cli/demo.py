@@ -32,20 +32,41 @@ exit codes: as `hil validate`: 0 pass, 1 drift, 2 could not run.
 
 
 def register(sub, common) -> None:
-    p = subcommand(sub, common, "demo", help="the whole path on a device without hardware: convert, codegen, validate",
-                   description="Take a bundled example through convert, codegen, the simulated board on a "
-                               "pseudo-terminal and `hil validate` over the real serial path; write the reports.",
-                   epilog=EPILOG)
-    add_option(p, "--example", choices=("gesture", "audio"), default="gesture", help="bundled example (default gesture)")
+    p = subcommand(
+        sub,
+        common,
+        "demo",
+        help="the whole path on a device without hardware: convert, codegen, validate",
+        description="Take a bundled example through convert, codegen, the simulated board on a "
+        "pseudo-terminal and `hil validate` over the real serial path; write the reports.",
+        epilog=EPILOG,
+    )
+    add_option(
+        p, "--example", choices=("gesture", "audio"), default="gesture", help="bundled example (default gesture)"
+    )
     add_option(p, "--out", default="hil-demo", metavar="DIR", help="work folder (default ./hil-demo)")
     add_option(p, "--fresh", action="store_true", help="redo every step instead of reusing finished ones")
-    add_option(p, "--board", choices=("sim", "qemu_m55", "native"), default="sim",
-               help="the device: the simulated board (default), or the real firmware built and started "
-                    "on QEMU's Cortex-M55 or as a host program (needs a TFLM tree)")
-    add_option(p, "--tflm", default=None, metavar="DIR",
-               help="with --board qemu_m55/native: the TFLM tree (default $HIL_TFLM_M55_DIR / $HIL_TFLM_DIR)")
-    add_option(p, "--samples", type=int, default=None, metavar="N", help="validate on the first N samples (default all)")
-    add_option(p, "--baud", type=int, default=921600, metavar="B", help="line rate of the simulated link (default 921600)")
+    add_option(
+        p,
+        "--board",
+        choices=("sim", "qemu_m55", "native"),
+        default="sim",
+        help="the device: the simulated board (default), or the real firmware built and started "
+        "on QEMU's Cortex-M55 or as a host program (needs a TFLM tree)",
+    )
+    add_option(
+        p,
+        "--tflm",
+        default=None,
+        metavar="DIR",
+        help="with --board qemu_m55/native: the TFLM tree (default $HIL_TFLM_M55_DIR / $HIL_TFLM_DIR)",
+    )
+    add_option(
+        p, "--samples", type=int, default=None, metavar="N", help="validate on the first N samples (default all)"
+    )
+    add_option(
+        p, "--baud", type=int, default=921600, metavar="B", help="line rate of the simulated link (default 921600)"
+    )
     add_option(p, "--latency_ms", type=float, default=1.0, metavar="L", help="one-way link latency (default 1 ms)")
     add_option(p, "--faults", default=None, metavar="SPEC", help="fault injection on the link, e.g. ber=1e-4,drop=1e-4")
     add_option(p, "--seed", type=int, default=0, help="seed of the example data, training and faults (default 0)")
@@ -68,13 +89,27 @@ def run(args) -> int:
         if console.VERBOSITY >= 0:
             console.err.print(f"[bold]{s.name:9}[/bold] {how:>8}  {escape(s.detail)}", soft_wrap=True)
 
-    gates = Gates(min_cosine=None if args.min_cosine == -1 else args.min_cosine,
-                  max_lsb=None if args.max_lsb == -1 else args.max_lsb)
+    gates = Gates(
+        min_cosine=None if args.min_cosine == -1 else args.min_cosine,
+        max_lsb=None if args.max_lsb == -1 else args.max_lsb,
+    )
     with console.make_progress(extra_columns=[link_column()]) as progress:
-        res = run_demo(args.example, args.out, fresh=args.fresh, seed=args.seed, samples=args.samples, baud=args.baud,
-                       latency_ms=args.latency_ms, faults=args.faults, gates=gates, progress=progress,
-                       on_step=on_step, board=args.board, tflm_dir=args.tflm,
-                       on_build_line=(lambda line: console.detail(escape(line))) if console.VERBOSITY >= 1 else None)
+        res = run_demo(
+            args.example,
+            args.out,
+            fresh=args.fresh,
+            seed=args.seed,
+            samples=args.samples,
+            baud=args.baud,
+            latency_ms=args.latency_ms,
+            faults=args.faults,
+            gates=gates,
+            progress=progress,
+            on_step=on_step,
+            board=args.board,
+            tflm_dir=args.tflm,
+            on_build_line=(lambda line: console.detail(escape(line))) if console.VERBOSITY >= 1 else None,
+        )
     d = res.report.to_dict()
     if console.VERBOSITY >= 0 and (d["outputs"] or d["device"]):
         console.out.print(summary(d))
@@ -86,21 +121,32 @@ def run(args) -> int:
     if console.VERBOSITY >= 0:
         ex = res.example_paths
         if args.board == "sim":
-            device = (f"  hil codegen --model {res.tflite} --model_config {ex.config} --out {res.firmware_src}\n"
-                      f"  hil device sim --model {res.tflite} > port.txt &   # prints the port\n")
+            device = (
+                f"  hil codegen --model {res.tflite} --model_config {ex.config} --out {res.firmware_src}\n"
+                f"  hil device sim --model {res.tflite} > port.txt &   # prints the port\n"
+            )
         else:
             tflm = f" --tflm {args.tflm}" if args.tflm else ""
-            device = (f"  hil build --board {args.board} --model {res.tflite}{tflm}\n"
-                      f"  hil flash --board {args.board} > port.txt &   # prints the port; runs until stopped\n")
+            device = (
+                f"  hil build --board {args.board} --model {res.tflite}{tflm}\n"
+                f"  hil flash --board {args.board} > port.txt &   # prints the port; runs until stopped\n"
+            )
         console.err.print(
             "\n[bold]the same by hand[/bold]\n"
             f"  hil convert --checkpoint_path {ex.keras} --model_config {ex.config} --data_path_train {ex.data} "
-            f"--output_path {res.tflite}\n" + escape(device) +
-            f"  hil validate --port $(cat port.txt) --model {res.tflite} --data {res.npz} --html report.html",
-            soft_wrap=True, highlight=False, markup=True)
+            f"--output_path {res.tflite}\n"
+            + escape(device)
+            + f"  hil validate --port $(cat port.txt) --model {res.tflite} --data {res.npz} --html report.html",
+            soft_wrap=True,
+            highlight=False,
+            markup=True,
+        )
     if rep.error is not None and rep.exit_code == 2:
         raise rep.error
-    verdict = {0: "[bold green]PASS[/bold green]", 1: "[bold red]DRIFT[/bold red]",
-               2: "[bold yellow]ERROR[/bold yellow]"}[rep.exit_code]
+    verdict = {
+        0: "[bold green]PASS[/bold green]",
+        1: "[bold red]DRIFT[/bold red]",
+        2: "[bold yellow]ERROR[/bold yellow]",
+    }[rep.exit_code]
     console.result(f"{verdict} in {res.seconds:.1f} s")
     return rep.exit_code

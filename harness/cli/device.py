@@ -26,20 +26,41 @@ after a frame (per frame); reset_after=N the board resets once after N frames
 def register(sub, common):
     p = subcommand(sub, common, "device", "devices without hardware (the simulated board)")
     dsub = p.add_subparsers(dest="device_command", metavar="DEVICE")
-    s = subcommand(dsub, common, "sim", "run the simulated board (TFLM kernels) behind an emulated serial line",
-                   epilog=SIM_EPILOG)
+    s = subcommand(
+        dsub, common, "sim", "run the simulated board (TFLM kernels) behind an emulated serial line", epilog=SIM_EPILOG
+    )
     add_option(s, "--model", required=True, metavar="M.tflite", help="the model the board holds")
-    add_option(s, "--listen", default="pty", metavar="pty|tcp:PORT",
-               help="a pseudo-terminal (default) or a TCP port on 127.0.0.1 (tcp:0 picks one)")
+    add_option(
+        s,
+        "--listen",
+        default="pty",
+        metavar="pty|tcp:PORT",
+        help="a pseudo-terminal (default) or a TCP port on 127.0.0.1 (tcp:0 picks one)",
+    )
     add_option(s, "--board", default="sim", metavar="ID", help="board profile from boards/ (default sim)")
-    add_option(s, "--baud", type=int, default=None, metavar="B",
-               help="line rate, 8N1 (default: the board's; 0 = unlimited)")
-    add_option(s, "--latency_ms", type=float, default=1.0, metavar="L",
-               help="one-way latency per direction in ms (default 1, like USB CDC)")
-    add_option(s, "--faults", default=None, metavar="SPEC", help="fault injection, e.g. ber=1e-4,drop=1e-4,garbage=0.01")
+    add_option(
+        s, "--baud", type=int, default=None, metavar="B", help="line rate, 8N1 (default: the board's; 0 = unlimited)"
+    )
+    add_option(
+        s,
+        "--latency_ms",
+        type=float,
+        default=1.0,
+        metavar="L",
+        help="one-way latency per direction in ms (default 1, like USB CDC)",
+    )
+    add_option(
+        s, "--faults", default=None, metavar="SPEC", help="fault injection, e.g. ber=1e-4,drop=1e-4,garbage=0.01"
+    )
     add_option(s, "--seed", type=int, default=0, help="seed of the fault injection (default 0)")
-    add_option(s, "--arena_size", type=int, default=None, metavar="BYTES",
-               help="skip measuring the arena; report this many bytes")
+    add_option(
+        s,
+        "--arena_size",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="skip measuring the arena; report this many bytes",
+    )
     s.set_defaults(func=run_sim)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -56,19 +77,28 @@ def run_sim(args) -> int:
     board = load_board(args.board)
     baud = board.baud if args.baud is None else args.baud
     console.detail(f"measuring the arena of {args.model} …")
-    sim = start_sim(args.model, listen=args.listen, board=board, baud=baud, latency_ms=args.latency_ms,
-                    faults=args.faults, seed=args.seed, arena_size=args.arena_size)
+    sim = start_sim(
+        args.model,
+        listen=args.listen,
+        board=board,
+        baud=baud,
+        latency_ms=args.latency_ms,
+        faults=args.faults,
+        seed=args.seed,
+        arena_size=args.arena_size,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     try:
         dev = sim.device
         if dev.not_ready:
-            console.warn(f"the model does not fit board {board.id}: {dev.not_ready}; "
-                         "the device will answer NOT_READY")
+            console.warn(f"the model does not fit board {board.id}: {dev.not_ready}; the device will answer NOT_READY")
         print(sim.url, flush=True)
-        console.info(f"simulated board '{board.id}' at {sim.url} — {baud or 'unlimited'} baud, "
-                     f"{args.latency_ms:g} ms latency, faults {sim.faults.describe()}, arena {dev.arena_used} B "
-                     f"of {board.ram_bytes} B RAM; invoke time is host time. Ctrl-C stops.")
+        console.info(
+            f"simulated board '{board.id}' at {sim.url} — {baud or 'unlimited'} baud, "
+            f"{args.latency_ms:g} ms latency, faults {sim.faults.describe()}, arena {dev.arena_used} B "
+            f"of {board.ram_bytes} B RAM; invoke time is host time. Ctrl-C stops."
+        )
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
@@ -76,8 +106,13 @@ def run_sim(args) -> int:
     finally:
         summary = sim.summary()
         sim.close()
-        console.info(f"served {summary['requests']} requests, {summary['invokes']} inferences"
-                     + (f", median invoke {summary['invoke_us_host_median']} µs (host time)"
-                        if summary["invoke_us_host_median"] is not None else ""))
+        console.info(
+            f"served {summary['requests']} requests, {summary['invokes']} inferences"
+            + (
+                f", median invoke {summary['invoke_us_host_median']} µs (host time)"
+                if summary["invoke_us_host_median"] is not None
+                else ""
+            )
+        )
         sys.stdout.flush()
     return 0

@@ -29,8 +29,12 @@ def register(sub, common):
     add_option(p, "--elf", metavar="PATH", help="firmware (default: build/<board>/firmware.elf)")
     add_option(p, "--tcp_port", type=int, metavar="N", help="qemu_m55: TCP port for the UART (default: a free one)")
     add_option(p, "--ram", action="store_true", help="STM32N6: load to RAM (development boot) instead of flash")
-    add_option(p, "--detach", action="store_true",
-               help="qemu_m55/native: leave the emulator running in the background and return")
+    add_option(
+        p,
+        "--detach",
+        action="store_true",
+        help="qemu_m55/native: leave the emulator running in the background and return",
+    )
     add_option(p, "--pid_file", metavar="PATH", help="with --detach: write the process id here")
     add_option(p, "--log", metavar="PATH", help="qemu_m55: QEMU's own output to this file")
     add_option(p, "--dry_run", action="store_true", help="STM32N6: only show the commands")
@@ -45,8 +49,17 @@ def run(args) -> int:
     from harness.fileio import write_text_atomic
     from harness.flash import flash
 
-    res = flash(args.board, port=args.port, elf=args.elf, tcp_port=args.tcp_port, ram=args.ram,
-                detach=args.detach, log=args.log, dry_run=args.dry_run, model=args.model)
+    res = flash(
+        args.board,
+        port=args.port,
+        elf=args.elf,
+        tcp_port=args.tcp_port,
+        ram=args.ram,
+        detach=args.detach,
+        log=args.log,
+        dry_run=args.dry_run,
+        model=args.model,
+    )
     for cmd in res.commands:
         (console.info if args.dry_run else console.detail)("$ " + " ".join(cmd))
     for note in res.notes:

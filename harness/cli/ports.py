@@ -16,8 +16,7 @@ listed can still be used: --port takes any pyserial URL (socket://, rfc2217://).
 
 
 def register(sub, common) -> None:
-    p = subcommand(sub, common, "ports", help="list serial ports (VID:PID, serial number, known boards)",
-                   epilog=EPILOG)
+    p = subcommand(sub, common, "ports", help="list serial ports (VID:PID, serial number, known boards)", epilog=EPILOG)
     add_option(p, "--json", action="store_true", help="print JSON instead of a table")
     add_option(p, "--board", metavar="ID", help="only ports that look like this board")
     add_option(p, "--first", action="store_true", help="print only the first matching port's device name")
@@ -41,8 +40,10 @@ def run(args) -> int:
         ports = [p for p in ports if args.board in p.boards]
     if args.first:
         if not ports:
-            raise DeviceError("no serial port found" + (f" for board {args.board}" if args.board else ""),
-                              "plug the board in (a data cable, not a charge-only one) and check `hil ports`")
+            raise DeviceError(
+                "no serial port found" + (f" for board {args.board}" if args.board else ""),
+                "plug the board in (a data cable, not a charge-only one) and check `hil ports`",
+            )
         print(ports[0].device)
         return 0
     if args.json:

@@ -43,35 +43,84 @@ short (Ctrl-C, device lost) is marked partial and keeps the samples done.
 
 
 def register(sub, common) -> None:
-    p = subcommand(sub, common, "validate", help="run the validation data on a device and report drift vs the host",
-                   description="Stream the validation inputs to a device over the serial protocol, get its raw "
-                               "outputs and timing back, compare them with the host's TFLite results and write "
-                               "a drift report.", epilog=EPILOG)
+    p = subcommand(
+        sub,
+        common,
+        "validate",
+        help="run the validation data on a device and report drift vs the host",
+        description="Stream the validation inputs to a device over the serial protocol, get its raw "
+        "outputs and timing back, compare them with the host's TFLite results and write "
+        "a drift report.",
+        epilog=EPILOG,
+    )
     g = p.add_argument_group("device")
-    add_option(g, "--port", default=os.environ.get("HIL_PORT"), metavar="URL",
-               help="any pyserial URL: /dev/ttyACM0, COM3, socket://host:port, rfc2217://host:port "
-                    "(default: $HIL_PORT)")
+    add_option(
+        g,
+        "--port",
+        default=os.environ.get("HIL_PORT"),
+        metavar="URL",
+        help="any pyserial URL: /dev/ttyACM0, COM3, socket://host:port, rfc2217://host:port (default: $HIL_PORT)",
+    )
     add_option(g, "--baud", type=int, default=921600, metavar="B", help="baud rate (default 921600)")
-    add_option(g, "--board", default=os.environ.get("HIL_BOARD"), metavar="ID",
-               help="the board the device must say it is in its handshake (default $HIL_BOARD; "
-                    "a rig with many boards checks it has the right one)")
-    add_option(g, "--timeout", type=float, default=2.0, metavar="S",
-               help="seconds to wait for an answer before retransmitting (default 2)")
+    add_option(
+        g,
+        "--board",
+        default=os.environ.get("HIL_BOARD"),
+        metavar="ID",
+        help="the board the device must say it is in its handshake (default $HIL_BOARD; "
+        "a rig with many boards checks it has the right one)",
+    )
+    add_option(
+        g,
+        "--timeout",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds to wait for an answer before retransmitting (default 2)",
+    )
     add_option(g, "--retries", type=int, default=5, metavar="N", help="retransmissions before giving up (default 5)")
     g = p.add_argument_group("model and data")
     add_option(g, "--model", required=True, metavar="M.tflite", help="the model the device holds")
-    add_option(g, "--data", required=True, metavar="D.npz",
-               help="the _validation_data.npz of `hil convert`, or any .npz/.npy of inputs (samples first)")
+    add_option(
+        g,
+        "--data",
+        required=True,
+        metavar="D.npz",
+        help="the _validation_data.npz of `hil convert`, or any .npz/.npy of inputs (samples first)",
+    )
     add_option(g, "--samples", type=int, default=None, metavar="N", help="use the first N samples (default all)")
-    add_option(g, "--reference", choices=("tflm", "litert_ref", "litert"), default="tflm",
-               help="host kernels the gates compare with (default tflm: what TFLM firmware computes)")
+    add_option(
+        g,
+        "--reference",
+        choices=("tflm", "litert_ref", "litert"),
+        default="tflm",
+        help="host kernels the gates compare with (default tflm: what TFLM firmware computes)",
+    )
     g = p.add_argument_group("gates")
-    add_option(g, "--min_cosine", type=float, default=0.99, metavar="C",
-               help="every sample's cosine similarity must be >= C (default 0.99; -1 turns it off)")
-    add_option(g, "--max_lsb", type=int, default=1, metavar="K",
-               help="no output may differ by more than K quantization steps (default 1; -1 turns it off)")
-    add_option(g, "--min_top1", type=float, default=None, metavar="A",
-               help="classifiers: top-1 agreement with the host must be >= A (default off)")
+    add_option(
+        g,
+        "--min_cosine",
+        type=float,
+        default=0.99,
+        metavar="C",
+        help="every sample's cosine similarity must be >= C (default 0.99; -1 turns it off)",
+    )
+    add_option(
+        g,
+        "--max_lsb",
+        type=int,
+        default=1,
+        metavar="K",
+        help="no output may differ by more than K quantization steps (default 1; -1 turns it off)",
+    )
+    add_option(
+        g,
+        "--min_top1",
+        type=float,
+        default=None,
+        metavar="A",
+        help="classifiers: top-1 agreement with the host must be >= A (default off)",
+    )
     g = p.add_argument_group("reports")
     add_option(g, "--report_json", metavar="PATH", help="JSON report (schema in docs/validate.md)")
     add_option(g, "--junit_xml", metavar="PATH", help="JUnit XML, one testcase per gate (for CI)")
@@ -83,8 +132,11 @@ def register(sub, common) -> None:
 def gates_from_args(args):
     from harness.validate import Gates
 
-    return Gates(min_cosine=None if args.min_cosine == -1 else args.min_cosine,
-                 max_lsb=None if args.max_lsb == -1 else args.max_lsb, min_top1=args.min_top1)
+    return Gates(
+        min_cosine=None if args.min_cosine == -1 else args.min_cosine,
+        max_lsb=None if args.max_lsb == -1 else args.max_lsb,
+        min_top1=args.min_top1,
+    )
 
 
 def link_column():
@@ -97,8 +149,12 @@ def link_column():
             f = task.fields
             if "samples_per_s" not in f:
                 return Text("")
-            return Text(f"{f['samples_per_s']:.1f} samples/s {f['bytes_per_s'] / 1000:.0f} kB/s "
-                        f"{100 * f['line_fraction']:.0f}% of line", style="cyan", no_wrap=True)
+            return Text(
+                f"{f['samples_per_s']:.1f} samples/s {f['bytes_per_s'] / 1000:.0f} kB/s "
+                f"{100 * f['line_fraction']:.0f}% of line",
+                style="cyan",
+                no_wrap=True,
+            )
 
     return LinkColumn()
 
@@ -112,13 +168,27 @@ def execute(port, model, data, args, *, reports: dict, progress_label: str | Non
     from harness.validate import validate
 
     if not port:
-        raise ConfigError("no port given", "pass --port URL or set HIL_PORT; `hil ports` lists serial ports, "
-                                           "`hil device sim` starts a simulated board")
+        raise ConfigError(
+            "no port given",
+            "pass --port URL or set HIL_PORT; `hil ports` lists serial ports, "
+            "`hil device sim` starts a simulated board",
+        )
     with console.make_progress(extra_columns=[link_column()]) as progress:
-        rep = validate(port, model, data, samples=args.samples, gates=gates_from_args(args),
-                       reference=args.reference, baud=args.baud, timeout=args.timeout, retries=args.retries,
-                       worst_k=args.worst_k, progress=progress, board=getattr(args, "board", None),
-                       on_log=lambda level, text: console.detail(f"device: {text}"))
+        rep = validate(
+            port,
+            model,
+            data,
+            samples=args.samples,
+            gates=gates_from_args(args),
+            reference=args.reference,
+            baud=args.baud,
+            timeout=args.timeout,
+            retries=args.retries,
+            worst_k=args.worst_k,
+            progress=progress,
+            board=getattr(args, "board", None),
+            on_log=lambda level, text: console.detail(f"device: {text}"),
+        )
     d = rep.to_dict()
     if console.VERBOSITY >= 0 and (d["outputs"] or d["device"]):
         console.out.print(summary(d))
@@ -140,14 +210,23 @@ def execute(port, model, data, args, *, reports: dict, progress_label: str | Non
         console.err.print(f"[bold red]error:[/bold red] {msg}", markup=True, highlight=False, soft_wrap=True)
     if rep.exit_code == 1:
         failed = [g["name"] for g in d["gates"] if g["status"] == "fail"]
-        console.err.print(f"[bold red]DRIFT[/bold red]: {', '.join(failed)} outside tolerance "
-                          f"({d['triangulation']['verdict'] if d.get('triangulation') else ''})",
-                          markup=True, highlight=False, soft_wrap=True)
+        console.err.print(
+            f"[bold red]DRIFT[/bold red]: {', '.join(failed)} outside tolerance "
+            f"({d['triangulation']['verdict'] if d.get('triangulation') else ''})",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
+        )
     elif rep.exit_code == 0:
         console.result("[bold green]PASS[/bold green]: every gate within tolerance")
     return rep.exit_code
 
 
 def run(args) -> int:
-    return execute(args.port, args.model, args.data, args,
-                   reports={"json": args.report_json, "junit": args.junit_xml, "html": args.html})
+    return execute(
+        args.port,
+        args.model,
+        args.data,
+        args,
+        reports={"json": args.report_json, "junit": args.junit_xml, "html": args.html},
+    )

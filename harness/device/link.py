@@ -19,17 +19,19 @@ import threading
 import time
 import tty
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from harness.errors import ConfigError, DeviceError
 
-FAULTS_HELP = ("comma-separated faults: ber=RATE (bit-error rate), drop=RATE (lost bytes), "
-               "garbage=P (random bytes after a frame, per frame), reset_after=N (device resets once "
-               "after N frames), reset_every=N, stall=P:DURATION (device stalls, per frame; e.g. "
-               "stall=0.001:200ms); all on both directions where it applies, seeded by --seed")
+FAULTS_HELP = (
+    "comma-separated faults: ber=RATE (bit-error rate), drop=RATE (lost bytes), "
+    "garbage=P (random bytes after a frame, per frame), reset_after=N (device resets once "
+    "after N frames), reset_every=N, stall=P:DURATION (device stalls, per frame; e.g. "
+    "stall=0.001:200ms); all on both directions where it applies, seeded by --seed"
+)
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,7 @@ class Faults:
         return bool(self.ber or self.drop or self.garbage)
 
     def describe(self) -> str:
-        parts = [f"{k}={v:g}" for k, v in (("ber", self.ber), ("drop", self.drop), ("garbage", self.garbage))
-                 if v]
+        parts = [f"{k}={v:g}" for k, v in (("ber", self.ber), ("drop", self.drop), ("garbage", self.garbage)) if v]
         if self.reset_after:
             parts.append(f"reset_after={self.reset_after}")
         if self.reset_every:
@@ -115,7 +116,7 @@ class LineFaults:
             out = bytearray()
             start = 0
             for z in [i for i, b in enumerate(data) if b == 0]:
-                out += data[start:z + 1]
+                out += data[start : z + 1]
                 start = z + 1
                 if self.rng.random() < f.garbage:
                     g = self.rng.integers(1, 256, int(self.rng.integers(1, 24)), dtype=np.uint8).tobytes()
@@ -140,8 +141,14 @@ class LineFaults:
 class LinePipe:
     """One direction of the emulated line: rate, latency, faults, then `sink`."""
 
-    def __init__(self, sink: Callable[[bytes], None], baud: int, latency_s: float,
-                 faults: LineFaults | None = None, name: str = "line"):
+    def __init__(
+        self,
+        sink: Callable[[bytes], None],
+        baud: int,
+        latency_s: float,
+        faults: LineFaults | None = None,
+        name: str = "line",
+    ):
         self.sink = sink
         self.baud = int(baud)
         self.latency = float(latency_s)
@@ -165,7 +172,7 @@ class LinePipe:
         now = time.monotonic()
         with self._cv:
             for i in range(0, len(data), self._piece):
-                piece = data[i:i + self._piece]
+                piece = data[i : i + self._piece]
                 start = max(now, self._wire_free)
                 done = start + (10.0 * len(piece) / self.baud if self.baud else 0.0)
                 self._wire_free = done
@@ -235,8 +242,8 @@ class RxBuffer:
             while True:
                 z = self._buf.find(0)
                 if z >= 0:
-                    out = bytes(self._buf[:z + 1])
-                    del self._buf[:z + 1]
+                    out = bytes(self._buf[: z + 1])
+                    del self._buf[: z + 1]
                     return out
                 if len(self._buf) >= self.capacity:
                     out = bytes(self._buf)
@@ -257,6 +264,7 @@ class RxBuffer:
 
 
 # ----------------------------------------------------------------- transports
+
 
 class PtyTransport:
     """A real pseudo-terminal: the host opens `url` (/dev/pts/N) like a
@@ -348,7 +356,7 @@ class TcpTransport:
         while not self._stop.is_set():
             try:
                 conn, _ = self._srv.accept()
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -365,7 +373,7 @@ class TcpTransport:
         while not self._stop.is_set():
             try:
                 data = conn.recv(65536)
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 continue
             except OSError:
                 break

@@ -33,29 +33,43 @@ def free_tcp_port(host: str = "127.0.0.1") -> int:
 def qemu_binary() -> str:
     exe = os.environ.get("HIL_QEMU") or shutil.which("qemu-system-arm")
     if not exe:
-        raise ToolError("qemu-system-arm is not installed",
-                        "install it, e.g. `sudo apt-get install qemu-system-arm`")
+        raise ToolError("qemu-system-arm is not installed", "install it, e.g. `sudo apt-get install qemu-system-arm`")
     return exe
 
 
 def qemu_command(elf: Path, port: int, host: str = "127.0.0.1", exe: str | None = None) -> list[str]:
     return [
-        exe or qemu_binary(), "-M", MACHINE, "-nographic", "-monitor", "none",
-        "-semihosting-config", "enable=on,target=native",
-        "-serial", f"tcp:{host}:{port},server=on,wait=off,nodelay=on",
-        "-kernel", str(elf),
+        exe or qemu_binary(),
+        "-M",
+        MACHINE,
+        "-nographic",
+        "-monitor",
+        "none",
+        "-semihosting-config",
+        "enable=on,target=native",
+        "-serial",
+        f"tcp:{host}:{port},server=on,wait=off,nodelay=on",
+        "-kernel",
+        str(elf),
     ]
 
 
 class QemuM55:
     """QEMU running one firmware; a context manager that always cleans up."""
 
-    def __init__(self, elf: str | os.PathLike, port: int | None = None, host: str = "127.0.0.1",
-                 log: str | os.PathLike | None = None, start_timeout: float = 10.0):
+    def __init__(
+        self,
+        elf: str | os.PathLike,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        log: str | os.PathLike | None = None,
+        start_timeout: float = 10.0,
+    ):
         self.elf = Path(elf)
         if not self.elf.is_file():
-            raise ConfigError(f"firmware {self.elf} does not exist",
-                              "build it first: hil build --board qemu_m55 --model M.tflite")
+            raise ConfigError(
+                f"firmware {self.elf} does not exist", "build it first: hil build --board qemu_m55 --model M.tflite"
+            )
         self.host = host
         self.port = port or free_tcp_port(host)
         self.log = Path(log) if log else None
@@ -71,22 +85,22 @@ class QemuM55:
     def command(self) -> list[str]:
         return qemu_command(self.elf, self.port, self.host)
 
-    def start(self, detach: bool = False) -> "QemuM55":
+    def start(self, detach: bool = False) -> QemuM55:
         cmd = self.command
         out = subprocess.DEVNULL
         if self.log:
             self._log_fh = open(self.log, "ab")
             out = self._log_fh
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                     start_new_session=detach)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=detach)
         deadline = time.monotonic() + self.start_timeout
         try:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     code = self.proc.returncode
                     self.proc = None
-                    raise DeviceError(f"QEMU exited at start (code {code})",
-                                      f"run it by hand to see why: {' '.join(cmd)}")
+                    raise DeviceError(
+                        f"QEMU exited at start (code {code})", f"run it by hand to see why: {' '.join(cmd)}"
+                    )
                 if self._listening():
                     return self
                 time.sleep(0.05)
@@ -94,8 +108,9 @@ class QemuM55:
             self.stop()  # no orphan QEMU (Ctrl-C while it starts)
             raise
         self.stop()
-        raise DeviceError(f"QEMU did not open {self.url} within {self.start_timeout:.0f} s",
-                          "is the port in use? pass another --port")
+        raise DeviceError(
+            f"QEMU did not open {self.url} within {self.start_timeout:.0f} s", "is the port in use? pass another --port"
+        )
 
     def _listening(self) -> bool:
         # /proc/net/tcp avoids connecting (a probe connection would take the
@@ -136,7 +151,7 @@ class QemuM55:
             self._log_fh = None
         return code
 
-    def __enter__(self) -> "QemuM55":
+    def __enter__(self) -> QemuM55:
         if self.proc is None:
             self.start()
         return self

@@ -75,8 +75,15 @@ class SimDevice:
     other request with `ERROR NOT_READY`, as the firmware does.
     """
 
-    def __init__(self, model: bytes, board: str | Board = "sim", *, max_frame: int | None = None,
-                 rx_window: int | None = None, arena_size: int | None = None):
+    def __init__(
+        self,
+        model: bytes,
+        board: str | Board = "sim",
+        *,
+        max_frame: int | None = None,
+        rx_window: int | None = None,
+        arena_size: int | None = None,
+    ):
         self.model = bytes(model)
         self.info_model = inspect_bytes(self.model)
         self.board = board if isinstance(board, Board) else load_board(board)
@@ -87,8 +94,9 @@ class SimDevice:
         self.arena_used = int(arena_size) if arena_size else measured_arena(self.model)
         self.not_ready = ""
         if self.arena_used > self.board.ram_bytes:
-            self.not_ready = (f"tensor arena {self.arena_used} B does not fit the board's "
-                              f"{self.board.ram_bytes} B of RAM")
+            self.not_ready = (
+                f"tensor arena {self.arena_used} B does not fit the board's {self.board.ram_bytes} B of RAM"
+            )
         elif len(self.model) > self.board.flash_bytes:
             self.not_ready = f"model {len(self.model)} B does not fit the board's {self.board.flash_bytes} B of flash"
         self._interp = None
@@ -120,12 +128,21 @@ class SimDevice:
         def desc(t):
             return c.TensorDescriptor(t.dtype, tuple(t.shape), float(t.scale), int(t.zero_point), t.nbytes)
 
-        return c.Info(version=c.VERSION, flags=c.INFO_HOST_TIME, max_frame=self.max_frame,
-                      rx_window=self.rx_window, arena_size=self.arena_used, arena_used=self.arena_used,
-                      model_size=len(self.model), model_sha256=self.info_model.sha256_bytes,
-                      cpu_hz=int(self.board.get("clock_hz", 0) or 0), firmware=FIRMWARE,
-                      board=self.board.id, inputs=tuple(desc(t) for t in self._ins),
-                      outputs=tuple(desc(t) for t in self._outs))
+        return c.Info(
+            version=c.VERSION,
+            flags=c.INFO_HOST_TIME,
+            max_frame=self.max_frame,
+            rx_window=self.rx_window,
+            arena_size=self.arena_used,
+            arena_used=self.arena_used,
+            model_size=len(self.model),
+            model_sha256=self.info_model.sha256_bytes,
+            cpu_hz=int(self.board.get("clock_hz", 0) or 0),
+            firmware=FIRMWARE,
+            board=self.board.id,
+            inputs=tuple(desc(t) for t in self._ins),
+            outputs=tuple(desc(t) for t in self._outs),
+        )
 
     # ------------------------------------------------------------- requests
     def handle(self, frame: c.Frame) -> bytes | None:
@@ -149,8 +166,11 @@ class SimDevice:
             if msg.version_min <= c.VERSION <= msg.version_max:
                 resp = c.message_body(self.info(), frame.seq)
             else:
-                return self._error(frame, c.E_VERSION, f"device speaks {c.VERSION}..{c.VERSION}, host asked "
-                                                       f"{msg.version_min}..{msg.version_max}")
+                return self._error(
+                    frame,
+                    c.E_VERSION,
+                    f"device speaks {c.VERSION}..{c.VERSION}, host asked {msg.version_min}..{msg.version_max}",
+                )
         elif isinstance(msg, c.Ping):
             resp = c.message_body(c.Pong(msg.data), frame.seq)
         elif not isinstance(msg, (c.Write, c.Invoke, c.Read)):
@@ -187,10 +207,11 @@ class SimDevice:
             return self._error(frame, c.E_BAD_TENSOR, f"input {m.tensor}: the model has {len(self._ins)} inputs")
         n = self._ins[m.tensor].nbytes
         if m.offset + len(m.data) > n:
-            return self._error(frame, c.E_OUT_OF_RANGE,
-                               f"input {m.tensor}: bytes {m.offset}..{m.offset + len(m.data)} beyond its {n}")
-        self._in_bufs[m.tensor][m.offset:m.offset + len(m.data)] = m.data
-        self._in_marks[m.tensor][m.offset:m.offset + len(m.data)] = True
+            return self._error(
+                frame, c.E_OUT_OF_RANGE, f"input {m.tensor}: bytes {m.offset}..{m.offset + len(m.data)} beyond its {n}"
+            )
+        self._in_bufs[m.tensor][m.offset : m.offset + len(m.data)] = m.data
+        self._in_marks[m.tensor][m.offset : m.offset + len(m.data)] = True
         return c.message_body(c.Ack(), frame.seq)
 
     def _invoke(self, frame: c.Frame, m: c.Invoke) -> bytes:
@@ -217,13 +238,13 @@ class SimDevice:
             return self._error(frame, c.E_BAD_TENSOR, f"output {m.tensor}: the model has {len(self._outs)} outputs")
         n = self._outs[m.tensor].nbytes
         if m.offset + m.length > n:
-            return self._error(frame, c.E_OUT_OF_RANGE,
-                               f"output {m.tensor}: bytes {m.offset}..{m.offset + m.length} beyond its {n}")
+            return self._error(
+                frame, c.E_OUT_OF_RANGE, f"output {m.tensor}: bytes {m.offset}..{m.offset + m.length} beyond its {n}"
+            )
         if self._out_bufs is None:
             return self._error(frame, c.E_INCOMPLETE_INPUT, "no INVOKE since the device started")
         k = min(m.length, self.max_frame - 16)
-        return c.message_body(c.Data(m.tensor, m.offset, self._out_bufs[m.tensor][m.offset:m.offset + k]),
-                              frame.seq)
+        return c.message_body(c.Data(m.tensor, m.offset, self._out_bufs[m.tensor][m.offset : m.offset + k]), frame.seq)
 
 
 def _model_bytes(model) -> bytes:
@@ -235,15 +256,26 @@ def _model_bytes(model) -> bytes:
 class SimHandle:
     """A running simulated board: `.url` to open, `.close()` to stop."""
 
-    def __init__(self, device: SimDevice, listen: str, baud: int, latency_ms: float, faults: Faults,
-                 seed: int, rx_buffer: int | None):
+    def __init__(
+        self,
+        device: SimDevice,
+        listen: str,
+        baud: int,
+        latency_ms: float,
+        faults: Faults,
+        seed: int,
+        rx_buffer: int | None,
+    ):
         self.device = device
         self.faults = faults
         self.baud = int(baud)
         self.latency_ms = float(latency_ms)
         self._rng = np.random.default_rng(seed + 7919)
-        cap = rx_buffer or int(device.board.get("rx_buffer", 0) or 0) or \
-            device.rx_window * (c.cobs_max_encoded(device.max_frame) + 2) + 256
+        cap = (
+            rx_buffer
+            or int(device.board.get("rx_buffer", 0) or 0)
+            or device.rx_window * (c.cobs_max_encoded(device.max_frame) + 2) + 256
+        )
         self.rx = RxBuffer(cap)
         self._decoder = c.FrameDecoder(max_body=device.max_frame)
         self._stop = threading.Event()
@@ -258,8 +290,11 @@ class SimHandle:
         self._thread = threading.Thread(target=self._run, name="sim-device", daemon=True)
         self._thread.start()
         self._send(device.boot())
-        self._log(2, f"{FIRMWARE} on board {device.board.id}: arena {device.arena_used} B of "
-                     f"{device.board.ram_bytes} B RAM" + (f"; NOT READY: {device.not_ready}" if device.not_ready else ""))
+        self._log(
+            2,
+            f"{FIRMWARE} on board {device.board.id}: arena {device.arena_used} B of "
+            f"{device.board.ram_bytes} B RAM" + (f"; NOT READY: {device.not_ready}" if device.not_ready else ""),
+        )
 
     # bytes from the host's port into the line
     def _from_host(self, data: bytes) -> None:
@@ -302,8 +337,9 @@ class SimHandle:
                 if resp is not None:
                     self._send(resp)
                 self._frames_since_reset += 1
-                if ((f.reset_after and not self._reset_done and self._frames_since_reset >= f.reset_after)
-                        or (f.reset_every and self._frames_since_reset >= f.reset_every)):
+                if (f.reset_after and not self._reset_done and self._frames_since_reset >= f.reset_after) or (
+                    f.reset_every and self._frames_since_reset >= f.reset_every
+                ):
                     self._reset_done = True
                     self.reset()
                     break
@@ -316,11 +352,21 @@ class SimHandle:
         s = self.device.stats
         us = sorted(s.invoke_us)
         return {
-            "url": self.url, "board": self.device.board.id, "baud": self.baud, "latency_ms": self.latency_ms,
-            "faults": self.faults.describe(), "requests": s.requests, "duplicates": s.duplicates,
-            "invokes": s.invokes, "resets": s.resets, "stalls": s.stalls, "errors": dict(s.errors),
-            "dropped_frames": self.dropped_frames, "rx_overrun_bytes": self.rx.overrun_bytes,
-            "rx_high_water": self.rx.high_water, "rx_capacity": self.rx.capacity,
+            "url": self.url,
+            "board": self.device.board.id,
+            "baud": self.baud,
+            "latency_ms": self.latency_ms,
+            "faults": self.faults.describe(),
+            "requests": s.requests,
+            "duplicates": s.duplicates,
+            "invokes": s.invokes,
+            "resets": s.resets,
+            "stalls": s.stalls,
+            "errors": dict(s.errors),
+            "dropped_frames": self.dropped_frames,
+            "rx_overrun_bytes": self.rx.overrun_bytes,
+            "rx_high_water": self.rx.high_water,
+            "rx_capacity": self.rx.capacity,
             "invoke_us_host_median": us[len(us) // 2] if us else None,
         }
 
@@ -334,17 +380,27 @@ class SimHandle:
         self.transport.close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "SimHandle":
+    def __enter__(self) -> SimHandle:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-def start_sim(model, listen: str = "pty", board: str | Board = "sim", baud: int = 921600,
-              latency_ms: float = 1.0, faults: str | Faults | None = None, seed: int = 0, *,
-              max_frame: int | None = None, rx_window: int | None = None, arena_size: int | None = None,
-              rx_buffer: int | None = None) -> SimHandle:
+def start_sim(
+    model,
+    listen: str = "pty",
+    board: str | Board = "sim",
+    baud: int = 921600,
+    latency_ms: float = 1.0,
+    faults: str | Faults | None = None,
+    seed: int = 0,
+    *,
+    max_frame: int | None = None,
+    rx_window: int | None = None,
+    arena_size: int | None = None,
+    rx_buffer: int | None = None,
+) -> SimHandle:
     """Start a simulated board in background threads of this process.
 
     `model`: path or bytes of a .tflite. `listen`: "pty" or "tcp:PORT"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Union
 
 from harness.errors import ProtocolError
 from harness.model import DTYPE_CODES
@@ -37,8 +36,16 @@ ERROR, LOG, BOOT = 0xE0, 0xF0, 0xF1
 # ERROR codes
 E_UNKNOWN_TYPE, E_BAD_LENGTH, E_BAD_TENSOR, E_OUT_OF_RANGE = 1, 2, 3, 4
 E_INCOMPLETE_INPUT, E_INVOKE_FAILED, E_VERSION, E_NOT_READY = 5, 6, 7, 8
-ERROR_NAMES = {1: "UNKNOWN_TYPE", 2: "BAD_LENGTH", 3: "BAD_TENSOR", 4: "OUT_OF_RANGE",
-               5: "INCOMPLETE_INPUT", 6: "INVOKE_FAILED", 7: "VERSION", 8: "NOT_READY"}
+ERROR_NAMES = {
+    1: "UNKNOWN_TYPE",
+    2: "BAD_LENGTH",
+    3: "BAD_TENSOR",
+    4: "OUT_OF_RANGE",
+    5: "INCOMPLETE_INPUT",
+    6: "INVOKE_FAILED",
+    7: "VERSION",
+    8: "NOT_READY",
+}
 
 DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
 LOG_LEVELS = {0: "error", 1: "warn", 2: "info", 3: "debug"}
@@ -48,12 +55,15 @@ class CodecError(ProtocolError):
     """Bytes the codec cannot accept; `.reason` is the error's name."""
 
     def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"protocol {reason}" + (f": {detail}" if detail else ""),
-                         "the link is corrupting data — check the cable, baud rate and firmware version")
+        super().__init__(
+            f"protocol {reason}" + (f": {detail}" if detail else ""),
+            "the link is corrupting data — check the cable, baud rate and firmware version",
+        )
         self.reason = reason
 
 
 # --------------------------------------------------------------------- COBS
+
 
 def cobs_encode(data: bytes) -> bytes:
     """COBS-encode `data` as in Cheshire & Baker's StuffData: the result holds
@@ -64,7 +74,7 @@ def cobs_encode(data: bytes) -> bytes:
         i, n = 0, len(part)
         while n - i >= 254:
             out.append(0xFF)
-            out += part[i:i + 254]
+            out += part[i : i + 254]
             i += 254
         out.append(n - i + 1)
         out += part[i:]
@@ -82,7 +92,7 @@ def cobs_decode(data: bytes) -> bytes:
         j = i + code
         if j > n:
             raise CodecError("COBS", f"block at {i} runs past the end of the frame")
-        block = data[i + 1:j]
+        block = data[i + 1 : j]
         if 0 in block:
             raise CodecError("COBS", "zero byte inside a frame")
         out += block
@@ -99,6 +109,7 @@ def cobs_max_encoded(n: int) -> int:
 
 # --------------------------------------------------------------------- frames
 
+
 def crc32(data: bytes) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
@@ -112,7 +123,7 @@ class Frame:
     seq: int
     payload: bytes
 
-    def message(self) -> "Message":
+    def message(self) -> Message:
         return decode_payload(self.type, self.payload)
 
     @property
@@ -157,6 +168,7 @@ def decode_wire(wire: bytes, max_body: int = MAX_BODY_HOST) -> Frame:
 
 # --------------------------------------------------------------------- messages
 
+
 def _u(fmt: str, payload: bytes, mtype: int, exact: bool = True) -> tuple:
     size = struct.calcsize(fmt)
     if len(payload) < size or (exact and len(payload) != size):
@@ -182,7 +194,7 @@ class Hello:
         return _pack("<HHI", self.version_min, self.version_max, self.nonce)
 
     @classmethod
-    def parse(cls, p: bytes) -> "Hello":
+    def parse(cls, p: bytes) -> Hello:
         return cls(*_u("<HHI", p, HELLO))
 
 
@@ -197,7 +209,7 @@ class Write:
         return _pack("<BBHI", self.tensor, 0, 0, self.offset) + bytes(self.data)
 
     @classmethod
-    def parse(cls, p: bytes) -> "Write":
+    def parse(cls, p: bytes) -> Write:
         t, _, _, off = _u("<BBHI", p, WRITE, exact=False)
         return cls(t, off, bytes(p[8:]))
 
@@ -211,7 +223,7 @@ class Invoke:
         return _pack("<I", self.sample_id)
 
     @classmethod
-    def parse(cls, p: bytes) -> "Invoke":
+    def parse(cls, p: bytes) -> Invoke:
         return cls(*_u("<I", p, INVOKE))
 
 
@@ -226,7 +238,7 @@ class Read:
         return _pack("<BBHII", self.tensor, 0, 0, self.offset, self.length)
 
     @classmethod
-    def parse(cls, p: bytes) -> "Read":
+    def parse(cls, p: bytes) -> Read:
         t, _, _, off, n = _u("<BBHII", p, READ)
         return cls(t, off, n)
 
@@ -240,7 +252,7 @@ class Ping:
         return bytes(self.data)
 
     @classmethod
-    def parse(cls, p: bytes) -> "Ping":
+    def parse(cls, p: bytes) -> Ping:
         return cls(bytes(p))
 
 
@@ -252,7 +264,7 @@ class Ack:
         return b""
 
     @classmethod
-    def parse(cls, p: bytes) -> "Ack":
+    def parse(cls, p: bytes) -> Ack:
         if p:
             raise CodecError("BAD_LENGTH", f"ACK with a {len(p)}-byte payload")
         return cls()
@@ -291,13 +303,15 @@ class TensorDescriptor:
     def encode(self) -> bytes:
         if len(self.shape) > 255:
             raise CodecError("VALUE", "more than 255 dims")
-        return (_pack("<BBH", dtype_code(self.dtype), len(self.shape), 0)
-                + _pack(f"<{len(self.shape)}i", *self.shape)
-                + _pack("<fiI", self.scale, self.zero_point, self.nbytes))
+        return (
+            _pack("<BBH", dtype_code(self.dtype), len(self.shape), 0)
+            + _pack(f"<{len(self.shape)}i", *self.shape)
+            + _pack("<fiI", self.scale, self.zero_point, self.nbytes)
+        )
 
     @classmethod
-    def parse_from(cls, p: bytes, pos: int) -> tuple["TensorDescriptor", int]:
-        code, ndims, _ = _u("<BBH", p[pos:pos + 4], INFO)
+    def parse_from(cls, p: bytes, pos: int) -> tuple[TensorDescriptor, int]:
+        code, ndims, _ = _u("<BBH", p[pos : pos + 4], INFO)
         pos += 4
         need = 4 * ndims + 12
         if len(p) - pos < need:
@@ -318,7 +332,7 @@ def _read_str8(p: bytes, pos: int) -> tuple[str, int]:
     if pos >= len(p) or pos + 1 + p[pos] > len(p):
         raise CodecError("BAD_LENGTH", "INFO ends inside a string")
     n = p[pos]
-    return p[pos + 1:pos + 1 + n].decode("utf-8", "replace"), pos + 1 + n
+    return p[pos + 1 : pos + 1 + n].decode("utf-8", "replace"), pos + 1 + n
 
 
 _INFO_FIXED = "<HHIHHIII32sI"
@@ -346,9 +360,19 @@ class Info:
             raise CodecError("VALUE", "model_sha256 must be 32 bytes")
         if len(self.inputs) > 255 or len(self.outputs) > 255:
             raise CodecError("VALUE", "more than 255 tensors")
-        out = _pack(_INFO_FIXED, self.version, self.flags, self.max_frame, self.rx_window, 0,
-                    self.arena_size, self.arena_used, self.model_size, bytes(self.model_sha256),
-                    self.cpu_hz)
+        out = _pack(
+            _INFO_FIXED,
+            self.version,
+            self.flags,
+            self.max_frame,
+            self.rx_window,
+            0,
+            self.arena_size,
+            self.arena_used,
+            self.model_size,
+            bytes(self.model_sha256),
+            self.cpu_hz,
+        )
         out += _str8(self.firmware) + _str8(self.board)
         out += bytes([len(self.inputs), len(self.outputs)])
         for t in (*self.inputs, *self.outputs):
@@ -356,10 +380,11 @@ class Info:
         return out
 
     @classmethod
-    def parse(cls, p: bytes) -> "Info":
+    def parse(cls, p: bytes) -> Info:
         p = bytes(p)
-        (version, flags, max_frame, rx_window, _, arena_size, arena_used, model_size, sha,
-         cpu_hz) = _u(_INFO_FIXED, p, INFO, exact=False)
+        (version, flags, max_frame, rx_window, _, arena_size, arena_used, model_size, sha, cpu_hz) = _u(
+            _INFO_FIXED, p, INFO, exact=False
+        )
         pos = struct.calcsize(_INFO_FIXED)
         firmware, pos = _read_str8(p, pos)
         board, pos = _read_str8(p, pos)
@@ -372,8 +397,21 @@ class Info:
             t, pos = TensorDescriptor.parse_from(p, pos)
             tensors.append(t)
         # bytes past this point belong to later versions and are ignored
-        return cls(version, flags, max_frame, rx_window, arena_size, arena_used, model_size, sha,
-                   cpu_hz, firmware, board, tuple(tensors[:n_in]), tuple(tensors[n_in:]))
+        return cls(
+            version,
+            flags,
+            max_frame,
+            rx_window,
+            arena_size,
+            arena_used,
+            model_size,
+            sha,
+            cpu_hz,
+            firmware,
+            board,
+            tuple(tensors[:n_in]),
+            tuple(tensors[n_in:]),
+        )
 
 
 @dataclass(frozen=True)
@@ -388,7 +426,7 @@ class Result:
         return _pack("<IIIIQ", self.sample_id, self.status, self.invoke_us, 0, self.cycles)
 
     @classmethod
-    def parse(cls, p: bytes) -> "Result":
+    def parse(cls, p: bytes) -> Result:
         sid, status, us, _, cycles = _u("<IIIIQ", p, RESULT)
         return cls(sid, status, us, cycles)
 
@@ -404,7 +442,7 @@ class Data:
         return _pack("<BBHI", self.tensor, 0, 0, self.offset) + bytes(self.data)
 
     @classmethod
-    def parse(cls, p: bytes) -> "Data":
+    def parse(cls, p: bytes) -> Data:
         t, _, _, off = _u("<BBHI", p, DATA, exact=False)
         return cls(t, off, bytes(p[8:]))
 
@@ -418,7 +456,7 @@ class Pong:
         return bytes(self.data)
 
     @classmethod
-    def parse(cls, p: bytes) -> "Pong":
+    def parse(cls, p: bytes) -> Pong:
         return cls(bytes(p))
 
 
@@ -436,7 +474,7 @@ class Error:
         return _pack("<HH", self.code, 0) + self.message.encode("utf-8")
 
     @classmethod
-    def parse(cls, p: bytes) -> "Error":
+    def parse(cls, p: bytes) -> Error:
         code, _ = _u("<HH", p, ERROR, exact=False)
         return cls(code, bytes(p[4:]).decode("utf-8", "replace"))
 
@@ -451,7 +489,7 @@ class Log:
         return _pack("<B", self.level) + self.text.encode("utf-8")
 
     @classmethod
-    def parse(cls, p: bytes) -> "Log":
+    def parse(cls, p: bytes) -> Log:
         (level,) = _u("<B", p, LOG, exact=False)
         return cls(level, bytes(p[1:]).decode("utf-8", "replace"))
 
@@ -465,13 +503,14 @@ class Boot:
         return _pack("<I", self.boot_nonce)
 
     @classmethod
-    def parse(cls, p: bytes) -> "Boot":
+    def parse(cls, p: bytes) -> Boot:
         return cls(*_u("<I", p, BOOT))
 
 
-Message = Union[Hello, Write, Invoke, Read, Ping, Ack, Info, Result, Data, Pong, Error, Log, Boot]
-MESSAGE_CLASSES = {c.TYPE: c for c in (Hello, Write, Invoke, Read, Ping, Ack, Info, Result, Data,
-                                       Pong, Error, Log, Boot)}
+Message = Hello | Write | Invoke | Read | Ping | Ack | Info | Result | Data | Pong | Error | Log | Boot
+MESSAGE_CLASSES = {
+    c.TYPE: c for c in (Hello, Write, Invoke, Read, Ping, Ack, Info, Result, Data, Pong, Error, Log, Boot)
+}
 REQUEST_TYPES = frozenset({HELLO, WRITE, INVOKE, READ, PING})
 TYPE_NAMES = {c.TYPE: c.__name__.upper() for c in MESSAGE_CLASSES.values()}
 
@@ -499,6 +538,7 @@ def decode_message(wire: bytes, max_body: int = MAX_BODY_HOST) -> tuple[Message,
 
 
 # --------------------------------------------------------------------- stream
+
 
 @dataclass
 class FrameDecoder:
@@ -564,6 +604,7 @@ class FrameDecoder:
             except CodecError as exc:
                 self._drop(exc.reason)
         return out
+
 
 def pretty(msg: Message) -> str:
     """A short human-readable form for logs."""

@@ -25,8 +25,8 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,8 +34,7 @@ from harness.errors import ConfigError, DataError, DeviceError
 from harness.protocol import codec as c
 from harness.protocol.codec import TensorDescriptor
 
-__all__ = ["DeviceSession", "DeviceInfo", "InferenceResult", "LinkStats", "TensorDescriptor",
-           "check_device_matches"]
+__all__ = ["DeviceSession", "DeviceInfo", "InferenceResult", "LinkStats", "TensorDescriptor", "check_device_matches"]
 
 PORT_HINT = "check the port with `hil ports`, the cable, and that no other program holds it"
 
@@ -68,14 +67,40 @@ class DeviceInfo:
         return bool(self.flags & c.INFO_HOST_TIME)
 
     @classmethod
-    def from_message(cls, m: c.Info) -> "DeviceInfo":
-        return cls(m.version, m.flags, m.max_frame, m.rx_window, m.arena_size, m.arena_used, m.model_size,
-                   bytes(m.model_sha256).hex(), m.cpu_hz, m.firmware, m.board, list(m.inputs), list(m.outputs))
+    def from_message(cls, m: c.Info) -> DeviceInfo:
+        return cls(
+            m.version,
+            m.flags,
+            m.max_frame,
+            m.rx_window,
+            m.arena_size,
+            m.arena_used,
+            m.model_size,
+            bytes(m.model_sha256).hex(),
+            m.cpu_hz,
+            m.firmware,
+            m.board,
+            list(m.inputs),
+            list(m.outputs),
+        )
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in ("version", "flags", "max_frame", "rx_window", "arena_size",
-                                            "arena_used", "model_size", "model_sha256", "cpu_hz",
-                                            "firmware", "board")}
+        d = {
+            k: getattr(self, k)
+            for k in (
+                "version",
+                "flags",
+                "max_frame",
+                "rx_window",
+                "arena_size",
+                "arena_used",
+                "model_size",
+                "model_sha256",
+                "cpu_hz",
+                "firmware",
+                "board",
+            )
+        }
         d["inputs"] = [_desc_dict(t) for t in self.inputs]
         d["outputs"] = [_desc_dict(t) for t in self.outputs]
         d["invoke_us_is_host_time"] = self.host_time
@@ -83,8 +108,7 @@ class DeviceInfo:
 
 
 def _desc_dict(t: TensorDescriptor) -> dict:
-    return {"dtype": t.dtype, "shape": list(t.shape), "scale": t.scale, "zero_point": t.zero_point,
-            "nbytes": t.nbytes}
+    return {"dtype": t.dtype, "shape": list(t.shape), "scale": t.scale, "zero_point": t.zero_point, "nbytes": t.nbytes}
 
 
 @dataclass
@@ -148,9 +172,17 @@ class _Req:
 class DeviceSession:
     """A connection to one device; see the module docstring."""
 
-    def __init__(self, url: str, *, baudrate: int = 921600, timeout: float = 2.0, retries: int = 5,
-                 window: int | None = None, chunk_size: int | None = None,
-                 on_log: Callable[[int, str], None] | None = None):
+    def __init__(
+        self,
+        url: str,
+        *,
+        baudrate: int = 921600,
+        timeout: float = 2.0,
+        retries: int = 5,
+        window: int | None = None,
+        chunk_size: int | None = None,
+        on_log: Callable[[int, str], None] | None = None,
+    ):
         if timeout <= 0:
             raise ConfigError(f"timeout {timeout} s must be positive", "use e.g. --timeout 2")
         if retries < 0:
@@ -199,18 +231,24 @@ class DeviceSession:
             text = str(exc)
             low = text.lower()
             if "busy" in low or "lock" in low or "errno 16" in low or "resource temporarily" in low:
-                raise DeviceError(f"port {self.url} is busy (another program has it open)",
-                                  "close the other program (serial monitor, another hil)") from exc
+                raise DeviceError(
+                    f"port {self.url} is busy (another program has it open)",
+                    "close the other program (serial monitor, another hil)",
+                ) from exc
             if "no such file" in low or "errno 2" in low or "could not open port" in low and "errno 2" in low:
                 raise DeviceError(f"port {self.url} does not exist", PORT_HINT) from exc
             if "connection refused" in low or "errno 111" in low:
-                raise DeviceError(f"nothing listens at {self.url} (connection refused)",
-                                  "start the device (e.g. `hil device sim`) or check host:port") from exc
+                raise DeviceError(
+                    f"nothing listens at {self.url} (connection refused)",
+                    "start the device (e.g. `hil device sim`) or check host:port",
+                ) from exc
             if "permission denied" in low or "errno 13" in low:
-                raise DeviceError(f"no permission to open {self.url}",
-                                  "add yourself to the dialout group (then log in again)") from exc
-            raise DeviceError(f"cannot open port {self.url}: {text.splitlines()[0] if text else type(exc).__name__}",
-                              PORT_HINT) from exc
+                raise DeviceError(
+                    f"no permission to open {self.url}", "add yourself to the dialout group (then log in again)"
+                ) from exc
+            raise DeviceError(
+                f"cannot open port {self.url}: {text.splitlines()[0] if text else type(exc).__name__}", PORT_HINT
+            ) from exc
         try:
             port.reset_input_buffer()  # stale bytes from before us
         except Exception:
@@ -229,7 +267,7 @@ class DeviceSession:
             except Exception:
                 pass
 
-    def __enter__(self) -> "DeviceSession":
+    def __enter__(self) -> DeviceSession:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -246,8 +284,9 @@ class DeviceSession:
         try:
             self._port.write(data)
         except serial.SerialTimeoutException as exc:
-            raise DeviceError(f"device at {self.url} does not take data (write timed out)",
-                              "check the port/baud/firmware") from exc
+            raise DeviceError(
+                f"device at {self.url} does not take data (write timed out)", "check the port/baud/firmware"
+            ) from exc
         except (serial.SerialException, OSError) as exc:
             raise DeviceError(f"port {self.url} failed while writing: {exc}", PORT_HINT) from exc
         now = time.monotonic()
@@ -274,8 +313,10 @@ class DeviceSession:
                     time.sleep(min(wait, 0.001))
                 data = self._port.read(65536)
         except (serial.SerialException, OSError) as exc:
-            raise DeviceError(f"device at {self.url} went away: {str(exc).splitlines()[0] if str(exc) else exc}",
-                              "check the cable/power, then run again") from exc
+            raise DeviceError(
+                f"device at {self.url} went away: {str(exc).splitlines()[0] if str(exc) else exc}",
+                "check the cable/power, then run again",
+            ) from exc
         if not data:
             return []
         self.stats.bytes_received += len(data)
@@ -333,11 +374,11 @@ class DeviceSession:
             self.stats.retransmits += 1
         # late = the line time of all we have queued (the device reads it
         # first), the reply's line time, then the timeout proper
-        req.deadline = self._line_free + self._line_time(req.reply_bytes + req.reply_bytes // 254 + 2) \
-            + self.timeout
+        req.deadline = self._line_free + self._line_time(req.reply_bytes + req.reply_bytes // 254 + 2) + self.timeout
 
-    def _exchange(self, reqs: list[_Req], handle: Callable[[_Req, object], object],
-                  what: str, stop_on_boot: bool = True) -> None:
+    def _exchange(
+        self, reqs: list[_Req], handle: Callable[[_Req, object], object], what: str, stop_on_boot: bool = True
+    ) -> None:
         """Run `reqs` pipelined. `handle(req, msg)` returns None (done),
         "defer" (send again after `release()`), or a list of new requests;
         it may raise. Responses to requests not in flight are ignored."""
@@ -402,9 +443,12 @@ class DeviceSession:
             self.stats.retransmits += 1
             return
         if r.tries > self.retries:
-            raise DeviceError(f"device at {self.url} stopped answering ({what}: "
-                              f"{c.TYPE_NAMES[r.msg.TYPE]} unanswered after {r.tries} tries, "
-                              f"{self.timeout:g} s each)", "check the port/baud/firmware, or reset the board")
+            raise DeviceError(
+                f"device at {self.url} stopped answering ({what}: "
+                f"{c.TYPE_NAMES[r.msg.TYPE]} unanswered after {r.tries} tries, "
+                f"{self.timeout:g} s each)",
+                "check the port/baud/firmware, or reset the board",
+            )
         self._send(r, retry=True)
 
     def _release_deferred(self) -> None:
@@ -437,11 +481,14 @@ class DeviceSession:
         def handle(r, msg):
             if isinstance(msg, c.Error):
                 if msg.code == c.E_VERSION:
-                    raise DeviceError(f"device at {self.url} speaks another protocol version ({msg.message}); "
-                                      f"this host speaks {c.VERSION}..{c.VERSION}",
-                                      "update the firmware or the harness so both speak one version")
-                raise DeviceError(f"device at {self.url} refused the handshake: {msg.name} {msg.message}",
-                                  "check the firmware")
+                    raise DeviceError(
+                        f"device at {self.url} speaks another protocol version ({msg.message}); "
+                        f"this host speaks {c.VERSION}..{c.VERSION}",
+                        "update the firmware or the harness so both speak one version",
+                    )
+                raise DeviceError(
+                    f"device at {self.url} refused the handshake: {msg.name} {msg.message}", "check the firmware"
+                )
             result.append(msg)
 
         nonce = int.from_bytes(os.urandom(4), "little")
@@ -455,26 +502,39 @@ class DeviceSession:
             if "stopped answering" in exc.message:
                 total = self.timeout * (self.retries + 1)
                 if self.stats.echoed_frames:
-                    raise DeviceError(f"the port {self.url} echoes what is sent back (TX looped to RX?); "
-                                      f"no device answered the handshake within {total:g} s",
-                                      "pick the board's port (`hil ports`) or check the wiring") from None
-                raise DeviceError(f"device at {self.url} did not answer the handshake within {total:g} s",
-                                  "check the port/baud/firmware") from None
+                    raise DeviceError(
+                        f"the port {self.url} echoes what is sent back (TX looped to RX?); "
+                        f"no device answered the handshake within {total:g} s",
+                        "pick the board's port (`hil ports`) or check the wiring",
+                    ) from None
+                raise DeviceError(
+                    f"device at {self.url} did not answer the handshake within {total:g} s",
+                    "check the port/baud/firmware",
+                ) from None
             raise
         finally:
             self.window = saved
         m = result[0]
         if m.version != c.VERSION:
-            raise DeviceError(f"device at {self.url} chose protocol version {m.version}; this host speaks "
-                              f"{c.VERSION}..{c.VERSION}", "update the firmware or the harness")
+            raise DeviceError(
+                f"device at {self.url} chose protocol version {m.version}; this host speaks {c.VERSION}..{c.VERSION}",
+                "update the firmware or the harness",
+            )
         if m.max_frame < 64:
-            raise DeviceError(f"device at {self.url} reports max_frame {m.max_frame}, below the protocol's minimum",
-                              "check the firmware")
+            raise DeviceError(
+                f"device at {self.url} reports max_frame {m.max_frame}, below the protocol's minimum",
+                "check the firmware",
+            )
         info = DeviceInfo.from_message(m)
         if self.info is not None and (info.model_sha256, info.inputs, info.outputs) != (
-                self.info.model_sha256, self.info.inputs, self.info.outputs):
-            raise DeviceError(f"device at {self.url} came back from a reset with another model or tensor layout",
-                              "check what is flashed on the board")
+            self.info.model_sha256,
+            self.info.inputs,
+            self.info.outputs,
+        ):
+            raise DeviceError(
+                f"device at {self.url} came back from a reset with another model or tensor layout",
+                "check what is flashed on the board",
+            )
         self.info = info
         self.window = max(1, min(m.rx_window or 1, self.window_limit or 1 << 16))
         self.chunk = max(1, min(m.max_frame - 16, self.chunk_limit or 1 << 30))
@@ -488,21 +548,27 @@ class DeviceSession:
             if self.info is None:
                 self._handshake()
             if len(payload) > self.info.max_frame - 8:
-                raise ConfigError(f"ping payload of {len(payload)} B exceeds the device's frame "
-                                  f"({self.info.max_frame - 8} B)", "send less")
+                raise ConfigError(
+                    f"ping payload of {len(payload)} B exceeds the device's frame ({self.info.max_frame - 8} B)",
+                    "send less",
+                )
             got: list[bytes] = []
 
             def handle(r, msg):
                 if isinstance(msg, c.Error):
-                    raise DeviceError(f"device at {self.url} answered PING with {msg.name}: {msg.message}",
-                                      "check the firmware")
+                    raise DeviceError(
+                        f"device at {self.url} answered PING with {msg.name}: {msg.message}", "check the firmware"
+                    )
                 got.append(msg.data)
 
-            self._exchange([_Req(c.Ping(bytes(payload)), reply_bytes=len(payload) + 8)], handle, "ping",
-                           stop_on_boot=False)
+            self._exchange(
+                [_Req(c.Ping(bytes(payload)), reply_bytes=len(payload) + 8)], handle, "ping", stop_on_boot=False
+            )
             if got[0] != bytes(payload):
-                raise DeviceError(f"device at {self.url} echoed other bytes than it was sent",
-                                  "the link corrupts data undetected — check the firmware's codec")
+                raise DeviceError(
+                    f"device at {self.url} echoed other bytes than it was sent",
+                    "the link corrupts data undetected — check the firmware's codec",
+                )
             return got[0]
         finally:
             self.stats.elapsed += time.monotonic() - t0
@@ -519,18 +585,24 @@ class DeviceSession:
             self._handshake()
         info = self.info
         if len(inputs) != len(info.inputs):
-            raise DataError(f"{len(inputs)} input arrays for a device with {len(info.inputs)} inputs",
-                            "pass one array per model input")
+            raise DataError(
+                f"{len(inputs)} input arrays for a device with {len(info.inputs)} inputs",
+                "pass one array per model input",
+            )
         bufs = []
         for i, (x, t) in enumerate(zip(inputs, info.inputs)):
             x = np.asarray(x)
             if x.dtype != t.np_dtype.newbyteorder("="):
-                raise DataError(f"input {i} is {x.dtype}, the device's input {i} is {t.dtype}",
-                                "convert/quantize the data to the device's dtype first")
+                raise DataError(
+                    f"input {i} is {x.dtype}, the device's input {i} is {t.dtype}",
+                    "convert/quantize the data to the device's dtype first",
+                )
             b = np.ascontiguousarray(x, dtype=t.np_dtype).tobytes()
             if len(b) != t.nbytes:
-                raise DataError(f"input {i} holds {len(b)} bytes, the device's input {i} takes {t.nbytes} "
-                                f"(shape {tuple(t.shape)})", "reshape the data to the device's input shape")
+                raise DataError(
+                    f"input {i} holds {len(b)} bytes, the device's input {i} takes {t.nbytes} (shape {tuple(t.shape)})",
+                    "reshape the data to the device's input shape",
+                )
             bufs.append(b)
         r0, d0 = self.stats.retransmits, self.stats.dropped_frames
         repeats = resets = 0
@@ -545,8 +617,10 @@ class DeviceSession:
                 repeats += 1
                 self.stats.repeats += 1
                 if repeats > self.retries:
-                    raise DeviceError(f"device at {self.url} could not complete a sample in {repeats} attempts "
-                                      f"(last: {redo})", "check the link (cable, baud) and the board's power")
+                    raise DeviceError(
+                        f"device at {self.url} could not complete a sample in {repeats} attempts (last: {redo})",
+                        "check the link (cable, baud) and the board's power",
+                    ) from None
                 if redo.reset:
                     resets += 1
                     self.stats.device_resets += 1
@@ -561,14 +635,16 @@ class DeviceSession:
         reqs = []
         for ti, b in enumerate(bufs):
             for off in range(0, len(b), self.chunk):
-                reqs.append(_Req(c.Write(ti, off, b[off:off + self.chunk]), reply_bytes=8))
+                reqs.append(_Req(c.Write(ti, off, b[off : off + self.chunk]), reply_bytes=8))
         after = [_Req(c.Invoke(sid), reply_bytes=32)]
         outs = [bytearray(t.nbytes) for t in info.outputs]
         got = [0] * len(outs)
         rmax = self.read_chunk
         for ti, t in enumerate(info.outputs):
             for off in range(0, t.nbytes, rmax):
-                after.append(_Req(c.Read(ti, off, min(rmax, t.nbytes - off)), reply_bytes=min(rmax, t.nbytes - off) + 16))
+                after.append(
+                    _Req(c.Read(ti, off, min(rmax, t.nbytes - off)), reply_bytes=min(rmax, t.nbytes - off) + 16)
+                )
         total_in = sum(len(b) for b in bufs)
         state = {"result": None, "acked": 0}
         if total_in == 0:
@@ -577,10 +653,14 @@ class DeviceSession:
         def fail(msg: c.Error, r: _Req):
             if msg.code == c.E_INCOMPLETE_INPUT:
                 raise _Redo(f"{c.TYPE_NAMES[r.msg.TYPE]}: INCOMPLETE_INPUT ({msg.message})")
-            hint = {c.E_NOT_READY: "the model does not fit/load on the device — check its arena and RAM",
-                    c.E_INVOKE_FAILED: "the firmware's interpreter failed — check its op resolver and arena"}
-            raise DeviceError(f"device at {self.url} answered {c.TYPE_NAMES[r.msg.TYPE]} with {msg.name}: "
-                              f"{msg.message}", hint.get(msg.code, "check that the firmware matches the model"))
+            hint = {
+                c.E_NOT_READY: "the model does not fit/load on the device — check its arena and RAM",
+                c.E_INVOKE_FAILED: "the firmware's interpreter failed — check its op resolver and arena",
+            }
+            raise DeviceError(
+                f"device at {self.url} answered {c.TYPE_NAMES[r.msg.TYPE]} with {msg.name}: {msg.message}",
+                hint.get(msg.code, "check that the firmware matches the model"),
+            )
 
         def handle(r: _Req, msg):
             if isinstance(r.msg, c.Read) and state["result"] is None:
@@ -600,18 +680,22 @@ class DeviceSession:
                 return None
             if isinstance(msg, c.Result):
                 if msg.sample_id != sid:
-                    raise DeviceError(f"device at {self.url} answered sample {sid} with sample {msg.sample_id}",
-                                      "check the firmware's INVOKE handling")
+                    raise DeviceError(
+                        f"device at {self.url} answered sample {sid} with sample {msg.sample_id}",
+                        "check the firmware's INVOKE handling",
+                    )
                 state["result"] = msg
                 self._release_deferred()
                 return None
             # DATA
             req: c.Read = r.msg
-            if msg.tensor != req.tensor or msg.offset != req.offset or len(msg.data) > req.length \
-                    or not msg.data:
-                raise DeviceError(f"device at {self.url} answered READ(t{req.tensor} @{req.offset}) with "
-                                  f"DATA(t{msg.tensor} @{msg.offset} +{len(msg.data)})", "check the firmware's READ")
-            outs[req.tensor][req.offset:req.offset + len(msg.data)] = msg.data
+            if msg.tensor != req.tensor or msg.offset != req.offset or len(msg.data) > req.length or not msg.data:
+                raise DeviceError(
+                    f"device at {self.url} answered READ(t{req.tensor} @{req.offset}) with "
+                    f"DATA(t{msg.tensor} @{msg.offset} +{len(msg.data)})",
+                    "check the firmware's READ",
+                )
+            outs[req.tensor][req.offset : req.offset + len(msg.data)] = msg.data
             got[req.tensor] += len(msg.data)
             self.stats.payload_bytes_received += len(msg.data)
             if len(msg.data) < req.length:  # the device's frame is smaller: read on
@@ -626,10 +710,14 @@ class DeviceSession:
             self.read_chunk = min(info.max_frame - 16, self.read_chunk * 2)
         res: c.Result = state["result"]
         if res.status != 0:
-            raise DeviceError(f"inference failed on the device at {self.url} (TfLiteStatus {res.status})",
-                              "check the firmware's op resolver and arena")
-        arrays = [np.frombuffer(bytes(b), t.np_dtype).reshape(tuple(t.shape)).astype(t.np_dtype.newbyteorder("="))
-                  for b, t in zip(outs, info.outputs)]
+            raise DeviceError(
+                f"inference failed on the device at {self.url} (TfLiteStatus {res.status})",
+                "check the firmware's op resolver and arena",
+            )
+        arrays = [
+            np.frombuffer(bytes(b), t.np_dtype).reshape(tuple(t.shape)).astype(t.np_dtype.newbyteorder("="))
+            for b, t in zip(outs, info.outputs)
+        ]
         return InferenceResult(outputs=arrays, invoke_us=res.invoke_us, cycles=res.cycles, status=res.status)
 
 
@@ -640,12 +728,16 @@ def _split(r: _Req) -> list[_Req] | None:
     m = r.msg
     if isinstance(m, c.Write) and len(m.data) >= 2 * MIN_CHUNK:
         h = len(m.data) // 2
-        return [_Req(c.Write(m.tensor, m.offset, m.data[:h]), reply_bytes=8),
-                _Req(c.Write(m.tensor, m.offset + h, m.data[h:]), reply_bytes=8)]
+        return [
+            _Req(c.Write(m.tensor, m.offset, m.data[:h]), reply_bytes=8),
+            _Req(c.Write(m.tensor, m.offset + h, m.data[h:]), reply_bytes=8),
+        ]
     if isinstance(m, c.Read) and m.length >= 2 * MIN_CHUNK:
         h = m.length // 2
-        return [_Req(c.Read(m.tensor, m.offset, h), reply_bytes=h + 16),
-                _Req(c.Read(m.tensor, m.offset + h, m.length - h), reply_bytes=m.length - h + 16)]
+        return [
+            _Req(c.Read(m.tensor, m.offset, h), reply_bytes=h + 16),
+            _Req(c.Read(m.tensor, m.offset + h, m.length - h), reply_bytes=m.length - h + 16),
+        ]
     return None
 
 

@@ -44,9 +44,15 @@ prefix = option("custom_hil_toolchain_prefix", "arm-none-eabi-" if cross else ""
 
 for tool in ("gcc", "g++"):
     if not shutil.which(prefix + tool):
-        fail("%s%s is not on PATH (%s) -- install it, e.g. `apt-get install %s`"
-             % (prefix, tool, "cross compiler for " + cpu if cross else "host compiler",
-                "gcc-arm-none-eabi libnewlib-arm-none-eabi" if cross else "g++"))
+        fail(
+            "%s%s is not on PATH (%s) -- install it, e.g. `apt-get install %s`"
+            % (
+                prefix,
+                tool,
+                "cross compiler for " + cpu if cross else "host compiler",
+                "gcc-arm-none-eabi libnewlib-arm-none-eabi" if cross else "g++",
+            )
+        )
 
 env.Replace(
     AR=prefix + "ar",
@@ -84,9 +90,12 @@ if cross:
         ASFLAGS=machine,
         CCFLAGS=machine,
         CXXFLAGS=["-fno-use-cxa-atexit"],
-        LINKFLAGS=machine + [
-            "--specs=nano.specs", "--specs=nosys.specs",
-            "-Wl,--gc-sections", "-Wl,--no-warn-rwx-segments",
+        LINKFLAGS=machine
+        + [
+            "--specs=nano.specs",
+            "--specs=nosys.specs",
+            "-Wl,--gc-sections",
+            "-Wl,--no-warn-rwx-segments",
             "-Wl,-Map,${BUILD_DIR}/firmware.map",
         ],
         LIBS=["m"],
@@ -96,10 +105,13 @@ if cross:
         env.Replace(LDSCRIPT_PATH=board.get("build.ldscript"))
     if not env.get("LDSCRIPT_PATH"):
         fail("board %s has no linker script: set board_build.ldscript" % env.subst("$BOARD"))
-    env.Append(BUILDERS=dict(
-        ElfToBin=Builder(action=env.VerboseAction(
-            "$OBJCOPY -O binary $SOURCES $TARGET", "Building $TARGET"), suffix=".bin"),
-    ))
+    env.Append(
+        BUILDERS=dict(
+            ElfToBin=Builder(
+                action=env.VerboseAction("$OBJCOPY -O binary $SOURCES $TARGET", "Building $TARGET"), suffix=".bin"
+            ),
+        )
+    )
 else:
     env.Append(LINKFLAGS=["-Wl,--gc-sections"], LIBS=["m", "pthread"])
 
@@ -107,34 +119,48 @@ else:
 tflm_dir = os.environ.get("HIL_TFLM_DIR") or option("custom_hil_tflm_dir", "")
 if truthy(option("custom_hil_tflm", "yes")):
     if not tflm_dir:
-        fail("no TensorFlow Lite Micro tree: set HIL_TFLM_DIR=/path/to/tflm_tree "
-             "(made by TFLM's create_tflm_tree.py; see docs/build.md)")
+        fail(
+            "no TensorFlow Lite Micro tree: set HIL_TFLM_DIR=/path/to/tflm_tree "
+            "(made by TFLM's create_tflm_tree.py; see docs/build.md)"
+        )
     tflm_dir = os.path.abspath(os.path.expanduser(tflm_dir))
     if not os.path.isfile(os.path.join(tflm_dir, "tensorflow", "lite", "micro", "micro_interpreter.h")):
-        fail("HIL_TFLM_DIR=%s is not a TFLM tree (no tensorflow/lite/micro/micro_interpreter.h) "
-             "-- point it at the output of create_tflm_tree.py" % tflm_dir)
+        fail(
+            "HIL_TFLM_DIR=%s is not a TFLM tree (no tensorflow/lite/micro/micro_interpreter.h) "
+            "-- point it at the output of create_tflm_tree.py" % tflm_dir
+        )
     include = [tflm_dir]
-    for sub in ("third_party/flatbuffers/include", "third_party/gemmlowp", "third_party/ruy",
-                "third_party/kissfft",
-                "third_party/cmsis_nn", "third_party/cmsis_nn/Include",
-                "third_party/cmsis/CMSIS/Core/Include", "third_party/cmsis/CMSIS/DSP/Include"):
+    for sub in (
+        "third_party/flatbuffers/include",
+        "third_party/gemmlowp",
+        "third_party/ruy",
+        "third_party/kissfft",
+        "third_party/cmsis_nn",
+        "third_party/cmsis_nn/Include",
+        "third_party/cmsis/CMSIS/Core/Include",
+        "third_party/cmsis/CMSIS/DSP/Include",
+    ):
         if os.path.isdir(os.path.join(tflm_dir, sub)):
             include.append(os.path.join(tflm_dir, sub))
     has_cmsis_nn = os.path.isdir(os.path.join(tflm_dir, "tensorflow", "lite", "micro", "kernels", "cmsis_nn"))
     if has_cmsis_nn and not cross:
-        fail("HIL_TFLM_DIR=%s holds CMSIS-NN kernels (Cortex-M); the host build needs the "
-             "reference tree (create_tflm_tree.py without OPTIMIZED_KERNEL_DIR)" % tflm_dir)
+        fail(
+            "HIL_TFLM_DIR=%s holds CMSIS-NN kernels (Cortex-M); the host build needs the "
+            "reference tree (create_tflm_tree.py without OPTIMIZED_KERNEL_DIR)" % tflm_dir
+        )
     env.Append(CPPPATH=include)
     if has_cmsis_nn:
         env.Append(CPPDEFINES=["CMSIS_NN"])
     # The firmware implements TFLM's platform seams -- logging (DebugLog, as
     # protocol frames) and time (the board's clock) -- so the tree's own
     # debug_log.cc and micro_time.cc (host or cortex_m_generic) are left out.
-    src_filter = ["+<tensorflow/>",
-                  "-<tensorflow/lite/micro/debug_log.cc>",
-                  "-<tensorflow/lite/micro/cortex_m_generic/debug_log.cc>",
-                  "-<tensorflow/lite/micro/micro_time.cc>",
-                  "-<tensorflow/lite/micro/cortex_m_generic/micro_time.cc>"]
+    src_filter = [
+        "+<tensorflow/>",
+        "-<tensorflow/lite/micro/debug_log.cc>",
+        "-<tensorflow/lite/micro/cortex_m_generic/debug_log.cc>",
+        "-<tensorflow/lite/micro/micro_time.cc>",
+        "-<tensorflow/lite/micro/cortex_m_generic/micro_time.cc>",
+    ]
     if has_cmsis_nn:
         src_filter.append("+<third_party/cmsis_nn/Source/>")
     extra = option("custom_hil_tflm_src_filter", "")
