@@ -23,6 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from harness import __version__
+from harness.config import (
+    PIPELINE_SUFFIXES,
+    find_model_config,  # noqa: F401 - kept importable from here
+    read_normalization,
+    resolve_model_config,
+)
 from harness.errors import ConfigError, ModelError
 from harness.model import DTYPE_CODES, ModelInfo, TensorInfo, inspect_bytes, read_model_bytes
 from harness.paths import templates_dir
@@ -37,7 +43,7 @@ BYTES_PER_LINE = 12  # as `xxd -i`
 BOARD_WARN_FRACTION = 0.90
 
 # Stems the pipeline appends to model files; stripped to get a short default name.
-_NAME_SUFFIXES = ("_quantized", "_quant", "_int8", "_float32", "_float", "_dynamic", "_model", "_tflite")
+_NAME_SUFFIXES = (*PIPELINE_SUFFIXES, "_model", "_tflite")
 
 _CPP_KEYWORDS = frozenset(
     """
@@ -267,87 +273,6 @@ def resolve_ops(info: ModelInfo, table: dict | None = None) -> list[tuple[str, s
     if not ops:
         raise ModelError(f"{info.path} has no operators", "re-convert the model")
     return sorted(ops)
-
-
-def find_model_config(model_path: Path) -> Path | None:
-    """`<stem>_model_config.json` beside the model, also with the pipeline's
-    suffixes (`_quantized`, ...) taken off the stem."""
-    stems = [model_path.stem]
-    s = model_path.stem
-    for suf in _NAME_SUFFIXES[:-2]:
-        if s.endswith(suf):
-            s = s[: -len(suf)]
-            stems.append(s)
-    for stem in stems:
-        cand = model_path.with_name(f"{stem}_model_config.json")
-        if cand.is_file():
-            return cand
-    return None
-
-
-def read_normalization(config_path: Path) -> tuple[list[float], list[float]] | None:
-    """Mean and std from a model config. Accepted, first match wins:
-    `normalization: {mean, std}`, `preprocessing: {mean, std}` or
-    `preprocessing: {normalization: {mean, std}}`, top-level `mean`/`std`,
-    `input_mean`/`input_std` or `norm_mean`/`norm_std`. Each is a number or
-    a (nested) list of numbers; `stddev`/`scale` are accepted for `std`."""
-    try:
-        cfg = json.loads(Path(config_path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(
-            f"model config {config_path} is not readable JSON: {exc}",
-            "pass the _model_config.json written by `hil convert`",
-        ) from exc
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"model config {config_path} is not a JSON object", "pass the right file")
-
-    def pick(d):
-        if not isinstance(d, dict):
-            return None
-        for mk, sk in (
-            ("mean", "std"),
-            ("mean", "stddev"),
-            ("mean", "scale"),
-            ("input_mean", "input_std"),
-            ("norm_mean", "norm_std"),
-        ):
-            if d.get(mk) is not None and d.get(sk) is not None:
-                return d[mk], d[sk]
-        return None
-
-    pre = cfg.get("preprocessing")
-    found = (
-        pick(cfg.get("normalization"))
-        or pick(pre)
-        or pick(pre.get("normalization") if isinstance(pre, dict) else None)
-        or pick(cfg)
-    )
-    if found is None:
-        return None
-    try:
-        mean = [float(v) for v in np.ravel(np.asarray(found[0], dtype=np.float64))]
-        std = [float(v) for v in np.ravel(np.asarray(found[1], dtype=np.float64))]
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"model config {config_path}: mean/std are not numbers", "write them as a number or a list of numbers"
-        ) from exc
-    if not mean or not std:
-        return None
-    if len(mean) != len(std):
-        if len(mean) == 1:
-            mean = mean * len(std)
-        elif len(std) == 1:
-            std = std * len(mean)
-        else:
-            raise ConfigError(
-                f"model config {config_path}: mean has {len(mean)} values, std {len(std)}",
-                "they must have the same length (or one of them a single value)",
-            )
-    if any(v == 0.0 or not math.isfinite(v) for v in std) or any(not math.isfinite(v) for v in mean):
-        raise ConfigError(
-            f"model config {config_path}: std has a zero or non-finite value", "fix the normalization constants"
-        )
-    return mean, std
 
 
 def parse_margin(spec: str | int) -> tuple[float, int]:
@@ -606,9 +531,7 @@ def generate(
     else:
         ident = default_name(model)
 
-    config_path = Path(model_config) if model_config else find_model_config(model)
-    if model_config and not config_path.is_file():
-        raise ConfigError(f"model config {config_path} does not exist", "check the path or leave --model_config out")
+    config_path = resolve_model_config(model_config, model)
     normalization = read_normalization(config_path) if config_path else None
 
     if board:

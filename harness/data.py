@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.arrays import load_npy, load_npz
+from harness.config import Normalization, normalization_for  # noqa: F401 - part of this module's API
 from harness.errors import ConfigError, DataError
 
 LAYOUTS = ("class_folders", "npy_folder", "npz", "xy_npy")
@@ -52,16 +54,6 @@ class Dataset:
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(
-            f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-            "check that it is a NumPy .npy file written by np.save",
-        ) from exc
 
 
 def _fit_shape(x: np.ndarray, input_shape: tuple[int, ...] | None, what: str, stacked: bool) -> np.ndarray:
@@ -130,13 +122,13 @@ def _labels(y: np.ndarray, n: int, class_names: Sequence[str] | None, what: str)
 
 
 def _from_xy(xp: Path, yp: Path | None, input_shape, class_names, layout: str) -> Dataset:
-    x = _load_npy(xp, mmap=True)
+    x = load_npy(xp, what="training data")
     if x.ndim < 1 or len(x) == 0:
         raise DataError(f"{xp} holds no samples", "check the training data")
     x = _fit_shape(_as_float(x, str(xp)), input_shape, str(xp), stacked=True)
     y, names = (None, tuple(class_names or ()))
     if yp is not None:
-        y, names = _labels(_load_npy(yp), len(x), class_names, str(yp))
+        y, names = _labels(load_npy(yp, what="training labels"), len(x), class_names, str(yp))
     return Dataset(
         x=np.ascontiguousarray(x),
         y=y,
@@ -148,13 +140,8 @@ def _from_xy(xp: Path, yp: Path | None, input_shape, class_names, layout: str) -
 
 
 def _from_npz(path: Path, input_shape, class_names) -> Dataset:
-    try:
-        z = np.load(path, allow_pickle=False)
-        keys = set(z.files)
-    except Exception as exc:  # zipfile/ValueError/OSError on corrupt archives
-        raise DataError(
-            f"cannot read {path}: {type(exc).__name__}", "check that it is an .npz written by np.savez"
-        ) from exc
+    z = load_npz(path, what="training data")
+    keys = set(z)
     xk = "x" if "x" in keys else ("X" if "X" in keys else None)
     if xk is None:
         raise DataError(
@@ -211,7 +198,7 @@ def _from_folders(root: Path, input_shape, class_names) -> Dataset:
     xs, ys, ids = [], [], []
     for cname, files in groups:
         for f in files:
-            a = _load_npy(f)
+            a = load_npy(f, what="training data")
             a = _as_float(a, str(f))
             if input_shape is None:
                 a = a[None]
@@ -280,62 +267,6 @@ def check_finite(ds: Dataset) -> None:
             f"{len(idx)} sample(s) hold NaN or Inf, first: {ds.sample_id(int(idx[0]))}",
             "clean the data (or drop those samples) before converting",
         )
-
-
-# --------------------------------------------------------------------------- normalization
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """`(x - mean) / std`, broadcast to the sample shape."""
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, np.float32) - self.mean) / self.std).astype(np.float32)
-
-    def to_dict(self) -> dict:
-        m, s = self.mean.ravel(), self.std.ravel()
-        return {"mean": m.tolist() if m.size > 1 else float(m[0]), "std": s.tolist() if s.size > 1 else float(s[0])}
-
-
-def normalization_for(config: dict, config_path: Path | None, input_shape: Sequence[int]) -> Normalization | None:
-    """The normalization `convert` applies to raw training data before the
-    model sees it, or None.
-
-    A config with mean/std (any spelling `hil codegen` accepts) means: the
-    model expects normalized input and the stored data is raw. Set
-    `normalization.in_model: true` when the model normalizes itself, or
-    `normalization.data_normalized: true` when the stored data already is."""
-    from harness.codegen import read_normalization
-
-    if config_path is None:
-        return None
-    norm = config.get("normalization")
-    if isinstance(norm, dict) and (norm.get("in_model") or norm.get("data_normalized")):
-        return None
-    found = read_normalization(config_path)
-    if found is None:
-        return None
-    mean, std = (np.asarray(v, np.float32) for v in found)
-    shape = tuple(int(d) for d in input_shape)
-    size = math.prod(shape)
-
-    def fit(v: np.ndarray) -> np.ndarray:
-        if v.size == 1:
-            return v.reshape(())
-        if v.size == size:
-            return v.reshape(shape)
-        if shape and v.size == shape[-1]:
-            return v.reshape(shape[-1])
-        raise ConfigError(
-            f"model config {config_path}: normalization has {v.size} values; the input has {size} "
-            f"(last axis {shape[-1] if shape else 1})",
-            "give one value, one per element of the last axis, or one per input element",
-        )
-
-    return Normalization(mean=fit(mean), std=fit(std))
 
 
 # --------------------------------------------------------------------------- sampling

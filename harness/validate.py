@@ -21,12 +21,11 @@ outputs drifted), an ERROR means it could not be decided.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,8 @@ import numpy as np
 from harness import __version__
 from harness.errors import ConfigError, DataError, DeviceError, HilError
 from harness.model import ModelInfo, TensorInfo, dequantize_sources, inspect_bytes, read_model_bytes
-from harness.runtime import KERNELS, dequantize, prepare_input, quantize
+from harness.runtime import KERNELS, dequantize, prepare_input
+from harness.valdata import ValidationData, load_data  # noqa: F401 - the data step, importable from here
 
 SCHEMA = "tinyhil-validate-report/1"
 DEFAULT_MIN_COSINE = 0.99
@@ -72,206 +72,6 @@ class Gates:
 
 
 # --------------------------------------------------------------------------- data
-
-
-@dataclass
-class ValidationData:
-    """Inputs and reference outputs, aligned with the model's tensors."""
-
-    path: Path
-    inputs: list[np.ndarray]  # one per model input: (N, *tensor.shape), dtype as stored
-    refs: dict[str, list[np.ndarray]]  # kernel -> one per model output: (N, *tensor.shape), output dtype
-    ref_source: dict[str, str]  # kernel -> "file" | "host"
-    labels: np.ndarray | None
-    meta: dict
-    available: int  # samples in the file
-    input_keys: list[str]
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def samples(self) -> int:
-        return int(len(self.inputs[0])) if self.inputs else 0
-
-
-def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    if not path.exists():
-        raise DataError(
-            f"validation data {path} does not exist",
-            "pass the _validation_data.npz written by `hil convert`, or an .npz/.npy of inputs",
-        )
-    if path.is_dir():
-        raise DataError(f"validation data {path} is a folder", "pass an .npz or .npy file")
-    try:
-        if path.suffix == ".npy":
-            return {"x": np.load(path, allow_pickle=False)}, {}
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):  # np.load of an .npy named otherwise
-                return {"x": np.asarray(z)}, {}
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(
-            f"cannot read validation data {path}: {exc}".splitlines()[0],
-            "pass an .npz or .npy written by NumPy (e.g. by `hil convert`)",
-        ) from exc
-    meta = {}
-    if "meta" in arrays:
-        try:
-            meta = json.loads(str(arrays.pop("meta")))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: its 'meta' entry is not JSON", "re-run `hil convert` to write it again") from exc
-    return arrays, meta
-
-
-def _input_arrays(arrays: dict, model: ModelInfo, path: Path) -> tuple[list[np.ndarray], list[str]]:
-    n = len(model.inputs)
-    if n == 1:
-        for key in ("x", "inputs", "input"):
-            if key in arrays:
-                return [arrays[key]], [key]
-        unknown = [k for k in arrays if not k.startswith("y")]
-        if len(unknown) == 1:
-            return [arrays[unknown[0]]], unknown
-        raise DataError(
-            f"{path} has no input array 'x' (it holds: {', '.join(sorted(arrays)) or 'nothing'})",
-            "save the inputs as 'x' (samples first), e.g. np.savez(path, x=inputs)",
-        )
-    out, keys = [], []
-    for i, t in enumerate(model.inputs):
-        for key in (f"x{i}", f"x_{i}", t.name):
-            if key in arrays:
-                out.append(arrays[key])
-                keys.append(key)
-                break
-        else:
-            raise DataError(
-                f"{path} has no array for input {i} '{t.name}' of this {n}-input model",
-                f"save one array per input as x0 … x{n - 1} (samples first)",
-            )
-    return out, keys
-
-
-def _fit_samples(a: np.ndarray, t: TensorInfo, what: str) -> np.ndarray:
-    """(N, *t.shape) from samples-first data; one unbatched sample is N = 1."""
-    a = np.asarray(a)
-    if a.ndim == 0 or a.size == 0:
-        raise DataError(f"{what} is empty or a scalar", "save the samples with the sample axis first")
-    if a.size == t.size and (a.ndim <= len(t.shape) or a.shape == t.shape):
-        a = a.reshape((1, *t.shape))
-    elif a[0].size == t.size:
-        a = a.reshape((len(a), *t.shape))
-    else:
-        raise DataError(
-            f"{what} has shape {a.shape}, but the model's tensor '{t.name}' is {list(t.shape)}",
-            "check that the data belongs to this model (samples first)",
-        )
-    return a
-
-
-def _fit_dtype(a: np.ndarray, t: TensorInfo, what: str) -> np.ndarray:
-    want = t.np_dtype
-    if a.dtype.kind == "f":
-        if not np.all(np.isfinite(a)):
-            raise DataError(f"{what} holds NaN or infinite values", "clean the data")
-        return a.astype(np.float32, copy=False) if want.kind == "f" else a  # float for int: quantized later
-    if a.dtype.kind in "iub":
-        if want.kind == "f":
-            raise DataError(
-                f"{what} is {a.dtype}, but the model's tensor '{t.name}' is {t.dtype}",
-                "pass float data as the model expects (normalized as in training)",
-            )
-        info = np.iinfo(want)
-        if a.size and (a.min() < info.min or a.max() > info.max):
-            raise DataError(
-                f"{what} holds values outside {t.dtype}'s range [{info.min}, {info.max}]",
-                "pass data already in the tensor's type, or float data to be quantized",
-            )
-        return a.astype(want, copy=False)
-    raise DataError(f"{what} has unsupported dtype {a.dtype}", "use float32 or the tensor's integer type")
-
-
-def _fit_reference(a: np.ndarray, t: TensorInfo, n: int, what: str) -> np.ndarray:
-    a = np.asarray(a)
-    if len(a) < n or a[0].size != t.size:
-        raise DataError(
-            f"{what} has shape {a.shape}; expected {n} samples of {list(t.shape)}",
-            "the reference outputs do not belong to these inputs/this model; re-run `hil convert`",
-        )
-    a = a[:n].reshape((n, *t.shape))
-    if t.np_dtype.kind in "iu" and a.dtype.kind == "f":
-        return quantize(a, t)  # float references of an integer output: exact if they were dequantized
-    if t.np_dtype.kind == "f" and a.dtype.kind in "iu":
-        raise DataError(
-            f"{what} is {a.dtype} but the model's output '{t.name}' is {t.dtype}",
-            "store float references for a float output",
-        )
-    return a.astype(t.np_dtype, copy=False)
-
-
-def load_data(path: str | os.PathLike, model: ModelInfo, samples: int | None = None) -> ValidationData:
-    """Read a `hil convert` validation .npz, or any .npz/.npy of inputs.
-
-    Inputs: `x` (or `x0`, `x1`, … for several inputs), samples first; float
-    data for an integer input is quantized later with the model's own
-    parameters, integer data is sent as it is. References `y_tflm`,
-    `y_litert_ref`, `y_litert` (`y_<kernel>_<i>` for output i of a
-    multi-output model) are used when present; labels `y`."""
-    path = Path(path)
-    if samples is not None and samples < 1:
-        raise ConfigError(f"--samples {samples} must be at least 1", "leave it out to use every sample")
-    arrays, meta = _read_arrays(path)
-    raw_inputs, keys = _input_arrays(arrays, model, path)
-    notes: list[str] = []
-    inputs = [
-        _fit_dtype(_fit_samples(a, t, f"{path.name}['{k}']"), t, f"{path.name}['{k}']")
-        for a, t, k in zip(raw_inputs, model.inputs, keys)
-    ]
-    counts = {len(a) for a in inputs}
-    if len(counts) != 1:
-        raise DataError(
-            f"{path}: the inputs hold different numbers of samples ({sorted(counts)})",
-            "save the same number of samples for every input",
-        )
-    available = counts.pop()
-    n = available if samples is None else min(int(samples), available)
-    if samples is not None and samples > available:
-        notes.append(f"--samples {samples} asked for more than the {available} in {path.name}; all are used")
-    inputs = [a[:n] for a in inputs]
-
-    refs: dict[str, list[np.ndarray]] = {}
-    src: dict[str, str] = {}
-    file_sha = meta.get("model_sha256")
-    if file_sha and file_sha != model.sha256:
-        notes.append(
-            f"{path.name} was written for model sha256 {file_sha[:16]}…, not this one "
-            f"({model.sha256[:16]}…): its reference outputs are ignored and computed on the host"
-        )
-    else:
-        for k in KERNELS:
-            names = [f"y_{k}"] if len(model.outputs) == 1 else [f"y_{k}_{i}" for i in range(len(model.outputs))]
-            if all(name in arrays for name in names):
-                refs[k] = [
-                    _fit_reference(arrays[name], t, n, f"{path.name}['{name}']")
-                    for name, t in zip(names, model.outputs)
-                ]
-                src[k] = "file"
-    labels = None
-    if "y" in arrays:
-        y = np.asarray(arrays["y"])
-        if y.ndim == 1 and len(y) >= n and y.dtype.kind in "iu":
-            labels = y[:n].astype(np.int64)
-        else:
-            notes.append(f"{path.name}['y'] is not one integer label per sample; labels are not used")
-    return ValidationData(
-        path=path,
-        inputs=inputs,
-        refs=refs,
-        ref_source=src,
-        labels=labels,
-        meta=meta,
-        available=available,
-        input_keys=keys,
-        notes=notes,
-    )
 
 
 def device_inputs(data: ValidationData, model: ModelInfo, i: int) -> list[np.ndarray]:

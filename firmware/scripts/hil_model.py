@@ -34,20 +34,15 @@ def sha256(path):
 
 
 def model_config(model):
-    # The lookup of harness.codegen.find_model_config: <stem>_model_config.json
-    # beside the model, also with the pipeline's suffixes taken off the stem.
-    folder, name = os.path.split(model)
-    stem = os.path.splitext(name)[0]
-    stems = [stem]
-    for suffix in ("_quantized", "_quant", "_int8", "_float32", "_float", "_dynamic"):
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-            stems.append(stem)
-    for s in stems:
-        cand = os.path.join(folder, s + "_model_config.json")
-        if os.path.isfile(cand):
-            return cand
-    return None
+    # harness.config owns the lookup; imported here so that a Python without
+    # tinyhil gets the one-line error below instead of a traceback.
+    try:
+        from harness.config import find_model_config
+    except ImportError:
+        sys.stderr.write("Error: tinyhil is not installed for %s (pip install tinyhil)\n" % sys.executable)
+        env.Exit(2)  # noqa: F821
+    found = find_model_config(model)
+    return str(found) if found else None
 
 
 def stamp_for(model, board):
