@@ -3,18 +3,20 @@ default), checked against the Keras model on held-out samples, plus the
 `_validation_data.npz` a device is later compared with, and a JSON report.
 
 `convert(...)` is the API; `hil convert` only parses arguments and calls it.
-Models with one input and one output are supported.
+Models with one input and one output are supported. The phases, in order:
+check the options, resolve the paths and the model config, load the model
+and the data, convert (float baseline and quantized), validate on the host,
+build the report, write every output at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io as _io
-import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,17 +24,79 @@ import numpy as np
 
 from harness import __version__
 from harness import data as hdata
+from harness.config import ModelConfig, read_config
+from harness.config import find_model_config as find_config
 from harness.console import NullProgress
 from harness.errors import ConfigError, DataError, ModelError, ToolError
-from harness.fileio import atomic_path, sha256_file
+from harness.fileio import atomic_path, sha256_file, write_json_atomic
 from harness.metrics import agreement
-from harness.model import TensorInfo, inspect_bytes
+from harness.model import ModelInfo, TensorInfo, inspect_bytes
+from harness.results import ConvertReport, Status
+from harness.valdata import NPZ_FORMAT, load_validation_npz, npz_path_for, write_npz
 
 QUANTIZATION = ("ptq", "dynamic")
 IO_TYPES = ("float32", "int8")
 REPORT_SCHEMA = "tinyhil-convert-report/1"
-NPZ_FORMAT = "tinyhil-validation/1"
 GATE_METRIC = "cosine_mean"
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Every setting of a conversion (the `hil convert` options); see docs/convert.md."""
+
+    checkpoint_path: str | os.PathLike
+    model_config: str | os.PathLike | None = None
+    output_path: str | os.PathLike | None = None
+    data_path_train: str | os.PathLike | None = None
+    num_samples: int = 1024
+    validate_samples: int = 256
+    min_cosine_sim: float = 0.95
+    quantization: str = "ptq"
+    per_tensor: bool = False
+    batch_validate: int = 0
+    export_onnx: bool = False
+    report_json: str | os.PathLike | None = None
+    seed: int = 0
+    io: str = "float32"
+    signal_threshold: float = 0.05
+    min_class_samples: int = 2
+
+    @property
+    def rounds(self) -> int:
+        return max(int(self.batch_validate), 1)
+
+    def check(self) -> None:
+        """Bad settings raise at once, before anything is loaded."""
+        q, io = self.quantization, self.io
+        if q not in QUANTIZATION:
+            raise ConfigError(f"unknown quantization '{q}'", f"choose one of: {', '.join(QUANTIZATION)}")
+        if io not in IO_TYPES:
+            raise ConfigError(f"unknown I/O type '{io}'", f"choose one of: {', '.join(IO_TYPES)}")
+        if io == "int8" and q != "ptq":
+            raise ConfigError(
+                "--io int8 needs --quantization ptq", "dynamic-range models keep float activations and I/O"
+            )
+        for name, v in (("--num_samples", self.num_samples), ("--validate_samples", self.validate_samples)):
+            if int(v) < 1:
+                raise ConfigError(
+                    f"{name} must be at least 1, not {v}", "use e.g. --num_samples 1024 --validate_samples 256"
+                )
+        if int(self.batch_validate) < 0:
+            raise ConfigError(
+                f"--batch_validate must be 0 or more, not {self.batch_validate}", "use e.g. --batch_validate 5"
+            )
+        c = float(self.min_cosine_sim)
+        if not math.isfinite(c) or not -1.0 <= c <= 1.01:
+            raise ConfigError(f"--min_cosine_sim {self.min_cosine_sim} is outside [-1, 1]", "use e.g. 0.95")
+        if self.min_class_samples < 2:
+            raise ConfigError("--min_class_samples must be at least 2", "one sample calibrates, one validates")
+        if self.export_onnx:
+            try:
+                import tf2onnx  # noqa: F401
+            except ImportError as exc:
+                raise ConfigError(
+                    "--export_onnx needs tf2onnx, which is not installed", "pip install 'tinyhil[onnx]'"
+                ) from exc
 
 
 @dataclass
@@ -46,41 +110,17 @@ class ConvertResult:
     metrics: dict | None  # worst validation round (harness.metrics.Agreement.to_dict())
     float_max_abs_diff: float | None
     passed: bool
-    report: dict = field(default_factory=dict)
+    convert_report: ConvertReport | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def report(self) -> dict:
+        """The JSON report (`to_json` of `convert_report`)."""
+        return self.convert_report.to_dict() if self.convert_report is not None else {}
 
 
 def default_output_path(checkpoint: Path) -> Path:
     return checkpoint.with_name(f"{checkpoint.stem}_quantized.tflite")
-
-
-def npz_path_for(tflite: Path) -> Path:
-    return tflite.with_name(f"{tflite.stem}_validation_data.npz")
-
-
-def find_config(checkpoint: Path) -> Path | None:
-    cand = checkpoint.with_name(f"{checkpoint.stem}_model_config.json")
-    return cand if cand.is_file() else None
-
-
-def read_config(path: Path) -> dict:
-    try:
-        cfg = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"model config {path} does not exist",
-            "check --model_config, or leave it out to use <stem>_model_config.json",
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read model config {path}: {exc}", "check the file") from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"model config {path} is not valid JSON (line {exc.lineno}: {exc.msg})",
-            "fix the JSON or pass the _model_config.json written with the model",
-        ) from exc
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"model config {path} is not a JSON object", "pass the model's _model_config.json")
-    return cfg
 
 
 # --------------------------------------------------------------------------- TensorFlow parts (lazy)
@@ -250,439 +290,465 @@ def _dequant(y: np.ndarray, t: TensorInfo) -> np.ndarray:
     return dequantize(y, t) if t.np_dtype.kind in "iu" else np.asarray(y, np.float32)
 
 
-def _signal_channels(cfg: dict, cfg_path: Path | None) -> int:
-    v = cfg.get("signal_channels", 1)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ConfigError(
-            f"model config {cfg_path}: signal_channels must be a positive integer, not {v!r}",
-            "give the number of interleaved channels of a flattened sample (e.g. 3 for x, y, z)",
-        )
-    return v
-
-
 def _tensor_meta(t: TensorInfo) -> dict:
     d = t.to_dict()
     d["scales"] = list(t.scales)
     return d
 
 
-# --------------------------------------------------------------------------- the stage
+# --------------------------------------------------------------------------- the phases
 
 
-def convert(
-    checkpoint_path: str | os.PathLike,
-    model_config: str | os.PathLike | None = None,
-    output_path: str | os.PathLike | None = None,
-    data_path_train: str | os.PathLike | None = None,
-    num_samples: int = 1024,
-    validate_samples: int = 256,
-    min_cosine_sim: float = 0.95,
-    quantization: str = "ptq",
-    per_tensor: bool = False,
-    batch_validate: int = 0,
-    export_onnx: bool = False,
-    report_json: str | os.PathLike | None = None,
-    seed: int = 0,
-    io: str = "float32",
-    signal_threshold: float = 0.05,
-    min_class_samples: int = 2,
-    progress=None,
-) -> ConvertResult:
-    """Convert, validate and write the outputs; see docs/convert.md.
+@dataclass
+class _Paths:
+    """Where everything is read from and written to."""
 
-    Raises a `HilError` subclass for anything the user must fix (nothing is
-    written then). A failed quality gate is not an exception: the outputs
-    are written and `passed` is False."""
-    t_start = time.perf_counter()
-    progress = progress or NullProgress()
-    # ---- settings
-    if quantization not in QUANTIZATION:
-        raise ConfigError(f"unknown quantization '{quantization}'", f"choose one of: {', '.join(QUANTIZATION)}")
-    if io not in IO_TYPES:
-        raise ConfigError(f"unknown I/O type '{io}'", f"choose one of: {', '.join(IO_TYPES)}")
-    if io == "int8" and quantization != "ptq":
-        raise ConfigError("--io int8 needs --quantization ptq", "dynamic-range models keep float activations and I/O")
-    for name, v in (("--num_samples", num_samples), ("--validate_samples", validate_samples)):
-        if int(v) < 1:
-            raise ConfigError(
-                f"{name} must be at least 1, not {v}", "use e.g. --num_samples 1024 --validate_samples 256"
-            )
-    if int(batch_validate) < 0:
-        raise ConfigError(f"--batch_validate must be 0 or more, not {batch_validate}", "use e.g. --batch_validate 5")
-    if not math.isfinite(float(min_cosine_sim)) or not -1.0 <= float(min_cosine_sim) <= 1.01:
-        raise ConfigError(f"--min_cosine_sim {min_cosine_sim} is outside [-1, 1]", "use e.g. 0.95")
-    if min_class_samples < 2:
-        raise ConfigError("--min_class_samples must be at least 2", "one sample calibrates, one validates")
-    rounds = max(int(batch_validate), 1)
-    if export_onnx:
-        try:
-            import tf2onnx  # noqa: F401
-        except ImportError as exc:
-            raise ConfigError(
-                "--export_onnx needs tf2onnx, which is not installed", "pip install 'tinyhil[onnx]'"
-            ) from exc
+    ckpt: Path
+    cfg: ModelConfig
+    out: Path
+    npz: Path
+    onnx: Path | None
+    report: Path | None
+    data: Path | None
+    class_names: list[str] | None
 
-    # ---- paths and config
-    ckpt = Path(checkpoint_path)
+
+def _resolve_paths(opts: ConvertOptions) -> _Paths:
+    ckpt = Path(opts.checkpoint_path)
     check_checkpoint(ckpt)
-    if model_config is not None:
-        cfg_path: Path | None = Path(model_config)
-        if not cfg_path.is_file():
-            raise ConfigError(
-                f"model config {cfg_path} does not exist",
-                "check --model_config, or leave it out to use <stem>_model_config.json",
-            )
-    else:
-        cfg_path = find_config(ckpt)
-    cfg = read_config(cfg_path) if cfg_path else {}
-    out = Path(output_path) if output_path else default_output_path(ckpt)
+    cfg = ModelConfig.load(opts.model_config, ckpt)
+    out = Path(opts.output_path) if opts.output_path else default_output_path(ckpt)
     if out.suffix != ".tflite":
         raise ConfigError(f"--output_path {out} does not end in .tflite", "name the output <model>.tflite")
-    npz_out = npz_path_for(out)
-    onnx_out = out.with_suffix(".onnx") if export_onnx else None
-    report_out = Path(report_json) if report_json else None
-    data_path: Path | None = Path(data_path_train) if data_path_train else None
-    if (
-        data_path is None
-        and cfg_path
-        and isinstance(cfg.get("training_data"), dict)
-        and cfg["training_data"].get("path")
-    ):
-        cand = (cfg_path.parent / str(cfg["training_data"]["path"])).resolve()
-        if cand.exists():
-            data_path = cand
-    if quantization == "ptq" and data_path is None:
+    data_path = Path(opts.data_path_train) if opts.data_path_train else cfg.training_data()
+    if opts.quantization == "ptq" and data_path is None:
         raise ConfigError(
             "--quantization ptq needs calibration data and no --data_path_train was given",
             "pass --data_path_train DATA, or use --quantization dynamic (no data needed)",
         )
-    class_names = cfg.get("class_names") or None
-    if class_names is not None and (
-        not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names)
-    ):
-        raise ConfigError(f"model config {cfg_path}: class_names must be a list of strings", "fix the config")
+    return _Paths(
+        ckpt=ckpt,
+        cfg=cfg,
+        out=out,
+        npz=npz_path_for(out),
+        onnx=out.with_suffix(".onnx") if opts.export_onnx else None,
+        report=Path(opts.report_json) if opts.report_json else None,
+        data=data_path,
+        class_names=cfg.class_names(),
+    )
 
-    # ---- model and data
-    t0 = time.perf_counter()
-    model = load_keras(ckpt)
-    in_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
-    out_shape = tuple(int(d) if d is not None else 1 for d in model.outputs[0].shape[1:])
-    if cfg.get("input_shape") is not None:
-        try:
-            want = tuple(int(d) for d in cfg["input_shape"])
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(
-                f"model config {cfg_path}: input_shape is not a list of integers", "fix the config"
-            ) from exc
-        if math.prod(want) != math.prod(in_shape):
-            raise ConfigError(
-                f"model config {cfg_path} says input_shape {list(want)}, the model has {list(in_shape)}",
-                "pass the config that belongs to this model",
-            )
-    out_size = math.prod(out_shape)
-    if class_names and len(class_names) != out_size:
+
+@dataclass
+class _Loaded:
+    """The Keras model and, when there is data, the split and the normalization."""
+
+    model: object
+    in_shape: tuple[int, ...]
+    out_size: int
+    ds: hdata.Dataset | None
+    sp: hdata.Split | None
+    norm: hdata.Normalization | None
+    notes: list[str]
+    seconds: float
+
+    def feed(self, a: np.ndarray) -> np.ndarray:
+        """Raw samples as the model takes them."""
+        return self.norm.apply(a) if self.norm is not None else np.asarray(a, np.float32)
+
+
+def _check_model_against_config(p: _Paths, in_shape: tuple[int, ...], out_size: int) -> None:
+    want = p.cfg.input_shape()
+    if want is not None and math.prod(want) != math.prod(in_shape):
         raise ConfigError(
-            f"model config {cfg_path} names {len(class_names)} classes, the model outputs {out_size} values",
+            f"model config {p.cfg.path} says input_shape {list(want)}, the model has {list(in_shape)}",
             "pass the config that belongs to this model",
         )
+    if p.class_names and len(p.class_names) != out_size:
+        raise ConfigError(
+            f"model config {p.cfg.path} names {len(p.class_names)} classes, the model outputs {out_size} values",
+            "pass the config that belongs to this model",
+        )
+
+
+def _load_model_and_data(opts: ConvertOptions, p: _Paths) -> _Loaded:
+    t0 = time.perf_counter()
+    model = load_keras(p.ckpt)
+    in_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    out_size = math.prod(int(d) if d is not None else 1 for d in model.outputs[0].shape[1:])
+    _check_model_against_config(p, in_shape, out_size)
     notes: list[str] = []
     ds = sp = norm = None
-    if data_path is not None:
-        ds = hdata.load_dataset(data_path, in_shape, class_names)
-        if not class_names and ds.y is not None and len(ds.class_names) > out_size:
+    if p.data is not None:
+        ds = hdata.load_dataset(p.data, in_shape, p.class_names)
+        if not p.class_names and ds.y is not None and len(ds.class_names) > out_size:
             raise DataError(
-                f"{data_path} has {len(ds.class_names)} classes, the model outputs {out_size} values",
+                f"{p.data} has {len(ds.class_names)} classes, the model outputs {out_size} values",
                 "pass the training data of this model",
             )
         sp = hdata.split(
             ds,
-            num_samples,
-            validate_samples,
-            seed=seed,
-            rounds=rounds,
-            signal_threshold=signal_threshold,
-            min_class_samples=min_class_samples,
-            signal_channels=_signal_channels(cfg, cfg_path),
+            opts.num_samples,
+            opts.validate_samples,
+            seed=opts.seed,
+            rounds=opts.rounds,
+            signal_threshold=opts.signal_threshold,
+            min_class_samples=opts.min_class_samples,
+            signal_channels=p.cfg.signal_channels(),
         )
         notes.extend(sp.notes)
-        norm = hdata.normalization_for(cfg, cfg_path, in_shape)
-    elif cfg_path is None:
+        norm = p.cfg.normalization_for(in_shape)
+    elif p.cfg.path is None:
         notes.append("no model config found: no normalization, class names unknown")
-    feed = (lambda a: norm.apply(a)) if norm is not None else (lambda a: np.asarray(a, np.float32))  # noqa: E731
-    t_load = time.perf_counter() - t0
+    return _Loaded(model, in_shape, out_size, ds, sp, norm, notes, time.perf_counter() - t0)
 
-    # ---- conversions
-    flat_float, _, t_float = _convert_tflite(model, None, False, "float32", None, progress)
-    rep = feed(ds.x[sp.calibration]) if sp is not None and quantization == "ptq" else None
-    flat, t_calib, t_conv = _convert_tflite(model, quantization, per_tensor, io, rep, progress)
+
+@dataclass
+class _Converted:
+    flat_float: bytes
+    flat: bytes
+    info: ModelInfo
+    t_float: float
+    t_calib: float
+    t_conv: float
+
+
+def _convert_both(opts: ConvertOptions, ld: _Loaded, progress) -> _Converted:
+    """The float baseline, then the quantized model, checked for what was asked."""
+    flat_float, _, t_float = _convert_tflite(ld.model, None, False, "float32", None, progress)
+    rep = ld.feed(ld.ds.x[ld.sp.calibration]) if ld.sp is not None and opts.quantization == "ptq" else None
+    flat, t_calib, t_conv = _convert_tflite(ld.model, opts.quantization, opts.per_tensor, opts.io, rep, progress)
     info = inspect_bytes(flat)
     t_in, t_out = info.inputs[0], info.outputs[0]
-    if per_tensor and info.per_channel_tensors:
+    if opts.per_tensor and info.per_channel_tensors:
         raise ModelError(
             f"the converter left {info.per_channel_tensors} per-channel tensors despite --per_tensor",
             "this TensorFlow version ignores the per-tensor switch; try another TensorFlow release",
         )
-    if quantization == "ptq" and io == "float32" and (t_in.dtype, t_out.dtype) != ("float32", "float32"):
+    if opts.quantization == "ptq" and opts.io == "float32" and (t_in.dtype, t_out.dtype) != ("float32", "float32"):
         raise ModelError(
             f"converted model has {t_in.dtype}/{t_out.dtype} I/O, not float32",
             "report this TensorFlow version; the converter did not honour float I/O",
         )
+    return _Converted(flat_float, flat, info, t_float, t_calib, t_conv)
 
-    # ---- validation
-    t0 = time.perf_counter()
-    rounds_out: list[dict] = []
-    worst = None
-    float_max = None
+
+@dataclass
+class _Validation:
+    """What the host validation found (empty without data)."""
+
+    rounds: list[dict] = field(default_factory=list)
+    worst: dict | None = None
+    float_max: float | None = None
     npz_arrays: dict[str, np.ndarray] | None = None
-    oracle = "tflm"
-    tflm_litert_diff = None
-    if sp is not None:
-        try:
-            from harness.runtime import HostInterpreter
+    npz_ids: list[str] = field(default_factory=list)
+    oracle: str | None = "tflm"
+    tflm_litert_diff: float | None = None
+    seconds: float = 0.0
 
-            with _tf_quiet():
-                HostInterpreter(flat, "tflm")
-        except ModelError:
-            oracle = None
-            notes.append(
-                "TFLite Micro cannot run this model (dynamic-range models use hybrid kernels that TFLM "
-                "lacks): y_tflm is left out and metrics use LiteRT"
-            )
-        kernel_sets = ["tflm", "litert"] if oracle else ["litert"]
-        total = sum(len(d) for d in sp.validation) * len(kernel_sets) + len(sp.validation[0])
-        task = progress.task("validation", total=total)
-        for r, idx in enumerate(sp.validation):
-            x = feed(ds.x[idx])
-            y_keras = _keras_predict(model, x)
-            ys = {k: _run_host(flat, x, k, t_in, task) for k in kernel_sets}
-            ref_kernel = kernel_sets[0]
-            y_q = _dequant(ys[ref_kernel], t_out).reshape(y_keras.shape)
-            ag = agreement(y_keras, y_q, worst_k=5)
-            entry = {
-                "round": r,
-                "seed": seed + r,
-                "reference": "keras",
-                "candidate": ref_kernel,
-                **ag.to_dict(),
-                "worst": [
-                    {
-                        "index": i,
-                        "id": ds.sample_id(int(idx[i])),
-                        "label": ds.label_name(int(idx[i])),
-                        "cosine": ag.per_sample_cosine[i],
-                    }
-                    for i in ag.worst_samples
-                ],
+
+def _host_oracle(flat: bytes, notes: list[str]) -> str | None:
+    """ "tflm" when TFLite Micro can run the model, else None (LiteRT is then the reference)."""
+    from harness.runtime import HostInterpreter
+
+    try:
+        with _tf_quiet():
+            HostInterpreter(flat, "tflm")
+    except ModelError:
+        notes.append(
+            "TFLite Micro cannot run this model (dynamic-range models use hybrid kernels that TFLM "
+            "lacks): y_tflm is left out and metrics use LiteRT"
+        )
+        return None
+    return "tflm"
+
+
+def _round_entry(r: int, seed: int, kernel: str, ag, ds: hdata.Dataset, idx: np.ndarray) -> dict:
+    return {
+        "round": r,
+        "seed": seed + r,
+        "reference": "keras",
+        "candidate": kernel,
+        **ag.to_dict(),
+        "worst": [
+            {
+                "index": i,
+                "id": ds.sample_id(int(idx[i])),
+                "label": ds.label_name(int(idx[i])),
+                "cosine": ag.per_sample_cosine[i],
             }
-            if oracle:
-                d = np.abs(_dequant(ys["tflm"], t_out) - _dequant(ys["litert"], t_out))
-                tflm_litert_diff = max(tflm_litert_diff or 0.0, float(d.max()) if d.size else 0.0)
-            rounds_out.append(entry)
-            if worst is None or entry[GATE_METRIC] < worst[GATE_METRIC]:
-                worst = entry
-            if r == 0:
-                y_float = _run_host(flat_float, x, "litert", inspect_bytes(flat_float).inputs[0], task)
-                float_max = float(np.max(np.abs(y_float.reshape(y_keras.shape) - y_keras))) if y_keras.size else 0.0
-                npz_arrays = {"x": x.astype(np.float32)}
-                if oracle:
-                    npz_arrays["y_tflm"] = ys["tflm"]
-                npz_arrays["y_litert"] = ys["litert"]
-                npz_arrays["y_keras"] = y_keras
-                if ds.y is not None:
-                    npz_arrays["y"] = ds.y[idx].astype(np.int64)
-                if norm is not None:
-                    npz_arrays["x_raw"] = ds.x[idx].astype(np.float32)
-                if t_in.np_dtype.kind in "iu":
-                    from harness.runtime import quantize
-
-                    npz_arrays["x_q"] = quantize(x, t_in)
-                npz_ids = [ds.sample_id(int(i)) for i in idx]
-    else:
-        notes.append("no training data: the quantized model was not validated and no validation .npz was written")
-    t_val = time.perf_counter() - t0
-    passed = worst is None or worst[GATE_METRIC] >= float(min_cosine_sim)
-
-    # ---- report
-    float_size, q_size = len(flat_float), len(flat)
-    ckpt_sha = sha256_file(ckpt)
-    norm_meta = {"applied": True, **norm.to_dict()} if norm is not None else {"applied": False}
-    settings = {
-        "checkpoint_path": str(ckpt),
-        "model_config": str(cfg_path) if cfg_path else None,
-        "output_path": str(out),
-        "data_path_train": str(data_path) if data_path else None,
-        "num_samples": int(num_samples),
-        "validate_samples": int(validate_samples),
-        "min_cosine_sim": float(min_cosine_sim),
-        "quantization": quantization,
-        "per_channel": not per_tensor,
-        "batch_validate": int(batch_validate),
-        "export_onnx": bool(export_onnx),
-        "seed": int(seed),
-        "io": io,
-        "signal_threshold": float(signal_threshold),
-        "min_class_samples": int(min_class_samples),
+            for i in ag.worst_samples
+        ],
     }
-    report = {
-        "schema": REPORT_SCHEMA,
-        "tool": {"name": "tinyhil", "version": __version__, "command": "convert"},
-        "passed": passed,
-        "settings": settings,
-        "outputs": {
-            "tflite": str(out),
-            "npz": str(npz_out) if npz_arrays is not None else None,
-            "onnx": str(onnx_out) if onnx_out else None,
-            "report": str(report_out) if report_out else None,
+
+
+def _npz_arrays(
+    ld: _Loaded, idx: np.ndarray, x: np.ndarray, ys: dict, y_keras: np.ndarray, t_in: TensorInfo
+) -> dict[str, np.ndarray]:
+    """Round 0 as the validation npz stores it (docs/convert.md)."""
+    arrays = {"x": x.astype(np.float32)}
+    if "tflm" in ys:
+        arrays["y_tflm"] = ys["tflm"]
+    arrays["y_litert"] = ys["litert"]
+    arrays["y_keras"] = y_keras
+    if ld.ds.y is not None:
+        arrays["y"] = ld.ds.y[idx].astype(np.int64)
+    if ld.norm is not None:
+        arrays["x_raw"] = ld.ds.x[idx].astype(np.float32)
+    if t_in.np_dtype.kind in "iu":
+        from harness.runtime import quantize
+
+        arrays["x_q"] = quantize(x, t_in)
+    return arrays
+
+
+def _validate_on_host(opts: ConvertOptions, ld: _Loaded, cv: _Converted, progress) -> _Validation:
+    """Keras against the quantized model on every validation round; round 0
+    also gives the float baseline and the npz."""
+    v = _Validation()
+    if ld.sp is None:
+        ld.notes.append("no training data: the quantized model was not validated and no validation .npz was written")
+        v.oracle = "tflm"
+        return v
+    t0 = time.perf_counter()
+    t_in, t_out = cv.info.inputs[0], cv.info.outputs[0]
+    v.oracle = _host_oracle(cv.flat, ld.notes)
+    kernel_sets = ["tflm", "litert"] if v.oracle else ["litert"]
+    total = sum(len(d) for d in ld.sp.validation) * len(kernel_sets) + len(ld.sp.validation[0])
+    task = progress.task("validation", total=total)
+    for r, idx in enumerate(ld.sp.validation):
+        x = ld.feed(ld.ds.x[idx])
+        y_keras = _keras_predict(ld.model, x)
+        ys = {k: _run_host(cv.flat, x, k, t_in, task) for k in kernel_sets}
+        y_q = _dequant(ys[kernel_sets[0]], t_out).reshape(y_keras.shape)
+        entry = _round_entry(r, opts.seed, kernel_sets[0], agreement(y_keras, y_q, worst_k=5), ld.ds, idx)
+        if v.oracle:
+            d = np.abs(_dequant(ys["tflm"], t_out) - _dequant(ys["litert"], t_out))
+            v.tflm_litert_diff = max(v.tflm_litert_diff or 0.0, float(d.max()) if d.size else 0.0)
+        v.rounds.append(entry)
+        if v.worst is None or entry[GATE_METRIC] < v.worst[GATE_METRIC]:
+            v.worst = entry
+        if r == 0:
+            y_float = _run_host(cv.flat_float, x, "litert", inspect_bytes(cv.flat_float).inputs[0], task)
+            v.float_max = float(np.max(np.abs(y_float.reshape(y_keras.shape) - y_keras))) if y_keras.size else 0.0
+            v.npz_arrays = _npz_arrays(ld, idx, x, ys, y_keras, t_in)
+            v.npz_ids = [ld.ds.sample_id(int(i)) for i in idx]
+    v.seconds = time.perf_counter() - t0
+    return v
+
+
+def _settings(opts: ConvertOptions, p: _Paths) -> dict:
+    return {
+        "checkpoint_path": str(p.ckpt),
+        "model_config": str(p.cfg.path) if p.cfg.path else None,
+        "output_path": str(p.out),
+        "data_path_train": str(p.data) if p.data else None,
+        "num_samples": int(opts.num_samples),
+        "validate_samples": int(opts.validate_samples),
+        "min_cosine_sim": float(opts.min_cosine_sim),
+        "quantization": opts.quantization,
+        "per_channel": not opts.per_tensor,
+        "batch_validate": int(opts.batch_validate),
+        "export_onnx": bool(opts.export_onnx),
+        "seed": int(opts.seed),
+        "io": opts.io,
+        "signal_threshold": float(opts.signal_threshold),
+        "min_class_samples": int(opts.min_class_samples),
+    }
+
+
+def _norm_meta(ld: _Loaded) -> dict:
+    return {"applied": True, **ld.norm.to_dict()} if ld.norm is not None else {"applied": False}
+
+
+def _model_section(info: ModelInfo, ckpt_sha: str, keras_params: int) -> dict:
+    return {
+        "sha256": info.sha256,
+        "checkpoint_sha256": ckpt_sha,
+        "inputs": [_tensor_meta(t) for t in info.inputs],
+        "outputs": [_tensor_meta(t) for t in info.outputs],
+        "ops": list(info.builtin_ops),
+        "tensor_types": {t: info.tensor_types.count(t) for t in sorted(set(info.tensor_types))},
+        "per_channel_tensors": info.per_channel_tensors,
+        "per_tensor_quantized": info.per_tensor_quantized,
+        "keras_params": keras_params,
+    }
+
+
+def _data_section(ld: _Loaded) -> dict | None:
+    ds, sp = ld.ds, ld.sp
+    if ds is None:
+        return None
+    return {
+        "source": str(ds.source),
+        "layout": ds.layout,
+        "samples": len(ds),
+        "class_names": list(ds.class_names),
+        "class_counts": (
+            {n: int(np.sum(ds.y == i)) for i, n in enumerate(ds.class_names)} if ds.y is not None else None
+        ),
+        "skipped_silent": int(len(sp.skipped)),
+        "skipped_ids": [ds.sample_id(int(i)) for i in sp.skipped[:50]],
+        "calibration_samples": int(len(sp.calibration)),
+        "holdout_samples": int(len(sp.holdout)),
+        "validation_samples": int(len(sp.validation[0])),
+        "normalization": _norm_meta(ld),
+    }
+
+
+def _build_report(
+    opts: ConvertOptions, p: _Paths, ld: _Loaded, cv: _Converted, v: _Validation, ckpt_sha: str
+) -> ConvertReport:
+    w = v.worst
+    passed = w is None or w[GATE_METRIC] >= float(opts.min_cosine_sim)
+    float_size, q_size = len(cv.flat_float), len(cv.flat)
+    return ConvertReport(
+        schema=REPORT_SCHEMA,
+        tool={"name": "tinyhil", "version": __version__, "command": "convert"},
+        status=Status.PASS if passed else Status.FAIL,
+        settings=_settings(opts, p),
+        outputs={
+            "tflite": str(p.out),
+            "npz": str(p.npz) if v.npz_arrays is not None else None,
+            "onnx": str(p.onnx) if p.onnx else None,
+            "report": str(p.report) if p.report else None,
         },
-        "model": {
-            "sha256": info.sha256,
-            "checkpoint_sha256": ckpt_sha,
-            "inputs": [_tensor_meta(t) for t in info.inputs],
-            "outputs": [_tensor_meta(t) for t in info.outputs],
-            "ops": list(info.builtin_ops),
-            "tensor_types": {t: info.tensor_types.count(t) for t in sorted(set(info.tensor_types))},
-            "per_channel_tensors": info.per_channel_tensors,
-            "per_tensor_quantized": info.per_tensor_quantized,
-            "keras_params": int(model.count_params()),
-        },
-        "sizes": {
-            "keras_bytes": ckpt.stat().st_size,
+        model=_model_section(cv.info, ckpt_sha, int(ld.model.count_params())),
+        sizes={
+            "keras_bytes": p.ckpt.stat().st_size,
             "float_tflite_bytes": float_size,
             "tflite_bytes": q_size,
             "compression_ratio": round(float_size / q_size, 3),
         },
-        "data": None
-        if ds is None
-        else {
-            "source": str(ds.source),
-            "layout": ds.layout,
-            "samples": len(ds),
-            "class_names": list(ds.class_names),
-            "class_counts": (
-                {n: int(np.sum(ds.y == i)) for i, n in enumerate(ds.class_names)} if ds.y is not None else None
-            ),
-            "skipped_silent": int(len(sp.skipped)),
-            "skipped_ids": [ds.sample_id(int(i)) for i in sp.skipped[:50]],
-            "calibration_samples": int(len(sp.calibration)),
-            "holdout_samples": int(len(sp.holdout)),
-            "validation_samples": int(len(sp.validation[0])),
-            "normalization": norm_meta,
-        },
-        "float_baseline": None if float_max is None else {"max_abs_diff": float_max, "kernels": "litert"},
-        "metrics": None if worst is None else {k: v for k, v in worst.items() if k != "worst"},
-        "host_kernels": {"oracle": oracle, "tflm_vs_litert_max_abs_diff": tflm_litert_diff},
-        "gate": {
+        data=_data_section(ld),
+        float_baseline=None if v.float_max is None else {"max_abs_diff": v.float_max, "kernels": "litert"},
+        metrics=None if w is None else {k: x for k, x in w.items() if k != "worst"},
+        host_kernels={"oracle": v.oracle, "tflm_vs_litert_max_abs_diff": v.tflm_litert_diff},
+        gate={
             "metric": GATE_METRIC,
-            "threshold": float(min_cosine_sim),
-            "value": None if worst is None else worst[GATE_METRIC],
+            "threshold": float(opts.min_cosine_sim),
+            "value": None if w is None else w[GATE_METRIC],
             "passed": passed,
-            "round": None if worst is None else worst["round"],
-            "worst_samples": [] if worst is None else worst["worst"],
+            "round": None if w is None else w["round"],
+            "worst_samples": [] if w is None else w["worst"],
         },
-        "rounds": rounds_out,
-        "timing_s": {
-            "load": round(t_load, 3),
-            "float_conversion": round(t_float, 3),
-            "calibration": round(t_calib, 4),
-            "conversion": round(t_conv - t_calib, 3),
-            "validation": round(t_val, 3),
+        rounds=v.rounds,
+        timing_s={
+            "load": round(ld.seconds, 3),
+            "float_conversion": round(cv.t_float, 3),
+            "calibration": round(cv.t_calib, 4),
+            "conversion": round(cv.t_conv - cv.t_calib, 3),
+            "validation": round(v.seconds, 3),
         },
-        "notes": notes,
-    }
-
-    # ---- outputs, all or nothing
-    npz_written = None
-    with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_path(out))
-        tmp.write_bytes(flat)
-        if npz_arrays is not None:
-            meta = {
-                "format": NPZ_FORMAT,
-                "model_file": out.name,
-                "model_sha256": info.sha256,
-                "model_size": q_size,
-                "quantization": quantization,
-                "per_channel": not per_tensor,
-                "io": io,
-                "inputs": [_tensor_meta(t) for t in info.inputs],
-                "outputs": [_tensor_meta(t) for t in info.outputs],
-                "x_is_normalized": norm is not None,
-                "normalization": norm_meta,
-                "class_names": list(ds.class_names),
-                "task": cfg.get("task"),
-                "samples": int(len(npz_arrays["x"])),
-                "kernels": {"y_tflm": "tflm" if oracle else None, "y_litert": "litert"},
-                "sample_ids": npz_ids,
-                "source": {
-                    "checkpoint": str(ckpt),
-                    "checkpoint_sha256": ckpt_sha,
-                    "model_config": str(cfg_path) if cfg_path else None,
-                    "data": str(ds.source),
-                    "layout": ds.layout,
-                    "seed": int(seed),
-                },
-                "created_by": f"tinyhil {__version__} convert",
-            }
-            tmp_npz = stack.enter_context(atomic_path(npz_out))
-            with open(tmp_npz, "wb") as f:
-                np.savez(f, **npz_arrays, meta=np.array(json.dumps(meta)))
-            npz_written = npz_out
-        if onnx_out is not None:
-            tmp_onnx = stack.enter_context(atomic_path(onnx_out))
-            _export_onnx(model, tmp_onnx)
-        report["timing_s"]["total"] = round(time.perf_counter() - t_start, 3)
-        if report_out is not None:
-            tmp_rep = stack.enter_context(atomic_path(report_out))
-            tmp_rep.write_text(json.dumps(report, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    return ConvertResult(
-        tflite=out,
-        npz=npz_written,
-        report_path=report_out,
-        onnx=onnx_out,
-        float_tflite_size=float_size,
-        tflite_size=q_size,
-        metrics=report["metrics"],
-        float_max_abs_diff=float_max,
-        passed=passed,
-        report=report,
-        notes=notes,
+        notes=ld.notes,
     )
 
 
-def _json_default(obj):
-    from harness.fileio import _json_default as d
+def _npz_meta(opts: ConvertOptions, p: _Paths, ld: _Loaded, cv: _Converted, v: _Validation, ckpt_sha: str) -> dict:
+    """The npz's `meta` (docs/convert.md); valdata adds `format` and `created_by`."""
+    return {
+        "model_file": p.out.name,
+        "model_sha256": cv.info.sha256,
+        "model_size": len(cv.flat),
+        "quantization": opts.quantization,
+        "per_channel": not opts.per_tensor,
+        "io": opts.io,
+        "inputs": [_tensor_meta(t) for t in cv.info.inputs],
+        "outputs": [_tensor_meta(t) for t in cv.info.outputs],
+        "x_is_normalized": ld.norm is not None,
+        "normalization": _norm_meta(ld),
+        "class_names": list(ld.ds.class_names),
+        "task": p.cfg.task,
+        "samples": int(len(v.npz_arrays["x"])),
+        "kernels": {"y_tflm": "tflm" if v.oracle else None, "y_litert": "litert"},
+        "sample_ids": v.npz_ids,
+        "source": {
+            "checkpoint": str(p.ckpt),
+            "checkpoint_sha256": ckpt_sha,
+            "model_config": str(p.cfg.path) if p.cfg.path else None,
+            "data": str(ld.ds.source),
+            "layout": ld.ds.layout,
+            "seed": int(opts.seed),
+        },
+    }
 
-    return d(obj)
+
+def _write_outputs(
+    p: _Paths, cv: _Converted, npz: tuple[dict, dict] | None, model, report: ConvertReport, finish: Callable[[], None]
+) -> Path | None:
+    """Every output at once: each goes to a temporary file and all are
+    renamed over their targets only when all were written (`atomic_path`);
+    `finish` runs just before the report is written. Returns the npz written."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(atomic_path(p.out)).write_bytes(cv.flat)
+        if npz is not None:
+            write_npz(stack.enter_context(atomic_path(p.npz)), *npz)
+        if p.onnx is not None:
+            _export_onnx(model, stack.enter_context(atomic_path(p.onnx)))
+        finish()
+        if p.report is not None:
+            write_json_atomic(stack.enter_context(atomic_path(p.report)), report.to_dict())
+    return p.npz if npz is not None else None
 
 
-def load_validation_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
-    """The arrays and the parsed `meta` of a `_validation_data.npz`."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError as exc:
-        raise DataError(f"validation data {path} does not exist", "run `hil convert` first") from exc
-    except Exception as exc:
-        raise DataError(
-            f"cannot read validation data {path}: {type(exc).__name__}", "re-run `hil convert` to write it again"
-        ) from exc
-    if "meta" not in arrays or "x" not in arrays:
-        raise DataError(
-            f"{path} is not a tinyhil validation file (no 'x'/'meta')", "pass the npz written by `hil convert`"
-        )
-    meta = json.loads(str(arrays.pop("meta")))
-    return arrays, meta
+# --------------------------------------------------------------------------- the stage
+
+
+def convert(checkpoint_path: str | os.PathLike, *, progress=None, **options) -> ConvertResult:
+    """Convert, validate and write the outputs; the options are the fields
+    of `ConvertOptions` (see docs/convert.md).
+
+    Raises a `HilError` subclass for anything the user must fix (nothing is
+    written then). A failed quality gate is not an exception: the outputs
+    are written and `passed` is False."""
+    return convert_with(ConvertOptions(checkpoint_path, **options), progress=progress)
+
+
+def convert_with(opts: ConvertOptions, *, progress=None) -> ConvertResult:
+    """`convert` with its options as one value."""
+    t_start = time.perf_counter()
+    progress = progress or NullProgress()
+    opts.check()
+    paths = _resolve_paths(opts)
+    loaded = _load_model_and_data(opts, paths)
+    converted = _convert_both(opts, loaded, progress)
+    validation = _validate_on_host(opts, loaded, converted, progress)
+    ckpt_sha = sha256_file(paths.ckpt)
+    report = _build_report(opts, paths, loaded, converted, validation, ckpt_sha)
+    npz = None
+    if validation.npz_arrays is not None:
+        npz = (validation.npz_arrays, _npz_meta(opts, paths, loaded, converted, validation, ckpt_sha))
+
+    def finish() -> None:
+        report.timing_s["total"] = round(time.perf_counter() - t_start, 3)
+
+    npz_written = _write_outputs(paths, converted, npz, loaded.model, report, finish)
+    return ConvertResult(
+        tflite=paths.out,
+        npz=npz_written,
+        report_path=paths.report,
+        onnx=paths.onnx,
+        float_tflite_size=len(converted.flat_float),
+        tflite_size=len(converted.flat),
+        metrics=report.metrics,
+        float_max_abs_diff=validation.float_max,
+        passed=report.passed,
+        convert_report=report,
+        notes=loaded.notes,
+    )
 
 
 __all__: Sequence[str] = (
     "convert",
+    "convert_with",
+    "ConvertOptions",
     "ConvertResult",
+    "ConvertReport",
     "default_output_path",
     "npz_path_for",
     "find_config",
     "read_config",
     "load_validation_npz",
+    "NPZ_FORMAT",
     "QUANTIZATION",
     "IO_TYPES",
 )

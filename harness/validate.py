@@ -25,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +33,9 @@ import numpy as np
 from harness import __version__
 from harness.errors import ConfigError, DataError, DeviceError, HilError
 from harness.model import ModelInfo, TensorInfo, dequantize_sources, inspect_bytes, read_model_bytes
+from harness.results import ErrorInfo, GateResult, Status, ValidationReport
 from harness.runtime import KERNELS, dequantize, prepare_input
-from harness.valdata import ValidationData, load_data  # noqa: F401 - the data step, importable from here
+from harness.valdata import ValidationData, load_data
 
 SCHEMA = "tinyhil-validate-report/1"
 DEFAULT_MIN_COSINE = 0.99
@@ -169,6 +170,55 @@ def _histogram(d: np.ndarray) -> dict[str, int]:
     return out
 
 
+def _lsb_section(ref: np.ndarray, dev: np.ndarray, t: TensorInfo, q: LsbScale) -> tuple[dict, np.ndarray]:
+    """The LSB statistics of one output, and each sample's largest |difference|."""
+    n = len(ref)
+    d = lsb_diff(ref, dev, t, q).reshape(n, -1)
+    a = np.abs(d)
+    lsb = {
+        "scale": q.scale,
+        "zero_point": q.zero_point,
+        "source": q.source,
+        "elements": int(d.size),
+        "exact": int(np.sum(a == 0)),
+        "off_by_one": int(np.sum(a == 1)),
+        "over_one": int(np.sum(a > 1)),
+        "max_lsb": int(a.max()) if d.size else 0,
+        "mean_signed": float(d.mean()) if d.size else 0.0,
+        "histogram": _histogram(d),
+    }
+    return lsb, (a.max(axis=1) if n else np.zeros(0, np.int64))
+
+
+def _classifier_section(
+    rf: np.ndarray, df: np.ndarray, labels: np.ndarray | None, class_names: Sequence[str]
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Top-1 agreement, the argmax flips and label accuracy of a class-score output."""
+    n = len(rf)
+    ar, ad = np.argmax(rf, axis=1), np.argmax(df, axis=1)
+
+    def name(k):
+        return class_names[k] if 0 <= k < len(class_names) else str(k)
+
+    flips = [
+        {
+            "sample": int(i),
+            "reference": int(ar[i]),
+            "device": int(ad[i]),
+            "reference_class": name(int(ar[i])),
+            "device_class": name(int(ad[i])),
+        }
+        for i in np.flatnonzero(ar != ad)
+    ]
+    cl = {"top1_agreement": float(np.mean(ar == ad)) if n else None, "flips": flips, "label_accuracy": None}
+    if labels is not None and n:
+        cl["label_accuracy"] = {
+            "reference": float(np.mean(ar == labels[:n])),
+            "device": float(np.mean(ad == labels[:n])),
+        }
+    return cl, ar, ad
+
+
 def compare_output(
     ref: np.ndarray,
     dev: np.ndarray,
@@ -207,50 +257,70 @@ def compare_output(
         "_max_lsb": None,
     }
     if q is not None:
-        d = lsb_diff(ref, dev, t, q).reshape(n, -1)
-        a = np.abs(d)
-        res["lsb"] = {
-            "scale": q.scale,
-            "zero_point": q.zero_point,
-            "source": q.source,
-            "elements": int(d.size),
-            "exact": int(np.sum(a == 0)),
-            "off_by_one": int(np.sum(a == 1)),
-            "over_one": int(np.sum(a > 1)),
-            "max_lsb": int(a.max()) if d.size else 0,
-            "mean_signed": float(d.mean()) if d.size else 0.0,
-            "histogram": _histogram(d),
-        }
-        res["_max_lsb"] = a.max(axis=1) if n else np.zeros(0, np.int64)
+        res["lsb"], res["_max_lsb"] = _lsb_section(ref, dev, t, q)
     if classifier and t.size > 1:
-        ar, ad = np.argmax(rf, axis=1), np.argmax(df, axis=1)
-
-        def name(k):
-            return class_names[k] if 0 <= k < len(class_names) else str(k)
-
-        flips = [
-            {
-                "sample": int(i),
-                "reference": int(ar[i]),
-                "device": int(ad[i]),
-                "reference_class": name(int(ar[i])),
-                "device_class": name(int(ad[i])),
-            }
-            for i in np.flatnonzero(ar != ad)
-        ]
-        cl = {"top1_agreement": float(np.mean(ar == ad)) if n else None, "flips": flips, "label_accuracy": None}
-        if labels is not None and n:
-            cl["label_accuracy"] = {
-                "reference": float(np.mean(ar == labels[:n])),
-                "device": float(np.mean(ad == labels[:n])),
-            }
-        res["classifier"] = cl
-        res["_argmax_ref"], res["_argmax_dev"] = ar, ad
+        res["classifier"], res["_argmax_ref"], res["_argmax_dev"] = _classifier_section(rf, df, labels, class_names)
     return res
 
 
 def public(d: dict) -> dict:
     return {k: v for k, v in d.items() if not k.startswith("_")}
+
+
+def _kernel_match(
+    r: list[np.ndarray],
+    dev: list[np.ndarray],
+    model: ModelInfo,
+    scales: list[LsbScale | None],
+    oracle_ref: list[np.ndarray] | None,
+) -> tuple[np.ndarray, int, float, int | None]:
+    """How one host kernel set's outputs `r` compare with the device's:
+    bit-exact samples, largest LSB difference, worst cosine, and the
+    samples where it equals the oracle's (None when it is the oracle)."""
+    from harness.metrics import cosine_per_sample
+
+    n = len(dev[0]) if dev else 0
+    exact = np.ones(n, bool)
+    max_lsb, cos_min = 0, 1.0
+    for j, t in enumerate(model.outputs):
+        exact &= np.all(_flat(r[j]) == _flat(dev[j]), axis=1) if n else exact
+        if scales[j] is not None and n:
+            max_lsb = max(max_lsb, int(np.abs(lsb_diff(r[j], dev[j], t, scales[j])).max()))
+        if n:
+            c = cosine_per_sample(_flat(dequantize(r[j], t)), _flat(dequantize(dev[j], t)))
+            cos_min = min(cos_min, float(c.min()))
+    same_as_oracle = None
+    if oracle_ref is not None and n:
+        same = np.ones(n, bool)
+        for j in range(len(model.outputs)):
+            same &= np.all(_flat(oracle_ref[j][:n]) == _flat(r[j]), axis=1)
+        same_as_oracle = int(same.sum())
+    return exact, max_lsb, cos_min, same_as_oracle
+
+
+def _verdict(n: int, oracle: str, matches: list[str], kernels: dict) -> str:
+    if not n:
+        return "no samples were compared"
+    if oracle in matches:
+        others = [k for k in KERNELS if kernels[k].get("available") and k not in matches]
+        verdict = f"the device matches the {KERNEL_LABELS[oracle]} bit-exactly: no drift of its own"
+        if others:
+            verdict += (
+                "; "
+                + ", ".join(KERNEL_LABELS[k] for k in others)
+                + " differ — a difference between host kernels, not the device's"
+            )
+        return verdict
+    if matches:
+        return (
+            f"the device matches the {', '.join(KERNEL_LABELS[k] for k in matches)} bit-exactly but not "
+            f"the oracle ({KERNEL_LABELS[oracle]}): the difference lies between kernel implementations, "
+            "not in the device's hardware"
+        )
+    return (
+        "the device matches no host kernel set bit-exactly: the drift is the device's own "
+        "(its kernels, e.g. optimised ones, its compiler or its hardware)"
+    )
 
 
 def triangulate(
@@ -272,24 +342,8 @@ def triangulate(
             kernels[k] = {"label": KERNEL_LABELS[k], "available": False}
             continue
         r = [x[:n] for x in refs[k]]
-        exact = np.ones(n, bool)
-        max_lsb = 0
-        cos_min = 1.0
-        for j, t in enumerate(model.outputs):
-            exact &= np.all(_flat(r[j]) == _flat(dev[j]), axis=1) if n else exact
-            if scales[j] is not None and n:
-                max_lsb = max(max_lsb, int(np.abs(lsb_diff(r[j], dev[j], t, scales[j])).max()))
-            if n:
-                from harness.metrics import cosine_per_sample
-
-                c = cosine_per_sample(_flat(dequantize(r[j], t)), _flat(dequantize(dev[j], t)))
-                cos_min = min(cos_min, float(c.min()))
-        host_vs_oracle = None
-        if k != oracle and oracle in refs and n:
-            same = np.ones(n, bool)
-            for j in range(len(model.outputs)):
-                same &= np.all(_flat(refs[oracle][j][:n]) == _flat(r[j]), axis=1)
-            host_vs_oracle = int(same.sum())
+        oracle_ref = refs[oracle] if k != oracle and oracle in refs else None
+        exact, max_lsb, cos_min, same_as_oracle = _kernel_match(r, dev, model, scales, oracle_ref)
         kernels[k] = {
             "label": KERNEL_LABELS[k],
             "available": True,
@@ -298,32 +352,11 @@ def triangulate(
             "bit_exact": bool(n and exact.all()),
             "max_lsb": max_lsb if any(s is not None for s in scales) else None,
             "cosine_min": cos_min if n else None,
-            "same_as_oracle_samples": host_vs_oracle,
+            "same_as_oracle_samples": same_as_oracle,
         }
         if n and exact.all():
             matches.append(k)
-    if not n:
-        verdict = "no samples were compared"
-    elif oracle in matches:
-        others = [k for k in KERNELS if kernels[k].get("available") and k not in matches]
-        verdict = f"the device matches the {KERNEL_LABELS[oracle]} bit-exactly: no drift of its own"
-        if others:
-            verdict += (
-                "; "
-                + ", ".join(KERNEL_LABELS[k] for k in others)
-                + " differ — a difference between host kernels, not the device's"
-            )
-    elif matches:
-        verdict = (
-            f"the device matches the {', '.join(KERNEL_LABELS[k] for k in matches)} bit-exactly but not "
-            f"the oracle ({KERNEL_LABELS[oracle]}): the difference lies between kernel implementations, "
-            "not in the device's hardware"
-        )
-    else:
-        verdict = (
-            "the device matches no host kernel set bit-exactly: the drift is the device's own "
-            "(its kernels, e.g. optimised ones, its compiler or its hardware)"
-        )
+    verdict = _verdict(n, oracle, matches, kernels)
     return {"oracle": oracle, "samples": n, "kernels": kernels, "matches": matches, "verdict": verdict}
 
 
@@ -343,66 +376,65 @@ def _stats(values: Sequence[float]) -> dict | None:
 # --------------------------------------------------------------------------- gates
 
 
+def _gate(
+    name: str,
+    metric: str,
+    j: int | None,
+    op: str,
+    threshold,
+    value,
+    *,
+    partial: bool,
+    samples_done: int,
+    samples_planned: int,
+    error: str | None,
+    skip_reason: str | None = None,
+) -> GateResult:
+    g = GateResult(name=name, metric=metric, output=j, op=op, threshold=threshold, value=value)
+    if skip_reason:
+        g.status, g.message = Status.SKIPPED, skip_reason
+    elif value is None:
+        g.status, g.message = Status.ERROR, error or "no samples were compared"
+    elif not (value >= threshold if op == ">=" else value <= threshold):
+        g.status = Status.FAIL
+        g.message = f"{metric} {_fmt(value)} {'<' if op == '>=' else '>'} {_fmt(threshold)}" + (
+            f" (on {samples_done} of {samples_planned} samples)" if partial else ""
+        )
+    elif partial or error:
+        g.status = Status.ERROR
+        g.message = f"incomplete: {samples_done} of {samples_planned} samples" + (f" ({error})" if error else "")
+    else:
+        g.status, g.message = Status.PASS, f"{metric} {_fmt(value)} {op} {_fmt(threshold)}"
+    return g
+
+
+def _output_gates(o: dict, j: int, tag: str, gates: Gates) -> list[tuple]:
+    """(name, metric, output, op, threshold, value, skip reason) of one output's gates."""
+    out = []
+    if gates.min_cosine is not None:
+        out.append((f"{tag}cosine_min", "cosine_min", j, ">=", gates.min_cosine, o["float"]["cosine_min"], None))
+    if gates.max_lsb is not None:
+        lsb = o.get("lsb")
+        value = lsb["max_lsb"] if lsb and o["samples"] else None
+        skip = None if lsb or not o["samples"] else "no quantization step known for this output"
+        out.append((f"{tag}max_lsb", "max_lsb", j, "<=", gates.max_lsb, value, skip))
+    if gates.min_top1 is not None:
+        cl = o.get("classifier")
+        value = cl["top1_agreement"] if cl else None
+        skip = None if cl or not o["samples"] else "not a class-score output"
+        out.append((f"{tag}top1_agreement", "top1_agreement", j, ">=", gates.min_top1, value, skip))
+    return out
+
+
 def evaluate_gates(
     outputs: list[dict], gates: Gates, *, samples_done: int, samples_planned: int, error: str | None
-) -> list[dict]:
-    """One entry per gate: status pass / fail / error / skipped. A gate that
+) -> list[GateResult]:
+    """One result per gate: PASS / FAIL / ERROR / SKIPPED. A gate that
     fails on the samples done is a FAIL even in a partial run (the drift is
     proven); one that passes on part of the samples is an ERROR."""
-    partial = samples_done < samples_planned
-    res = []
-    multi = len(outputs) > 1
-
-    def add(name, metric, j, op, threshold, value, skip_reason=None):
-        g = {"name": name, "metric": metric, "output": j, "op": op, "threshold": threshold, "value": value}
-        if skip_reason:
-            g.update(status="skipped", message=skip_reason)
-        elif value is None:
-            g.update(status="error", message=error or "no samples were compared")
-        else:
-            ok = value >= threshold if op == ">=" else value <= threshold
-            if not ok:
-                g.update(
-                    status="fail",
-                    message=f"{metric} {_fmt(value)} {'<' if op == '>=' else '>'} {_fmt(threshold)}"
-                    + (f" (on {samples_done} of {samples_planned} samples)" if partial else ""),
-                )
-            elif partial or error:
-                g.update(
-                    status="error",
-                    message=f"incomplete: {samples_done} of {samples_planned} samples"
-                    + (f" ({error})" if error else ""),
-                )
-            else:
-                g.update(status="pass", message=f"{metric} {_fmt(value)} {op} {_fmt(threshold)}")
-        res.append(g)
-
+    specs = []
     for j, o in enumerate(outputs):
-        tag = f"output{j}." if multi else ""
-        if gates.min_cosine is not None:
-            add(f"{tag}cosine_min", "cosine_min", j, ">=", gates.min_cosine, o["float"]["cosine_min"])
-        if gates.max_lsb is not None:
-            lsb = o.get("lsb")
-            add(
-                f"{tag}max_lsb",
-                "max_lsb",
-                j,
-                "<=",
-                gates.max_lsb,
-                lsb["max_lsb"] if lsb and o["samples"] else None,
-                None if lsb or not o["samples"] else "no quantization step known for this output",
-            )
-        if gates.min_top1 is not None:
-            cl = o.get("classifier")
-            add(
-                f"{tag}top1_agreement",
-                "top1_agreement",
-                j,
-                ">=",
-                gates.min_top1,
-                cl["top1_agreement"] if cl else None,
-                None if cl or not o["samples"] else "not a class-score output",
-            )
+        specs += _output_gates(o, j, f"output{j}." if len(outputs) > 1 else "", gates)
     if not outputs:  # nothing compared at all (the run failed before the first sample)
         for metric, op, thr in (
             ("cosine_min", ">=", gates.min_cosine),
@@ -410,8 +442,14 @@ def evaluate_gates(
             ("top1_agreement", ">=", gates.min_top1),
         ):
             if thr is not None:
-                add(metric, metric, None, op, thr, None)
-    return res
+                specs.append((metric, metric, None, op, thr, None, None))
+    ctx = {
+        "partial": samples_done < samples_planned,
+        "samples_done": samples_done,
+        "samples_planned": samples_planned,
+        "error": error,
+    }
+    return [_gate(*s[:6], skip_reason=s[6], **ctx) for s in specs]
 
 
 def _fmt(v) -> str:
@@ -423,38 +461,216 @@ def _fmt(v) -> str:
 # --------------------------------------------------------------------------- the run
 
 
+def _check_settings(gates: Gates, reference: str, worst_k: int, port: str, board: str | None) -> None:
+    gates.check()
+    if reference not in KERNELS:
+        raise ConfigError(f"unknown reference '{reference}'", f"choose one of: {', '.join(KERNELS)}")
+    if worst_k < 0:
+        raise ConfigError(f"worst-k {worst_k} is negative", "use e.g. 10")
+    if not port:
+        raise ConfigError("no port given", "pass --port URL (or set HIL_PORT); `hil ports` lists serial ports")
+    if board is not None:
+        from harness.boards import load_board
+
+        load_board(board)  # an unknown id is a ConfigError now, not after the handshake
+
+
 @dataclass
-class ValidationReport:
-    """The outcome of a run; `to_dict()` is the JSON report."""
+class _Run:
+    """What one run holds while it goes: the model, the data, the session
+    and the device's outputs so far."""
 
-    data: dict
-    error: HilError | None = None
-    interrupted: bool = False
-
-    @property
-    def status(self) -> str:
-        return self.data["status"]
-
-    @property
-    def exit_code(self) -> int:
-        return int(self.data["exit_code"])
-
-    @property
-    def partial(self) -> bool:
-        return bool(self.data["partial"])
-
-    def to_dict(self) -> dict:
-        return self.data
+    port: str
+    model_path: str | os.PathLike
+    reference: str
+    baud: int
+    mbytes: bytes = b""
+    info: ModelInfo | None = None
+    vd: ValidationData | None = None
+    session: object = None
+    dev_out: list[list[np.ndarray]] = field(default_factory=list)
+    per_sample: list[dict] = field(default_factory=list)
 
 
-def _finish_status(rep: dict) -> None:
-    gates = rep["gates"]
-    if any(g["status"] == "fail" for g in gates):
-        rep["status"], rep["exit_code"] = "fail", 1
-    elif rep["error"] is not None or rep["partial"] or any(g["status"] == "error" for g in gates):
-        rep["status"], rep["exit_code"] = "error", 2
+def _settings(port, model, data, samples, reference, baud, timeout, retries, gates: Gates, worst_k, board) -> dict:
+    return {
+        "port": port,
+        "model": str(model),
+        "data": str(data),
+        "samples": samples,
+        "reference": reference,
+        "baud": int(baud),
+        "timeout_s": float(timeout),
+        "retries": int(retries),
+        "gates": gates.to_dict(),
+        "worst_k": int(worst_k),
+        "board": board,
+    }
+
+
+def _new_report(settings: dict) -> ValidationReport:
+    return ValidationReport(
+        schema=SCHEMA,
+        tool={"name": "tinyhil", "version": __version__, "command": "validate"},
+        settings=settings,
+        started=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def _load_model_and_data(rep: ValidationReport, run: _Run, data, samples: int | None) -> None:
+    run.mbytes = read_model_bytes(run.model_path)
+    info = run.info = inspect_bytes(run.mbytes, Path(run.model_path))
+    rep.model = {
+        "path": str(run.model_path),
+        "sha256": info.sha256,
+        "size": info.size,
+        "inputs": [t.to_dict() for t in info.inputs],
+        "outputs": [t.to_dict() for t in info.outputs],
+        "ops": list(info.builtin_ops),
+    }
+    vd = run.vd = load_data(data, info, samples)
+    rep.samples_planned = vd.samples
+    rep.data = {
+        "path": str(data),
+        "format": vd.meta.get("format"),
+        "samples_available": vd.available,
+        "samples_used": vd.samples,
+        "input_keys": vd.input_keys,
+        "input_dtypes": [str(a.dtype) for a in vd.inputs],
+        "quantized_on_host": [
+            bool(a.dtype.kind == "f" and t.np_dtype.kind in "iu") for a, t in zip(vd.inputs, info.inputs)
+        ],
+        "labels": vd.labels is not None,
+        "class_names": vd.meta.get("class_names"),
+        "references": {},
+    }
+
+
+def _check_device(rep: ValidationReport, run: _Run, board: str | None) -> None:
+    """The handshake: the device must be the board asked for and hold this model."""
+    from harness.protocol.session import check_device_matches
+
+    dinfo = run.session.handshake()
+    rep.device = dinfo.to_dict() if hasattr(dinfo, "to_dict") else None
+    if board is not None and getattr(dinfo, "board", board) != board:
+        raise DeviceError(
+            f"the device at {run.port} is a {dinfo.board} board, not {board}",
+            "check which board is on this port (`hil ports`), or pass its --board",
+        )
+    diffs = check_device_matches(dinfo, run.info)
+    if diffs:
+        raise DeviceError(
+            f"the device at {run.port} holds another model or tensor layout: " + "; ".join(diffs),
+            f"flash {Path(run.model_path).name} to it (hil flash), or pass the --model it holds",
+        )
+
+
+def _host_references(rep: ValidationReport, run: _Run, progress) -> None:
+    """Every reference the data lacks, computed on the host; the reference
+    kernels fall back to another set when they cannot run the model."""
+    vd = run.vd
+    missing = [k for k in KERNELS if k not in vd.refs]
+    task = progress.task("host references", total=vd.samples * len(missing)) if missing else None
+    complete_references(run.mbytes, run.info, vd, task=task)
+    if task is not None:
+        task.close()
+    if run.reference not in vd.refs:
+        fallback = next((k for k in KERNELS if k in vd.refs), None)
+        if fallback is None:
+            raise DataError(
+                "no host kernel set can run this model, so there is no reference",
+                "check the model's operators (hil codegen lists them)",
+            )
+        vd.notes.append(f"{KERNEL_LABELS[run.reference]} unavailable: {KERNEL_LABELS[fallback]} are the reference")
+        run.reference = fallback
+    rep.settings["reference_used"] = run.reference
+    rep.data["references"] = dict(vd.ref_source)
+
+
+def _stream_samples(rep: ValidationReport, run: _Run, progress) -> None:
+    """Every sample through the device, with its timing and link counters."""
+    vd, info, session = run.vd, run.info, run.session
+    line_rate = run.baud / 10.0  # 8N1: ten bits a byte, per direction
+    task = progress.task("device", total=vd.samples)
+    st = session.stats
+    b0s, b0r, t0 = st.bytes_sent, st.bytes_received, time.monotonic()
+    for i in range(vd.samples):
+        res = session.infer(device_inputs(vd, info, i))
+        run.dev_out.append([np.asarray(y).reshape(t.shape) for y, t in zip(res.outputs, info.outputs)])
+        run.per_sample.append(
+            {
+                "invoke_us": int(res.invoke_us),
+                "cycles": int(res.cycles),
+                "retransmits": int(getattr(res, "retransmits", 0)),
+                "resyncs": int(getattr(res, "resyncs", 0)),
+            }
+        )
+        rep.samples_done = i + 1
+        dt = max(time.monotonic() - t0, 1e-9)
+        sent, recv = st.bytes_sent - b0s, st.bytes_received - b0r
+        task.advance(
+            1,
+            samples_per_s=(i + 1) / dt,
+            bytes_per_s=(sent + recv) / dt,
+            line_fraction=max(sent, recv) / dt / line_rate if line_rate else 0.0,
+        )
+    task.close()
+
+
+def _close_session(rep: ValidationReport, run: _Run) -> None:
+    session = run.session
+    if session is None:
+        return
+    rep.link = _link(session, run.baud)
+    rep.device_logs = [{"level": lv, "text": tx} for lv, tx in list(getattr(session, "logs", []))[-50:]]
+    try:
+        session.close()
+    except Exception:  # noqa: BLE001 - a port that died must not hide the result
+        pass
+
+
+def _record_outcome(rep: ValidationReport, run: _Run) -> None:
+    """How far the run got, and why it stopped if it did."""
+    n = len(run.dev_out)
+    rep.samples_done = n
+    rep.partial = n < rep.samples_planned or (n == 0 and rep.error is not None)
+    if rep.error is not None:
+        rep.error_info = ErrorInfo.of(rep.error)
+    elif rep.interrupted:
+        rep.error_info = ErrorInfo("Interrupted", f"interrupted after {n} of {rep.samples_planned} samples")
+
+
+def _compare_and_gate(rep: ValidationReport, run: _Run, gates: Gates, worst_k: int) -> None:
+    n, vd = len(run.dev_out), run.vd
+    if n and vd is not None and run.reference in vd.refs:
+        dev = rep.device or {}
+        _compare_into(
+            rep,
+            run,
+            worst_k,
+            host_time=bool(dev.get("invoke_us_is_host_time")),
+            cpu_hz=dev.get("cpu_hz", 0),
+            cycles_real=bool(dev.get("flags", 0) & 1),
+        )
+    if vd is not None:
+        rep.notes = list(vd.notes)
+    rep.gates = evaluate_gates(
+        rep.outputs,
+        gates,
+        samples_done=n,
+        samples_planned=rep.samples_planned,
+        error=rep.error_info.message if rep.error_info else None,
+    )
+
+
+def _finish_status(rep: ValidationReport) -> None:
+    statuses = {g.status for g in rep.gates}
+    if Status.FAIL in statuses:
+        rep.status = Status.FAIL
+    elif rep.error_info is not None or rep.partial or Status.ERROR in statuses:
+        rep.status = Status.ERROR
     else:
-        rep["status"], rep["exit_code"] = "pass", 0
+        rep.status = Status.PASS
 
 
 def validate(
@@ -482,202 +698,36 @@ def validate(
     Never raises a `HilError` or `KeyboardInterrupt` once started: they end
     the run with a report whose status is "error" (and `partial` when some
     samples were done). Bad settings (`ConfigError`) raise at once."""
-    gates.check()
-    if reference not in KERNELS:
-        raise ConfigError(f"unknown reference '{reference}'", f"choose one of: {', '.join(KERNELS)}")
-    if worst_k < 0:
-        raise ConfigError(f"worst-k {worst_k} is negative", "use e.g. 10")
-    if not port:
-        raise ConfigError("no port given", "pass --port URL (or set HIL_PORT); `hil ports` lists serial ports")
-    if board is not None:
-        from harness.boards import load_board
-
-        load_board(board)  # an unknown id is a ConfigError now, not after the handshake
+    _check_settings(gates, reference, worst_k, port, board)
     if session_factory is None:
         from harness.protocol.session import DeviceSession as session_factory  # noqa: N813
     from harness.console import NullProgress
 
     progress = progress or NullProgress()
     t_start = time.monotonic()
-    rep: dict = {
-        "schema": SCHEMA,
-        "tool": {"name": "tinyhil", "version": __version__, "command": "validate"},
-        "status": "error",
-        "exit_code": 2,
-        "partial": False,
-        "interrupted": False,
-        "error": None,
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "duration_s": None,
-        "settings": {
-            "port": port,
-            "model": str(model),
-            "data": str(data),
-            "samples": samples,
-            "reference": reference,
-            "baud": int(baud),
-            "timeout_s": float(timeout),
-            "retries": int(retries),
-            "gates": gates.to_dict(),
-            "worst_k": int(worst_k),
-            "board": board,
-        },
-        "model": None,
-        "data": None,
-        "device": None,
-        "samples_planned": 0,
-        "samples_done": 0,
-        "gates": [],
-        "outputs": [],
-        "triangulation": None,
-        "timing": None,
-        "link": None,
-        "worst_samples": [],
-        "samples": [],
-        "device_logs": [],
-        "notes": [],
-    }
-    err: HilError | None = None
-    interrupted = False
-    info = vd = session = None
-    dev_out: list[list[np.ndarray]] = []
-    per_sample_dev: list[dict] = []
+    rep = _new_report(_settings(port, model, data, samples, reference, baud, timeout, retries, gates, worst_k, board))
+    run = _Run(port=port, model_path=model, reference=reference, baud=baud)
     try:
         try:
-            mbytes = read_model_bytes(model)
-            info = inspect_bytes(mbytes, Path(model))
-            rep["model"] = {
-                "path": str(model),
-                "sha256": info.sha256,
-                "size": info.size,
-                "inputs": [t.to_dict() for t in info.inputs],
-                "outputs": [t.to_dict() for t in info.outputs],
-                "ops": list(info.builtin_ops),
-            }
-            vd = load_data(data, info, samples)
-            rep["samples_planned"] = vd.samples
-            rep["data"] = {
-                "path": str(data),
-                "format": vd.meta.get("format"),
-                "samples_available": vd.available,
-                "samples_used": vd.samples,
-                "input_keys": vd.input_keys,
-                "input_dtypes": [str(a.dtype) for a in vd.inputs],
-                "quantized_on_host": [
-                    bool(a.dtype.kind == "f" and t.np_dtype.kind in "iu") for a, t in zip(vd.inputs, info.inputs)
-                ],
-                "labels": vd.labels is not None,
-                "class_names": vd.meta.get("class_names"),
-                "references": {},
-            }
-            session = session_factory(port, baudrate=baud, timeout=timeout, retries=retries, on_log=on_log)
-            dinfo = session.handshake()
-            rep["device"] = dinfo.to_dict() if hasattr(dinfo, "to_dict") else None
-            from harness.protocol.session import check_device_matches
-
-            if board is not None and getattr(dinfo, "board", board) != board:
-                raise DeviceError(
-                    f"the device at {port} is a {dinfo.board} board, not {board}",
-                    "check which board is on this port (`hil ports`), or pass its --board",
-                )
-            diffs = check_device_matches(dinfo, info)
-            if diffs:
-                raise DeviceError(
-                    f"the device at {port} holds another model or tensor layout: " + "; ".join(diffs),
-                    f"flash {Path(model).name} to it (hil flash), or pass the --model it holds",
-                )
-            missing = [k for k in KERNELS if k not in vd.refs]
-            task = progress.task("host references", total=vd.samples * len(missing)) if missing else None
-            complete_references(mbytes, info, vd, task=task)
-            if task is not None:
-                task.close()
-            if reference not in vd.refs:
-                fallback = next((k for k in KERNELS if k in vd.refs), None)
-                if fallback is None:
-                    raise DataError(
-                        "no host kernel set can run this model, so there is no reference",
-                        "check the model's operators (hil codegen lists them)",
-                    )
-                vd.notes.append(f"{KERNEL_LABELS[reference]} unavailable: {KERNEL_LABELS[fallback]} are the reference")
-                reference = fallback
-            rep["settings"]["reference_used"] = reference
-            rep["data"]["references"] = dict(vd.ref_source)
-            line_rate = baud / 10.0  # 8N1: ten bits a byte, per direction
-            task = progress.task("device", total=vd.samples)
-            st = session.stats
-            b0s, b0r, t0 = st.bytes_sent, st.bytes_received, time.monotonic()
-            for i in range(vd.samples):
-                res = session.infer(device_inputs(vd, info, i))
-                dev_out.append([np.asarray(y).reshape(t.shape) for y, t in zip(res.outputs, info.outputs)])
-                per_sample_dev.append(
-                    {
-                        "invoke_us": int(res.invoke_us),
-                        "cycles": int(res.cycles),
-                        "retransmits": int(getattr(res, "retransmits", 0)),
-                        "resyncs": int(getattr(res, "resyncs", 0)),
-                    }
-                )
-                rep["samples_done"] = i + 1
-                dt = max(time.monotonic() - t0, 1e-9)
-                sent, recv = st.bytes_sent - b0s, st.bytes_received - b0r
-                task.advance(
-                    1,
-                    samples_per_s=(i + 1) / dt,
-                    bytes_per_s=(sent + recv) / dt,
-                    line_fraction=max(sent, recv) / dt / line_rate if line_rate else 0.0,
-                )
-            task.close()
+            _load_model_and_data(rep, run, data, samples)
+            run.session = session_factory(port, baudrate=baud, timeout=timeout, retries=retries, on_log=on_log)
+            _check_device(rep, run, board)
+            _host_references(rep, run, progress)
+            _stream_samples(rep, run, progress)
         except KeyboardInterrupt:
-            interrupted = True
+            rep.interrupted = True
         except HilError as exc:
-            err = exc
+            rep.error = exc
         finally:
-            if session is not None:
-                rep["link"] = _link(session, baud)
-                rep["device_logs"] = [{"level": lv, "text": tx} for lv, tx in list(getattr(session, "logs", []))[-50:]]
-                try:
-                    session.close()
-                except Exception:  # noqa: BLE001 - a port that died must not hide the result
-                    pass
-        n = len(dev_out)
-        rep["samples_done"] = n
-        rep["partial"] = n < rep["samples_planned"] or (n == 0 and err is not None)
-        rep["interrupted"] = interrupted
-        if err is not None:
-            rep["error"] = {"type": type(err).__name__, "message": err.message, "hint": err.hint}
-        elif interrupted:
-            rep["error"] = {
-                "type": "Interrupted",
-                "message": f"interrupted after {n} of {rep['samples_planned']} samples",
-                "hint": None,
-            }
-        if n and vd is not None and reference in vd.refs:
-            _compare_into(
-                rep,
-                mbytes,
-                info,
-                vd,
-                dev_out,
-                per_sample_dev,
-                reference,
-                worst_k,
-                host_time=bool(rep["device"] and rep["device"].get("invoke_us_is_host_time")),
-                cpu_hz=(rep["device"] or {}).get("cpu_hz", 0),
-                cycles_real=bool(rep["device"] and rep["device"].get("flags", 0) & 1),
-            )
-        if vd is not None:
-            rep["notes"] = list(vd.notes)
-        errtext = rep["error"]["message"] if rep["error"] else None
-        rep["gates"] = evaluate_gates(
-            rep["outputs"], gates, samples_done=n, samples_planned=rep["samples_planned"], error=errtext
-        )
+            _close_session(rep, run)
+        _record_outcome(rep, run)
+        _compare_and_gate(rep, run, gates, worst_k)
     except KeyboardInterrupt:  # a second Ctrl-C while comparing: report what is known
-        interrupted = True
-        rep["interrupted"] = rep["partial"] = True
-        rep["error"] = rep["error"] or {"type": "Interrupted", "message": "interrupted", "hint": None}
+        rep.interrupted = rep.partial = True
+        rep.error_info = rep.error_info or ErrorInfo("Interrupted", "interrupted")
     _finish_status(rep)
-    rep["duration_s"] = round(time.monotonic() - t_start, 3)
-    return ValidationReport(rep, error=err, interrupted=interrupted)
+    rep.duration_s = round(time.monotonic() - t_start, 3)
+    return rep
 
 
 def _link(session, baud: int) -> dict:
@@ -708,62 +758,32 @@ def _link(session, baud: int) -> dict:
     return d
 
 
-def _compare_into(
-    rep: dict,
-    mbytes: bytes,
-    info: ModelInfo,
-    vd: ValidationData,
-    dev_out: list[list[np.ndarray]],
-    per_dev: list[dict],
-    reference: str,
-    worst_k: int,
-    *,
-    host_time: bool,
-    cpu_hz: int,
-    cycles_real: bool,
-) -> None:
-    n = len(dev_out)
-    dev = [np.stack([s[j] for s in dev_out]).astype(t.np_dtype, copy=False) for j, t in enumerate(info.outputs)]
-    ref = [r[:n] for r in vd.refs[reference]]
-    scales = lsb_scales(mbytes, info, ref)
-    task = (vd.meta.get("task") or "").lower()
-    class_names = vd.meta.get("class_names") or ()
-    classifier = task == "classification" or (not task and len(info.outputs) == 1 and info.outputs[0].size > 1)
-    outs = []
-    for j, t in enumerate(info.outputs):
-        o = compare_output(
-            ref[j], dev[j], t, scales[j], classifier=classifier, labels=vd.labels, class_names=class_names
-        )
-        o = {"index": j, "name": t.name, "dtype": t.dtype, "shape": list(t.shape), "reference": reference, **o}
-        outs.append(o)
+def _sample_rows(outs: list[dict], labels: np.ndarray | None, per_dev: list[dict]) -> list[dict]:
+    """One row a sample: worst cosine and LSB over the outputs, argmax, label, timing."""
     rows = []
-    for i in range(n):
+    lsb_known = any(o["_max_lsb"] is not None for o in outs)
+    o0 = outs[0]
+    for i in range(len(per_dev)):
         row = {
             "index": i,
             "cosine": float(min(o["_cosine"][i] for o in outs)),
-            "max_lsb": (
-                int(max(o["_max_lsb"][i] for o in outs if o["_max_lsb"] is not None))
-                if any(o["_max_lsb"] is not None for o in outs)
-                else None
-            ),
+            "max_lsb": int(max(o["_max_lsb"][i] for o in outs if o["_max_lsb"] is not None)) if lsb_known else None,
             "bit_exact": bool(all(o["_exact"][i] for o in outs)),
         }
-        o0 = outs[0]
         if "_argmax_ref" in o0:
             row["top1_reference"], row["top1_device"] = int(o0["_argmax_ref"][i]), int(o0["_argmax_dev"][i])
             row["flip"] = row["top1_reference"] != row["top1_device"]
-        if vd.labels is not None:
-            row["label"] = int(vd.labels[i])
+        if labels is not None:
+            row["label"] = int(labels[i])
         row.update(per_dev[i])
         rows.append(row)
-    order = sorted(range(n), key=lambda i: (-(rows[i]["max_lsb"] or 0), rows[i]["cosine"], i))
-    rep["worst_samples"] = [rows[i] for i in order[:worst_k] if not rows[i]["bit_exact"]]
-    rep["samples"] = rows
-    rep["outputs"] = [public(o) for o in outs]
-    rep["triangulation"] = triangulate(vd.refs, dev, info, scales, reference, vd.ref_source)
+    return rows
+
+
+def _timing(per_dev: list[dict], *, host_time: bool, cpu_hz: int, cycles_real: bool) -> dict:
     us = [r["invoke_us"] for r in per_dev]
     cyc = [r["cycles"] for r in per_dev]
-    rep["timing"] = {
+    return {
         "clock": "host" if host_time else "device",
         "note": (
             "invoke_us is the host's time of the simulated board's Invoke(), not a device's"
@@ -774,3 +794,31 @@ def _compare_into(
         "cycles": _stats(cyc) if (cycles_real or any(cyc)) else None,
         "cpu_hz": int(cpu_hz or 0),
     }
+
+
+def _compare_into(
+    rep: ValidationReport, run: _Run, worst_k: int, *, host_time: bool, cpu_hz: int, cycles_real: bool
+) -> None:
+    """Device against reference: per output, per sample, triangulation, timing."""
+    info, vd, n = run.info, run.vd, len(run.dev_out)
+    dev = [np.stack([s[j] for s in run.dev_out]).astype(t.np_dtype, copy=False) for j, t in enumerate(info.outputs)]
+    ref = [r[:n] for r in vd.refs[run.reference]]
+    scales = lsb_scales(run.mbytes, info, ref)
+    task = (vd.meta.get("task") or "").lower()
+    class_names = vd.meta.get("class_names") or ()
+    classifier = task == "classification" or (not task and len(info.outputs) == 1 and info.outputs[0].size > 1)
+    outs = []
+    for j, t in enumerate(info.outputs):
+        o = compare_output(
+            ref[j], dev[j], t, scales[j], classifier=classifier, labels=vd.labels, class_names=class_names
+        )
+        outs.append(
+            {"index": j, "name": t.name, "dtype": t.dtype, "shape": list(t.shape), "reference": run.reference, **o}
+        )
+    rows = _sample_rows(outs, vd.labels, run.per_sample)
+    order = sorted(range(n), key=lambda i: (-(rows[i]["max_lsb"] or 0), rows[i]["cosine"], i))
+    rep.worst_samples = [rows[i] for i in order[:worst_k] if not rows[i]["bit_exact"]]
+    rep.samples = rows
+    rep.outputs = [public(o) for o in outs]
+    rep.triangulation = triangulate(vd.refs, dev, info, scales, run.reference, vd.ref_source)
+    rep.timing = _timing(run.per_sample, host_time=host_time, cpu_hz=cpu_hz, cycles_real=cycles_real)

@@ -119,18 +119,18 @@ def _out(cos_min, max_lsb, top1=None, samples=10):
 )
 def test_gate_statuses(cos, lsb, want):
     g = evaluate_gates([_out(cos, lsb)], Gates(), samples_done=10, samples_planned=10, error=None)
-    assert [x["status"] for x in g] == want
-    assert [x["name"] for x in g] == ["cosine_min", "max_lsb"]
+    assert [x.status for x in g] == want
+    assert [x.name for x in g] == ["cosine_min", "max_lsb"]
 
 
 def test_gate_boundaries_are_inclusive():
     g = evaluate_gates([_out(0.99, 1, 0.9)], Gates(0.99, 1, 0.9), samples_done=5, samples_planned=5, error=None)
-    assert [x["status"] for x in g] == ["pass", "pass", "pass"]
+    assert [x.status for x in g] == ["pass", "pass", "pass"]
 
 
 def test_gate_without_lsb_is_skipped_and_multi_output_names():
     g = evaluate_gates([_out(1.0, None), _out(1.0, 0)], Gates(), samples_done=3, samples_planned=3, error=None)
-    assert [(x["name"], x["status"]) for x in g] == [
+    assert [(x.name, x.status) for x in g] == [
         ("output0.cosine_min", "pass"),
         ("output0.max_lsb", "skipped"),
         ("output1.cosine_min", "pass"),
@@ -140,9 +140,9 @@ def test_gate_without_lsb_is_skipped_and_multi_output_names():
 
 def test_partial_run_fail_is_fail_and_pass_is_error():
     g = evaluate_gates([_out(0.5, 0)], Gates(), samples_done=3, samples_planned=10, error="interrupted")
-    assert [x["status"] for x in g] == ["fail", "error"]
+    assert [x.status for x in g] == ["fail", "error"]
     g = evaluate_gates([], Gates(), samples_done=0, samples_planned=10, error="port busy")
-    assert [x["status"] for x in g] == ["error", "error"] and "port busy" in g[0]["message"]
+    assert [x.status for x in g] == ["error", "error"] and "port busy" in g[0].message
 
 
 def test_bad_gate_settings():
