@@ -85,3 +85,24 @@ def gesture_model(gesture_example, examples_dir) -> ConvertedModel:
 @pytest.fixture(scope="session")
 def audio_model(audio_example, examples_dir) -> ConvertedModel:
     return _converted(audio_example, examples_dir / "audio")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reports_match_their_schema():
+    """Every report the suite produces goes through `harness.results.to_json`
+    (the one serializer): check each against its JSON Schema file there."""
+    import jsonschema
+
+    from harness import results
+
+    plain = results.to_json
+    checkers = {n: jsonschema.Draft202012Validator(results.schema(n)) for n in results.SCHEMAS}
+
+    def checked(report):
+        d = plain(report)
+        checkers["validate" if isinstance(report, results.ValidationReport) else "convert"].validate(d)
+        return d
+
+    results.to_json = checked
+    yield
+    results.to_json = plain
