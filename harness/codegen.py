@@ -499,6 +499,79 @@ def _write_all(out_dir: Path, files: dict[str, bytes]) -> dict[str, bool]:
 # --------------------------------------------------------------------------- the stage
 
 
+def _model_and_ops(model: Path) -> tuple[bytes, ModelInfo, list[tuple[str, str]]]:
+    data, info = load_model(model)
+    if not info.inputs or not info.outputs:
+        raise ModelError(f"{model} has no inputs or no outputs", "re-convert the model")
+    return data, info, resolve_ops(info)
+
+
+def _identifier(name: str | None, model: Path) -> str:
+    if name is None:
+        return default_name(model)
+    ident = sanitize_identifier(name)
+    if not name.strip():
+        raise ConfigError("--name is empty", "pass a name like gesture")
+    return ident
+
+
+def _arena(measured: int, how: str, margin_frac: float, margin_extra: int) -> Arena:
+    """The recommended arena: the measurement plus the margin, 16-byte aligned."""
+    from harness.arena import align_up
+
+    recommended = align_up(measured * (1.0 + margin_frac) + margin_extra)
+    parts = (f"{margin_frac:.0%}" if margin_frac else "", f"{margin_extra} bytes" if margin_extra else "")
+    margin_text = " + ".join(p for p in parts if p) or "none"
+    return Arena(measured=measured, recommended=recommended, margin_text=margin_text, how=how)
+
+
+def _render_and_measure(
+    model: Path, data: bytes, fmt: str, out_dir: Path, ctx: dict, arena_bytes: int | None
+) -> tuple[dict[str, bytes], int, str]:
+    """The sources that do not depend on the arena, rendered while TFLM
+    measures the arena in a child process; returns them, the arena bytes and
+    how they were found."""
+    probe = None
+    if arena_bytes is None:
+        from harness.arena import ArenaProbe
+
+        probe = ArenaProbe(model)  # runs in a child process while we render
+    try:
+        files = {}
+        incbin_path = None
+        if fmt == "incbin":
+            # The assembler resolves .incbin against its working directory, not
+            # the source's folder, so the copy beside the sources is named by
+            # its absolute path: compiling from any directory works.
+            incbin_path = str((out_dir / INCBIN_COPY).resolve())
+            files[INCBIN_COPY] = data
+        files["model_data.cc"] = render_source(ctx, data, fmt, incbin_path)
+        files["model_ops.h"] = render_ops(ctx)
+        if probe is None:
+            return files, int(arena_bytes), "given by the caller, not measured"
+        m = probe.result()
+        probe = None
+        how = f"smallest arena that allocated and invoked, {m.probes} probes" + (
+            "; the search floor was already enough" if m.at_floor else ""
+        )
+        return files, m.bytes, how
+    finally:
+        if probe is not None:
+            probe.cancel()
+
+
+def _normalization_warnings(normalization, config_path: Path | None, info: ModelInfo) -> list[str]:
+    if not normalization:
+        return []
+    n, shape = len(normalization[0]), info.inputs[0].shape
+    if n in {1, info.inputs[0].size, int(shape[-1]) if shape else 1}:
+        return []
+    return [
+        f"{config_path.name} has {n} mean/std values, but input '{info.inputs[0].name}' "
+        f"has shape {list(shape)}; check the model config belongs to this model"
+    ]
+
+
 def generate(
     model: str | Path,
     out: str | Path,
@@ -520,88 +593,27 @@ def generate(
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format '{fmt}'", f"choose one of {', '.join(FORMATS)}")
     margin_frac, margin_extra = parse_margin(arena_margin)
-    data, info = load_model(model)
-    if not info.inputs or not info.outputs:
-        raise ModelError(f"{model} has no inputs or no outputs", "re-convert the model")
-    ops = resolve_ops(info)
-    if name is not None:
-        ident = sanitize_identifier(name)
-        if not name.strip():
-            raise ConfigError("--name is empty", "pass a name like gesture")
-    else:
-        ident = default_name(model)
-
+    data, info, ops = _model_and_ops(model)
+    ident = _identifier(name, model)
     config_path = resolve_model_config(model_config, model)
     normalization = read_normalization(config_path) if config_path else None
-
     if board:
         from harness.boards import load_board
 
         load_board(board)  # an unknown board fails before the measurement starts
-
-    probe = None
-    if arena_bytes is None:
-        from harness.arena import ArenaProbe
-
-        probe = ArenaProbe(model)  # runs in a child process while we render
-    try:
-        files = {}
-        incbin_path = None
-        if fmt == "incbin":
-            # The assembler resolves .incbin against its working directory, not
-            # the source's folder, so the copy beside the sources is named by
-            # its absolute path: compiling from any directory works.
-            incbin_path = str((out_dir / INCBIN_COPY).resolve())
-            files[INCBIN_COPY] = data
-        ctx = _context(
-            info,
-            data,
-            name=ident,
-            model_file=model.name,
-            normalization=normalization,
-            config_name=config_path.name if config_path else None,
-            ops=ops,
-        )
-        files["model_data.cc"] = render_source(ctx, data, fmt, incbin_path)
-        files["model_ops.h"] = render_ops(ctx)
-        if probe is not None:
-            m = probe.result()
-            probe = None
-            measured = m.bytes
-            how = f"smallest arena that allocated and invoked, {m.probes} probes" + (
-                "; the search floor was already enough" if m.at_floor else ""
-            )
-        else:
-            measured = int(arena_bytes)
-            how = "given by the caller, not measured"
-    finally:
-        if probe is not None:
-            probe.cancel()
-    from harness.arena import align_up
-
-    recommended = align_up(measured * (1.0 + margin_frac) + margin_extra)
-    margin_text = (
-        " + ".join(
-            p
-            for p in (f"{margin_frac:.0%}" if margin_frac else "", f"{margin_extra} bytes" if margin_extra else "")
-            if p
-        )
-        or "none"
+    ctx = _context(
+        info,
+        data,
+        name=ident,
+        model_file=model.name,
+        normalization=normalization,
+        config_name=config_path.name if config_path else None,
+        ops=ops,
     )
-    arena = Arena(measured=measured, recommended=recommended, margin_text=margin_text, how=how)
-
-    warnings: list[str] = []
-    usage = None
-    if board:
-        usage, warnings = check_board(board, len(data), recommended)
-    if normalization:
-        n, shape = len(normalization[0]), info.inputs[0].shape
-        fits = {1, info.inputs[0].size, int(shape[-1]) if shape else 1}
-        if n not in fits:
-            warnings.append(
-                f"{config_path.name} has {n} mean/std values, but input '{info.inputs[0].name}' "
-                f"has shape {list(shape)}; check the model config belongs to this model"
-            )
+    files, measured, how = _render_and_measure(model, data, fmt, out_dir, ctx, arena_bytes)
+    arena = _arena(measured, how, margin_frac, margin_extra)
+    usage, warnings = check_board(board, len(data), arena.recommended) if board else (None, [])
+    warnings += _normalization_warnings(normalization, config_path, info)
     files["model_data.h"] = render_header(ctx, arena)
     files = {k: files[k] for k in ([INCBIN_COPY] if fmt == "incbin" else []) + list(FILES)}
     written = _write_all(out_dir, files)

@@ -85,6 +85,171 @@ def _record(paths) -> dict[str, str]:
     return {str(p): sha256_file(p) for p in paths}
 
 
+class _Steps:
+    """Times the steps and tells `on_step` about each as it ends."""
+
+    def __init__(self, on_step: Callable[[DemoStep], None] | None):
+        self.done: list[DemoStep] = []
+        self._on_step = on_step
+        self.t0 = time.monotonic()
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+
+    def end(self, name: str, reused: bool, detail: str = "") -> None:
+        s = DemoStep(name, round(time.monotonic() - self.t0, 2), reused, detail)
+        self.done.append(s)
+        if self._on_step:
+            self._on_step(s)
+        self.t0 = time.monotonic()
+
+
+def _check_args(example: str, board: str, faults: str | None, baud: int, latency_ms: float) -> None:
+    if example not in EXAMPLES:
+        raise ConfigError(f"unknown example '{example}'", f"choose one of: {', '.join(EXAMPLES)}")
+    if board not in DEMO_BOARDS:
+        raise ConfigError(
+            f"the demo cannot start board '{board}' itself",
+            f"use {', '.join(DEMO_BOARDS)}; for a real board run hil build, hil flash and hil validate (README)",
+        )
+    if board != "sim" and (faults or baud != 921600 or latency_ms != 1.0):
+        raise ConfigError(
+            "--faults, --baud and --latency_ms shape the simulated board's line", f"leave them out with --board {board}"
+        )
+
+
+def _save_state(out: Path, state: dict) -> None:
+    write_json_atomic(out / STATE_FILE, {"format": STATE_FORMAT, **state})
+
+
+def _example_step(example: str, out: Path, seed: int, state: dict, steps: _Steps):
+    """1. the example: synthetic data and a trained Keras model (reused when unchanged)."""
+    from harness.examples import ExamplePaths, build_example
+
+    st = state.get("example", {})
+    if st.get("name") == example and st.get("seed") == seed and _unchanged(st.get("files", {})):
+        ex = ExamplePaths(
+            name=example,
+            out_dir=out / "example",
+            keras=Path(st["keras"]),
+            config=Path(st["config"]),
+            data=Path(st["data"]),
+            class_names=tuple(st["class_names"]),
+        )
+        steps.end("example", True, str(ex.keras))
+        return ex
+    state.clear()  # everything after depends on it
+    ex = build_example(example, out / "example", seed=seed)
+    data_files = sorted(p for p in ex.data.rglob("*.npy"))
+    state["example"] = {
+        "name": example,
+        "seed": seed,
+        "keras": str(ex.keras),
+        "config": str(ex.config),
+        "data": str(ex.data),
+        "class_names": list(ex.class_names),
+        "files": _record([ex.keras, ex.config, *data_files]),
+    }
+    _save_state(out, state)
+    steps.end("example", False, f"trained {ex.keras}")
+    return ex
+
+
+def _convert_step(example: str, ex, out: Path, seed: int, state: dict, steps: _Steps) -> tuple[Path, Path]:
+    """2. convert: int8 .tflite + validation data (inputs and host outputs), reused when unchanged."""
+    from harness.convert import convert
+
+    model_dir = out / "model"
+    tflite = model_dir / f"{example}_quantized.tflite"
+    keras_sha = state["example"]["files"][str(ex.keras)]
+    st = state.get("convert", {})
+    if st.get("keras_sha256") == keras_sha and _unchanged(st.get("files", {})):
+        steps.end("convert", True, str(tflite))
+        return tflite, Path(st["npz"])
+    res = convert(
+        ex.keras,
+        model_config=ex.config,
+        output_path=tflite,
+        data_path_train=ex.data,
+        seed=seed,
+        report_json=model_dir / "convert_report.json",
+    )
+    if res.npz is None:  # the bundled examples always have data
+        raise ConfigError(f"convert wrote no validation data for {example}", "run `hil convert` by hand to see why")
+    state["convert"] = {"keras_sha256": keras_sha, "npz": str(res.npz), "files": _record([tflite, res.npz])}
+    _save_state(out, state)
+    m = res.metrics or {}
+    steps.end(
+        "convert",
+        False,
+        f"{tflite} ({res.tflite_size} bytes; Keras vs TFLite cosine {m.get('cosine_mean', float('nan')):.4f})",
+    )
+    return tflite, res.npz
+
+
+def _codegen_step(tflite: Path, config: Path, out: Path, steps: _Steps):
+    """3. codegen: the firmware's model sources (the sim runs the .tflite itself)."""
+    from harness.codegen import generate
+
+    fw = out / "firmware_src"
+    cg = generate(tflite, fw, model_config=config)
+    steps.end("codegen", False, f"{fw}/model_data.cc, model_data.h, model_ops.h (arena {cg.arena.recommended} bytes)")
+    return fw, cg
+
+
+def _validate_on_sim(tflite, npz, cg, steps: _Steps, *, baud, latency_ms, faults, seed, **validate_kw):
+    """4. the simulated board on a pseudo-terminal, 5. validate over it."""
+    from harness.device.sim import start_sim
+
+    with start_sim(
+        tflite,
+        listen="pty",
+        board="sim",
+        baud=baud,
+        latency_ms=latency_ms,
+        faults=faults,
+        seed=seed,
+        arena_size=cg.arena.measured,
+    ) as sim:
+        port = sim.url
+        line = f"{baud} baud, {latency_ms:g} ms latency" + (f", faults {faults}" if faults else "")
+        steps.end("device", False, f"simulated board on {port} ({line})")
+        return port, validate(port, tflite, npz, baud=baud, board="sim", **validate_kw)
+
+
+def _validate_on_firmware(board, tflite, npz, out: Path, steps: _Steps, *, tflm_dir, on_build_line, **validate_kw):
+    """4. the real firmware built and started (QEMU or the host program), 5. validate over it."""
+    from harness.build import build
+    from harness.flash import flash
+
+    built = build(board, tflite, tflm_dir=tflm_dir, out=out / "build" / board, on_line=on_build_line)
+    steps.end("build", False, f"{built.elf} (flash {built.flash_used:,} B, RAM {built.ram_used:,} B)")
+    dev = flash(board, elf=built.elf)
+    try:
+        port = dev.port
+        steps.end("device", False, f"{board} firmware on {port}")
+        return port, validate(port, tflite, npz, board=board, **validate_kw)
+    finally:
+        dev.stop()
+
+
+def _write_reports(rep: ValidationReport, out: Path) -> dict[str, Path]:
+    """The drift report as JSON, JUnit XML and HTML under out/reports."""
+    from harness.report import write_html, write_json, write_junit
+
+    reports_dir = out / "reports"
+    reports = {
+        "json": reports_dir / "validation.json",
+        "junit": reports_dir / "validation.xml",
+        "html": reports_dir / "validation.html",
+    }
+    d = rep.to_dict()
+    write_json(d, reports["json"])
+    write_junit(d, reports["junit"])
+    write_html(d, reports["html"])
+    return reports
+
+
 def run_demo(
     example: str = "gesture",
     out: str | os.PathLike = "hil-demo",
@@ -106,168 +271,26 @@ def run_demo(
     """Run the whole path; see the module docstring. Raises a `HilError`
     when a step before validation fails; validation's own outcome (pass,
     drift, error) is in `result.report`."""
-    if example not in EXAMPLES:
-        raise ConfigError(f"unknown example '{example}'", f"choose one of: {', '.join(EXAMPLES)}")
-    if board not in DEMO_BOARDS:
-        raise ConfigError(
-            f"the demo cannot start board '{board}' itself",
-            f"use {', '.join(DEMO_BOARDS)}; for a real board run hil build, hil flash and hil validate (README)",
-        )
-    if board != "sim" and (faults or baud != 921600 or latency_ms != 1.0):
-        raise ConfigError(
-            "--faults, --baud and --latency_ms shape the simulated board's line", f"leave them out with --board {board}"
-        )
+    _check_args(example, board, faults, baud, latency_ms)
     t_all = time.monotonic()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {} if fresh else _state(out)
-    steps: list[DemoStep] = []
-
-    def step(name, t0, reused, detail=""):
-        s = DemoStep(name, round(time.monotonic() - t0, 2), reused, detail)
-        steps.append(s)
-        if on_step:
-            on_step(s)
-
-    # 1. the example: synthetic data and a trained Keras model
-    from harness.examples import ExamplePaths, build_example
-
-    t0 = time.monotonic()
-    ex_dir = out / "example"
-    st = state.get("example", {})
-    if st.get("name") == example and st.get("seed") == seed and _unchanged(st.get("files", {})):
-        ex = ExamplePaths(
-            name=example,
-            out_dir=ex_dir,
-            keras=Path(st["keras"]),
-            config=Path(st["config"]),
-            data=Path(st["data"]),
-            class_names=tuple(st["class_names"]),
-        )
-        step("example", t0, True, str(ex.keras))
-    else:
-        state = {}  # everything after depends on it
-        ex = build_example(example, ex_dir, seed=seed)
-        data_files = sorted(p for p in ex.data.rglob("*.npy"))
-        state["example"] = {
-            "name": example,
-            "seed": seed,
-            "keras": str(ex.keras),
-            "config": str(ex.config),
-            "data": str(ex.data),
-            "class_names": list(ex.class_names),
-            "files": _record([ex.keras, ex.config, *data_files]),
-        }
-        write_json_atomic(out / STATE_FILE, {"format": STATE_FORMAT, **state})
-        step("example", t0, False, f"trained {ex.keras}")
-
-    # 2. convert: int8 .tflite + validation data (inputs and host outputs)
-    from harness.convert import convert
-
-    t0 = time.monotonic()
-    model_dir = out / "model"
-    tflite = model_dir / f"{example}_quantized.tflite"
-    keras_sha = state["example"]["files"][str(ex.keras)]
-    st = state.get("convert", {})
-    if st.get("keras_sha256") == keras_sha and _unchanged(st.get("files", {})):
-        npz = Path(st["npz"])
-        step("convert", t0, True, str(tflite))
-    else:
-        res = convert(
-            ex.keras,
-            model_config=ex.config,
-            output_path=tflite,
-            data_path_train=ex.data,
-            seed=seed,
-            report_json=model_dir / "convert_report.json",
-        )
-        if res.npz is None:  # the bundled examples always have data
-            raise ConfigError(f"convert wrote no validation data for {example}", "run `hil convert` by hand to see why")
-        npz = res.npz
-        state["convert"] = {"keras_sha256": keras_sha, "npz": str(npz), "files": _record([tflite, npz])}
-        write_json_atomic(out / STATE_FILE, {"format": STATE_FORMAT, **state})
-        m = res.metrics or {}
-        step(
-            "convert",
-            t0,
-            False,
-            f"{tflite} ({res.tflite_size} bytes; Keras vs TFLite cosine {m.get('cosine_mean', float('nan')):.4f})",
-        )
-
-    # 3. codegen: the firmware's model sources (the sim runs the .tflite itself)
-    from harness.codegen import generate
-
-    t0 = time.monotonic()
-    fw = out / "firmware_src"
-    cg = generate(tflite, fw, model_config=ex.config)
-    step("codegen", t0, False, f"{fw}/model_data.cc, model_data.h, model_ops.h (arena {cg.arena.recommended} bytes)")
-
-    # 4. the simulated board on a pseudo-terminal, 5. validate over it
-    from harness.device.sim import start_sim
-
-    t0 = time.monotonic()
-    reports_dir = out / "reports"
-    reports = {
-        "json": reports_dir / "validation.json",
-        "junit": reports_dir / "validation.xml",
-        "html": reports_dir / "validation.html",
-    }
+    steps = _Steps(on_step)
+    ex = _example_step(example, out, seed, state, steps)
+    tflite, npz = _convert_step(example, ex, out, seed, state, steps)
+    fw, cg = _codegen_step(tflite, ex.config, out, steps)
+    validate_kw = {"samples": samples, "gates": gates, "timeout": timeout, "progress": progress}
     if board == "sim":
-        with start_sim(
-            tflite,
-            listen="pty",
-            board="sim",
-            baud=baud,
-            latency_ms=latency_ms,
-            faults=faults,
-            seed=seed,
-            arena_size=cg.arena.measured,
-        ) as sim:
-            port = sim.url
-            step(
-                "device",
-                t0,
-                False,
-                f"simulated board on {port} ({baud} baud, {latency_ms:g} ms latency"
-                + (f", faults {faults}" if faults else "")
-                + ")",
-            )
-            t0 = time.monotonic()
-            rep = validate(
-                port,
-                tflite,
-                npz,
-                samples=samples,
-                gates=gates,
-                baud=baud,
-                timeout=timeout,
-                progress=progress,
-                board="sim",
-            )
+        port, rep = _validate_on_sim(
+            tflite, npz, cg, steps, baud=baud, latency_ms=latency_ms, faults=faults, seed=seed, **validate_kw
+        )
     else:
-        from harness.build import build
-        from harness.flash import flash
-
-        built = build(board, tflite, tflm_dir=tflm_dir, out=out / "build" / board, on_line=on_build_line)
-        step("build", t0, False, f"{built.elf} (flash {built.flash_used:,} B, RAM {built.ram_used:,} B)")
-        t0 = time.monotonic()
-        dev = flash(board, elf=built.elf)
-        try:
-            port = dev.port
-            step("device", t0, False, f"{board} firmware on {port}")
-            t0 = time.monotonic()
-            rep = validate(
-                port, tflite, npz, samples=samples, gates=gates, timeout=timeout, progress=progress, board=board
-            )
-        finally:
-            dev.stop()
-    from harness.report import write_html, write_json, write_junit
-
-    d = rep.to_dict()
-    write_json(d, reports["json"])
-    write_junit(d, reports["junit"])
-    write_html(d, reports["html"])
-    step("validate", t0, False, f"{rep.status.upper()}, {d['samples_done']} samples")
+        port, rep = _validate_on_firmware(
+            board, tflite, npz, out, steps, tflm_dir=tflm_dir, on_build_line=on_build_line, **validate_kw
+        )
+    reports = _write_reports(rep, out)
+    steps.end("validate", False, f"{rep.status.upper()}, {rep.samples_done} samples")
     return DemoResult(
         out_dir=out,
         example=example,
@@ -279,6 +302,6 @@ def run_demo(
         port=port,
         reports=reports,
         report=rep,
-        steps=steps,
+        steps=steps.done,
         seconds=round(time.monotonic() - t_all, 2),
     )
