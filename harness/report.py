@@ -3,8 +3,10 @@ docs/validate.md), JUnit XML (one testcase per gate, for lab CI), a
 self-contained HTML page, and a console summary (rich renderables; the CLI
 prints them).
 
-Every writer takes the report dict (`ValidationReport.to_dict()`) and writes
-atomically.
+Every writer takes the report (`harness.results.ValidationReport`) or its
+JSON dict (`to_json`, which is the only serializer) and writes atomically.
+In the console a FAIL is also called DRIFT by the CLI; the JSON words are
+those of `harness.results.Status`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ from pathlib import Path
 
 from harness.fileio import write_json_atomic, write_text_atomic
 
+
+def _as_dict(report) -> dict:
+    """Writers take the report object (`harness.results`) or its JSON dict."""
+    return report if isinstance(report, dict) else report.to_dict()
+
+
 SHORT_KERNEL = {"tflm": "TFLM", "litert_ref": "LiteRT reference", "litert": "LiteRT default"}
 STATUS_COLOR = {"pass": "green", "fail": "red", "error": "yellow", "skipped": "dim"}
 
@@ -24,8 +32,8 @@ STATUS_COLOR = {"pass": "green", "fail": "red", "error": "yellow", "skipped": "d
 # --------------------------------------------------------------------------- JSON
 
 
-def write_json(report: dict, path: str | os.PathLike) -> Path:
-    write_json_atomic(path, report)
+def write_json(report, path: str | os.PathLike) -> Path:
+    write_json_atomic(path, _as_dict(report))
     return Path(path)
 
 
@@ -37,9 +45,10 @@ def _model_stem(report: dict) -> str:
     return Path(m).stem.replace(".", "_") or "model"
 
 
-def junit_tree(report: dict) -> ET.ElementTree:
+def junit_tree(report) -> ET.ElementTree:
     """A JUnit XML document: one <testcase> per gate; drift is <failure>,
     could-not-run is <error>, gates that do not apply are <skipped>."""
+    report = _as_dict(report)
     gates = report.get("gates") or []
     counts = {s: sum(1 for g in gates if g["status"] == s) for s in ("fail", "error", "skipped")}
     t = f"{float(report.get('duration_s') or 0.0):.3f}"
@@ -65,7 +74,15 @@ def junit_tree(report: dict) -> ET.ElementTree:
         timestamp=str(report.get("started") or ""),
         hostname=socket.gethostname(),
     )
-    props = ET.SubElement(suite, "properties")
+    _junit_properties(ET.SubElement(suite, "properties"), report)
+    err = report.get("error") or {}
+    for g in gates:
+        _junit_case(ET.SubElement(suite, "testcase", classname=cls, name=g["name"], time=t), report, g, err)
+    ET.indent(suites)
+    return ET.ElementTree(suites)
+
+
+def _junit_properties(props: ET.Element, report: dict) -> None:
     dev = report.get("device") or {}
     model = report.get("model") or {}
     settings = report.get("settings") or {}
@@ -83,22 +100,21 @@ def junit_tree(report: dict) -> ET.ElementTree:
     ):
         if value is not None:
             ET.SubElement(props, "property", name=name, value=str(value))
-    err = report.get("error") or {}
-    for g in gates:
-        tc = ET.SubElement(suite, "testcase", classname=cls, name=g["name"], time=t)
-        msg = g.get("message") or ""
-        if g["status"] == "fail":
-            f = ET.SubElement(tc, "failure", message=msg, type="drift")
-            f.text = _failure_text(report, g)
-        elif g["status"] == "error":
-            e = ET.SubElement(tc, "error", message=msg, type=err.get("type") or "Incomplete")
-            e.text = " — ".join(x for x in (err.get("message"), err.get("hint")) if x) or msg
-        elif g["status"] == "skipped":
-            ET.SubElement(tc, "skipped", message=msg)
-        out = ET.SubElement(tc, "system-out")
-        out.text = f"value={_num(g['value'])} threshold={_num(g['threshold'])} status={g['status']}"
-    ET.indent(suites)
-    return ET.ElementTree(suites)
+
+
+def _junit_case(tc: ET.Element, report: dict, g: dict, err: dict) -> None:
+    """A gate's testcase: drift is <failure>, could-not-run <error>, not applicable <skipped>."""
+    msg = g.get("message") or ""
+    if g["status"] == "fail":
+        f = ET.SubElement(tc, "failure", message=msg, type="drift")
+        f.text = _failure_text(report, g)
+    elif g["status"] == "error":
+        e = ET.SubElement(tc, "error", message=msg, type=err.get("type") or "Incomplete")
+        e.text = " — ".join(x for x in (err.get("message"), err.get("hint")) if x) or msg
+    elif g["status"] == "skipped":
+        ET.SubElement(tc, "skipped", message=msg)
+    out = ET.SubElement(tc, "system-out")
+    out.text = f"value={_num(g['value'])} threshold={_num(g['threshold'])} status={g['status']}"
 
 
 def _failure_text(report: dict, g: dict) -> str:
@@ -250,7 +266,7 @@ def _tick(v: float, integer: bool) -> str:
 # --------------------------------------------------------------------------- HTML
 
 
-def render_html(report: dict) -> str:
+def render_html(report) -> str:
     import jinja2
     from markupsafe import Markup
 
@@ -265,6 +281,7 @@ def render_html(report: dict) -> str:
     )
     env.filters["num"] = _num
     env.filters["pct"] = _pct
+    report = _as_dict(report)
     samples = report.get("samples") or []
     gates = {g["metric"]: g for g in report.get("gates") or [] if g.get("output") in (0, None)}
     plots = []
@@ -308,28 +325,33 @@ def write_html(report: dict, path: str | os.PathLike) -> Path:
 # --------------------------------------------------------------------------- console
 
 
-def summary(report: dict):
-    """Rich renderables summarising the report (the CLI prints them)."""
-    from rich.console import Group
-    from rich.table import Table
+def _summary_head(report: dict):
     from rich.text import Text
 
-    parts = []
     status = report["status"]
-    color = STATUS_COLOR.get(status, "white")
     dev = report.get("device") or {}
     head = Text.assemble(
         ("validate ", "bold"),
-        (status.upper(), f"bold {color}"),
+        (status.upper(), f"bold {STATUS_COLOR.get(status, 'white')}"),
         f"  {report.get('samples_done', 0)}/{report.get('samples_planned', 0)} samples",
     )
     if report.get("partial"):
         head.append("  (partial)", style="yellow")
     if dev:
         head.append(f"  board {dev.get('board')}, firmware {dev.get('firmware')}", style="dim")
-    parts.append(head)
+    return head
 
-    gt = Table(title="gates", title_justify="left", show_edge=False, pad_edge=False)
+
+def _table(title: str):
+    from rich.table import Table
+
+    return Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+
+
+def _gates_table(report: dict):
+    from rich.text import Text
+
+    gt = _table("gates")
     for c in ("gate", "value", "threshold", "result"):
         gt.add_column(c, justify="right" if c in ("value", "threshold") else "left")
     for g in report.get("gates") or []:
@@ -339,71 +361,65 @@ def summary(report: dict):
             f"{g['op']} {_num(g['threshold'])}",
             Text(g["status"].upper(), style=STATUS_COLOR.get(g["status"], "")),
         )
-    parts.append(gt)
+    return gt
 
-    if report.get("outputs"):
-        outs = report["outputs"]
-        mt = Table(
-            title=f"device vs host ({(report.get('settings') or {}).get('reference_used', '')} kernels)",
-            title_justify="left",
-            show_edge=False,
-            pad_edge=False,
-        )
-        mt.add_column("metric")
-        for o in outs:
-            mt.add_column(f"output {o['index']} {o['dtype']}{tuple(o['shape'])}", justify="right")
 
-        def row(label, fn):
-            mt.add_row(label, *[fn(o) for o in outs])
+def _metrics_table(report: dict):
+    outs = report["outputs"]
+    mt = _table(f"device vs host ({(report.get('settings') or {}).get('reference_used', '')} kernels)")
+    mt.add_column("metric")
+    for o in outs:
+        mt.add_column(f"output {o['index']} {o['dtype']}{tuple(o['shape'])}", justify="right")
 
-        row("cosine (worst / mean)", lambda o: f"{_num(o['float']['cosine_min'])} / {_num(o['float']['cosine_mean'])}")
-        row("MSE / MAE", lambda o: f"{_num(o['float']['mse'])} / {_num(o['float']['mae'])}")
+    def row(label, fn):
+        mt.add_row(label, *[fn(o) for o in outs])
+
+    row("cosine (worst / mean)", lambda o: f"{_num(o['float']['cosine_min'])} / {_num(o['float']['cosine_mean'])}")
+    row("MSE / MAE", lambda o: f"{_num(o['float']['mse'])} / {_num(o['float']['mae'])}")
+    row("max |error| / Pearson r", lambda o: f"{_num(o['float']['max_abs_error'])} / {_num(o['float']['pearson_r'])}")
+    row(
+        "LSB exact / ±1 / >1",
+        lambda o: f"{o['lsb']['exact']} / {o['lsb']['off_by_one']} / {o['lsb']['over_one']}" if o.get("lsb") else "n/a",
+    )
+    row("max LSB", lambda o: str(o["lsb"]["max_lsb"]) if o.get("lsb") else "n/a")
+    row("bit-exact samples", lambda o: f"{o['bit_exact_samples']}/{o['samples']}")
+    if any(o.get("classifier") for o in outs):
         row(
-            "max |error| / Pearson r",
-            lambda o: f"{_num(o['float']['max_abs_error'])} / {_num(o['float']['pearson_r'])}",
-        )
-        row(
-            "LSB exact / ±1 / >1",
+            "top-1 agreement / flips",
             lambda o: (
-                f"{o['lsb']['exact']} / {o['lsb']['off_by_one']} / {o['lsb']['over_one']}" if o.get("lsb") else "n/a"
+                f"{_num(o['classifier']['top1_agreement'])} / {len(o['classifier']['flips'])}"
+                if o.get("classifier")
+                else "n/a"
             ),
         )
-        row("max LSB", lambda o: str(o["lsb"]["max_lsb"]) if o.get("lsb") else "n/a")
-        row("bit-exact samples", lambda o: f"{o['bit_exact_samples']}/{o['samples']}")
-        if any(o.get("classifier") for o in outs):
-            row(
-                "top-1 agreement / flips",
-                lambda o: (
-                    f"{_num(o['classifier']['top1_agreement'])} / {len(o['classifier']['flips'])}"
-                    if o.get("classifier")
-                    else "n/a"
-                ),
-            )
-        parts.append(mt)
-    tri = report.get("triangulation")
-    if tri:
-        tt = Table(
-            title="triangulation: which host kernels the device matches bit-exactly",
-            title_justify="left",
-            show_edge=False,
-            pad_edge=False,
+    return mt
+
+
+def _triangulation_table(tri: dict):
+    tt = _table("triangulation: which host kernels the device matches bit-exactly")
+    for c in ("kernels", "source", "bit-exact samples", "max LSB", "host = oracle"):
+        tt.add_column(c, justify="left" if c in ("kernels", "source") else "right")
+    for k, v in tri["kernels"].items():
+        if not v.get("available"):
+            tt.add_row(SHORT_KERNEL.get(k, k), "unavailable", "", "", "")
+            continue
+        mark = " (oracle)" if k == tri["oracle"] else ""
+        same = v.get("same_as_oracle_samples")
+        tt.add_row(
+            SHORT_KERNEL.get(k, k) + mark,
+            v.get("source") or "",
+            f"{v['bit_exact_samples']}/{tri['samples']}",
+            _num(v.get("max_lsb")),
+            "" if same is None else f"{same}/{tri['samples']}",
         )
-        for c in ("kernels", "source", "bit-exact samples", "max LSB", "host = oracle"):
-            tt.add_column(c, justify="left" if c in ("kernels", "source") else "right")
-        for k, v in tri["kernels"].items():
-            if not v.get("available"):
-                tt.add_row(SHORT_KERNEL.get(k, k), "unavailable", "", "", "")
-                continue
-            mark = " (oracle)" if k == tri["oracle"] else ""
-            tt.add_row(
-                SHORT_KERNEL.get(k, k) + mark,
-                v.get("source") or "",
-                f"{v['bit_exact_samples']}/{tri['samples']}",
-                _num(v.get("max_lsb")),
-                "" if v.get("same_as_oracle_samples") is None else f"{v['same_as_oracle_samples']}/{tri['samples']}",
-            )
-        parts.append(tt)
-        parts.append(Text(f"→ {tri['verdict']}", style="italic"))
+    return tt
+
+
+def _summary_lines(report: dict) -> list:
+    """Timing, link, worst samples and notes, one line each."""
+    from rich.text import Text
+
+    parts = []
     tm = report.get("timing")
     if tm and tm.get("invoke_us"):
         u = tm["invoke_us"]
@@ -435,4 +451,21 @@ def summary(report: dict):
         )
     for note in report.get("notes") or []:
         parts.append(Text(f"note: {note}", style="dim"))
+    return parts
+
+
+def summary(report):
+    """Rich renderables summarising the report (the CLI prints them)."""
+    from rich.console import Group
+    from rich.text import Text
+
+    report = _as_dict(report)
+    parts = [_summary_head(report), _gates_table(report)]
+    if report.get("outputs"):
+        parts.append(_metrics_table(report))
+    tri = report.get("triangulation")
+    if tri:
+        parts.append(_triangulation_table(tri))
+        parts.append(Text(f"→ {tri['verdict']}", style="italic"))
+    parts += _summary_lines(report)
     return Group(*parts)
