@@ -115,85 +115,94 @@ def _last_line(text: str) -> str:
     return lines[-1][:200] if lines else ""
 
 
-def _search(data: bytes) -> dict:
-    """The child's work: returns {"bytes", "probes", "at_floor"} or {"error"}."""
+def _attempt(data: bytes, size: int, invoke: bool, n_inputs: int) -> bool:
+    """Whether TFLM allocates (and, with `invoke`, runs) the model in `size` bytes."""
     import numpy as np
     from tflite_micro.python.tflite_micro import runtime as tflm
 
-    from harness.model import inspect_bytes
+    try:
+        ip = tflm.Interpreter.from_bytes(data, arena_size=size)
+        if invoke:
+            for i in range(n_inputs):
+                d = ip.get_input_details(i)
+                ip.set_input(np.zeros(d["shape"], d["dtype"]), i)
+            ip.invoke()
+        return True
+    except Exception:
+        return False
 
-    n_inputs = len(inspect_bytes(data).inputs)
-    probes = 0
 
-    def attempt(size: int, invoke: bool) -> bool:
-        try:
-            ip = tflm.Interpreter.from_bytes(data, arena_size=size)
-            if invoke:
-                for i in range(n_inputs):
-                    d = ip.get_input_details(i)
-                    ip.set_input(np.zeros(d["shape"], d["dtype"]), i)
-                ip.invoke()
-            return True
-        except Exception:
-            return False
+class _Prober:
+    """Tries arena sizes, each in a forked process: on some too-small arenas
+    TFLM dereferences a failed allocation and crashes, which counts as a fail."""
 
-    def probe(size: int, invoke: bool = False) -> bool:
-        """One try in a forked process: on some too-small arenas TFLM
-        dereferences a failed allocation and crashes, which counts as a fail."""
-        nonlocal probes
-        probes += 1
+    def __init__(self, data: bytes):
+        from harness.model import inspect_bytes
+
+        self.data = data
+        self.n_inputs = len(inspect_bytes(data).inputs)
+        self.probes = 0
+
+    def probe(self, size: int, invoke: bool = False) -> bool:
+        self.probes += 1
         if not hasattr(os, "fork"):  # pragma: no cover - Windows: no isolation
-            return attempt(size, invoke)
+            return _attempt(self.data, size, invoke, self.n_inputs)
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the forked child
-            os._exit(0 if attempt(size, invoke) else 1)
+            os._exit(0 if _attempt(self.data, size, invoke, self.n_inputs) else 1)
         _, status = os.waitpid(pid, 0)
         return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
-    if not probe(MAX_PROBE):
-        return {"error": "AllocateTensors() failed even with a 256 MiB arena (unsupported operator or corrupt model)"}
+    def allocates(self, size: int) -> bool:
+        return self.probe(size)
 
+    def runs(self, size: int) -> bool:
+        return self.probe(size, invoke=True)
+
+
+def _smallest(lo_fail: int, hi_ok: int, check) -> int:
+    """Bisection on 16-byte steps; invariant: lo_fail fails (or is below the floor), hi_ok works."""
+    while hi_ok - lo_fail > ALIGN:
+        mid = align_up((lo_fail + hi_ok) // 2)
+        if mid >= hi_ok:
+            mid = hi_ok - ALIGN
+        if check(mid):
+            hi_ok = mid
+        else:
+            lo_fail = mid
+    return hi_ok
+
+
+def _smallest_allocating(p: _Prober) -> tuple[int, bool]:
+    """The smallest arena AllocateTensors() accepts, and whether that is the search floor."""
+    if p.allocates(MIN_PROBE):
+        return MIN_PROBE, True
+    lo, hi = MIN_PROBE, 4096
+    while hi < MAX_PROBE and not p.allocates(hi):
+        lo, hi = hi, hi * 2
+    return _smallest(lo, min(hi, MAX_PROBE), p.allocates), False
+
+
+def _search(data: bytes) -> dict:
+    """The child's work: returns {"bytes", "probes", "at_floor"} or {"error"}."""
+    p = _Prober(data)
+    if not p.probe(MAX_PROBE):
+        return {"error": "AllocateTensors() failed even with a 256 MiB arena (unsupported operator or corrupt model)"}
     # TFLM's recording allocator reports what it took; when that figure is
     # the smallest arena that allocates and runs (checked: it does, 16 bytes
     # less does not), three probes replace the whole search.
     hint = _reported_total(data)
     if hint and hint > MIN_PROBE:
-        if probe(hint, invoke=True) and not probe(hint - ALIGN):
-            return {"bytes": hint, "probes": probes + 1, "at_floor": False}
-
-    def smallest(lo_fail: int, hi_ok: int, check) -> int:
-        # invariant: lo_fail fails (or is below the floor), hi_ok works
-        while hi_ok - lo_fail > ALIGN:
-            mid = align_up((lo_fail + hi_ok) // 2)
-            if mid >= hi_ok:
-                mid = hi_ok - ALIGN
-            if check(mid):
-                hi_ok = mid
-            else:
-                lo_fail = mid
-        return hi_ok
-
-    def allocates(size: int) -> bool:
-        return probe(size)
-
-    def runs(size: int) -> bool:
-        return probe(size, invoke=True)
-
-    if allocates(MIN_PROBE):
-        best, at_floor = MIN_PROBE, True
-    else:
-        lo, hi = MIN_PROBE, 4096
-        while hi < MAX_PROBE and not allocates(hi):
-            lo, hi = hi, hi * 2
-        hi = min(hi, MAX_PROBE)
-        best, at_floor = smallest(lo, hi, allocates), False
-    if not runs(best):
+        if p.runs(hint) and not p.probe(hint - ALIGN):
+            return {"bytes": hint, "probes": p.probes + 1, "at_floor": False}
+    best, at_floor = _smallest_allocating(p)
+    if not p.runs(best):
         # A kernel needed more at Invoke() than AllocateTensors() reserved:
         # search again with invoking as the test.
-        if not runs(MAX_PROBE):
+        if not p.runs(MAX_PROBE):
             return {"error": "Invoke() failed even with a 256 MiB arena"}
-        best, at_floor = smallest(best, MAX_PROBE, runs), False
-    return {"bytes": best, "probes": probes, "at_floor": at_floor}
+        best, at_floor = _smallest(best, MAX_PROBE, p.runs), False
+    return {"bytes": best, "probes": p.probes, "at_floor": at_floor}
 
 
 _TOTAL = re.compile(rb"Arena allocation total (\d+) bytes")

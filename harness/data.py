@@ -332,6 +332,24 @@ class Split:
     notes: list[str] = field(default_factory=list)
 
 
+def _check_classes(ds: Dataset, usable: np.ndarray, skipped: np.ndarray, min_class_samples: int) -> list[str]:
+    """Every class needs `min_class_samples` usable samples; notes on classes without any."""
+    if ds.y is None:
+        return []
+    for c in np.unique(ds.y):
+        have = int(np.sum(ds.y[usable] == c))
+        if have < min_class_samples:
+            silent = int(np.sum(ds.y[skipped] == c))
+            extra = f" ({silent} more skipped as near-silent)" if silent else ""
+            raise DataError(
+                f"class '{ds.class_names[c] if c < len(ds.class_names) else c}' has {have} usable "
+                f"sample(s){extra}; at least {min_class_samples} are needed",
+                "add samples for that class (one goes to calibration, one to validation), or lower --signal_threshold",
+            )
+    missing = [n for i, n in enumerate(ds.class_names) if i not in set(ds.y.tolist())]
+    return [f"no training samples for class(es): {', '.join(missing)}"] if missing else []
+
+
 def split(
     ds: Dataset,
     num_samples: int,
@@ -352,22 +370,7 @@ def split(
     skipped_mask = silent_mask(ds.x, signal_threshold, signal_channels)
     usable = np.flatnonzero(~skipped_mask)
     skipped = np.flatnonzero(skipped_mask)
-    notes: list[str] = []
-    if ds.y is not None:
-        for c in np.unique(ds.y):
-            have = int(np.sum(ds.y[usable] == c))
-            if have < min_class_samples:
-                silent = int(np.sum(ds.y[skipped] == c))
-                extra = f" ({silent} more skipped as near-silent)" if silent else ""
-                raise DataError(
-                    f"class '{ds.class_names[c] if c < len(ds.class_names) else c}' has {have} usable "
-                    f"sample(s){extra}; at least {min_class_samples} are needed",
-                    "add samples for that class (one goes to calibration, one to validation), "
-                    "or lower --signal_threshold",
-                )
-        missing = [n for i, n in enumerate(ds.class_names) if i not in set(ds.y.tolist())]
-        if missing:
-            notes.append(f"no training samples for class(es): {', '.join(missing)}")
+    notes = _check_classes(ds, usable, skipped, min_class_samples)
     if len(usable) < 2:
         raise DataError(
             f"only {len(usable)} usable sample(s) in {ds.source} ({len(skipped)} near-silent skipped)",

@@ -252,6 +252,80 @@ def _save_model(model, path: Path) -> None:
             tmp_k.unlink(missing_ok=True)
 
 
+def _save_npy(path: Path, a: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, a)
+
+
+def _gesture(out: Path, seed: int, n_per_class: int | None, epochs: int | None):
+    """The gesture example's data (X.npy + y.npy), trained model and config."""
+    x, y = gesture_dataset(n_per_class or 200, seed)
+    data = out / "gesture_data"
+    data.mkdir(exist_ok=True)
+    _save_npy(data / "X.npy", x)
+    _save_npy(data / "y.npy", y)
+    mean = x.mean(axis=0)
+    std = np.maximum(x.std(axis=0), 1e-3)
+    model = _gesture_model(x.shape[1], len(GESTURE_CLASSES))
+    history = _train(model, (x - mean) / std, y, epochs or 12, seed)
+    classes = GESTURE_CLASSES
+    config = {
+        "name": "gesture",
+        "task": "classification",
+        "input_shape": [GESTURE_STEPS * GESTURE_AXES],
+        "signal_channels": GESTURE_AXES,
+        "class_names": list(classes),
+        "num_classes": len(classes),
+        "normalization": {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]},
+        "features": {
+            "kind": "accelerometer",
+            "units": "g",
+            "sample_rate_hz": GESTURE_RATE_HZ,
+            "timesteps": GESTURE_STEPS,
+            "axes": ["x", "y", "z"],
+            "layout": "time-major, flattened: [x0, y0, z0, x1, y1, z1, ...]",
+        },
+        "training_data": {"path": data.name, "layout": "X.npy + y.npy"},
+    }
+    return model, history, data, classes, config, int(len(x))
+
+
+def _audio(out: Path, seed: int, n_per_class: int | None, epochs: int | None):
+    """The audio example's data (class folders of .npy), trained model and config."""
+    x, y = audio_dataset(n_per_class or 60, seed)
+    data = out / "audio_data"
+    for i, cls in enumerate(AUDIO_CLASSES):
+        (data / cls).mkdir(parents=True, exist_ok=True)
+        for j, idx in enumerate(np.flatnonzero(y == i)):
+            _save_npy(data / cls / f"{cls}_{j:04d}.npy", x[idx])
+    mean, std = float(x.mean()), float(x.std())
+    model = _audio_model(x.shape[1:], len(AUDIO_CLASSES))
+    history = _train(model, (x - mean) / std, y, epochs or 8, seed)
+    classes = AUDIO_CLASSES
+    config = {
+        "name": "audio",
+        "task": "classification",
+        "input_shape": list(x.shape[1:]),
+        "class_names": list(classes),
+        "num_classes": len(classes),
+        "normalization": {"mean": round(mean, 6), "std": round(std, 6)},
+        "features": {
+            "kind": "log_mel_spectrogram",
+            "units": "dB re full scale",
+            "sample_rate_hz": AUDIO_RATE_HZ,
+            "clip_seconds": AUDIO_SECONDS,
+            "n_fft": AUDIO_FFT,
+            "n_mels": AUDIO_MELS,
+            "frames": AUDIO_FRAMES,
+            "floor_db": AUDIO_FLOOR_DB,
+            "layout": "(mel band, frame, channel)",
+        },
+        "training_data": {"path": data.name, "layout": "class folders of .npy"},
+    }
+    return model, history, data, classes, config, int(len(x))
+
+
 def build_example(
     name: str, out_dir: str | os.PathLike, seed: int = 0, n_per_class: int | None = None, epochs: int | None = None
 ) -> ExamplePaths:
@@ -267,73 +341,9 @@ def build_example(
     tf.keras.utils.set_random_seed(seed)
     keras_path = out / f"{name}.keras"
     config_path = out / f"{name}_model_config.json"
-    if name == "gesture":
-        x, y = gesture_dataset(n_per_class or 200, seed)
-        data = out / "gesture_data"
-        data.mkdir(exist_ok=True)
-        with atomic_path(data / "X.npy") as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, x)
-        with atomic_path(data / "y.npy") as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, y)
-        mean = x.mean(axis=0)
-        std = np.maximum(x.std(axis=0), 1e-3)
-        model = _gesture_model(x.shape[1], len(GESTURE_CLASSES))
-        history = _train(model, (x - mean) / std, y, epochs or 12, seed)
-        classes = GESTURE_CLASSES
-        config = {
-            "name": "gesture",
-            "task": "classification",
-            "input_shape": [GESTURE_STEPS * GESTURE_AXES],
-            "signal_channels": GESTURE_AXES,
-            "class_names": list(classes),
-            "num_classes": len(classes),
-            "normalization": {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]},
-            "features": {
-                "kind": "accelerometer",
-                "units": "g",
-                "sample_rate_hz": GESTURE_RATE_HZ,
-                "timesteps": GESTURE_STEPS,
-                "axes": ["x", "y", "z"],
-                "layout": "time-major, flattened: [x0, y0, z0, x1, y1, z1, ...]",
-            },
-            "training_data": {"path": data.name, "layout": "X.npy + y.npy"},
-        }
-    else:
-        x, y = audio_dataset(n_per_class or 60, seed)
-        data = out / "audio_data"
-        for i, cls in enumerate(AUDIO_CLASSES):
-            (data / cls).mkdir(parents=True, exist_ok=True)
-            for j, idx in enumerate(np.flatnonzero(y == i)):
-                with atomic_path(data / cls / f"{cls}_{j:04d}.npy") as tmp:
-                    with open(tmp, "wb") as f:
-                        np.save(f, x[idx])
-        mean, std = float(x.mean()), float(x.std())
-        model = _audio_model(x.shape[1:], len(AUDIO_CLASSES))
-        history = _train(model, (x - mean) / std, y, epochs or 8, seed)
-        classes = AUDIO_CLASSES
-        config = {
-            "name": "audio",
-            "task": "classification",
-            "input_shape": list(x.shape[1:]),
-            "class_names": list(classes),
-            "num_classes": len(classes),
-            "normalization": {"mean": round(mean, 6), "std": round(std, 6)},
-            "features": {
-                "kind": "log_mel_spectrogram",
-                "units": "dB re full scale",
-                "sample_rate_hz": AUDIO_RATE_HZ,
-                "clip_seconds": AUDIO_SECONDS,
-                "n_fft": AUDIO_FFT,
-                "n_mels": AUDIO_MELS,
-                "frames": AUDIO_FRAMES,
-                "floor_db": AUDIO_FLOOR_DB,
-                "layout": "(mel band, frame, channel)",
-            },
-            "training_data": {"path": data.name, "layout": "class folders of .npy"},
-        }
-    config["training"] = {"seed": seed, "samples": int(len(x)), **{k: round(v, 4) for k, v in history.items()}}
+    make = _gesture if name == "gesture" else _audio
+    model, history, data, classes, config, n = make(out, seed, n_per_class, epochs)
+    config["training"] = {"seed": seed, "samples": n, **{k: round(v, 4) for k, v in history.items()}}
     _save_model(model, keras_path)
     write_json_atomic(config_path, config)
     return ExamplePaths(
