@@ -72,7 +72,7 @@ class FakeModel:
         arena_size=8192,
         arena_used=5000,
         model_size=4321,
-        model_sha256=bytes(range(32)),
+        model_sha256=bytes(range(32)).hex(),
         cpu_hz=64_000_000,
         firmware="fake-fw 1.0",
         board="fake",

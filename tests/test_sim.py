@@ -59,7 +59,7 @@ def test_outputs_are_tflm_outputs_exactly(sim_models, name):
     dev = SimDevice(data, max_frame=256, arena_size=100_000)
     info = req(dev, c.Hello(1, 1, 5), 1)
     assert isinstance(info, c.Info)
-    assert info.model_sha256.hex() == mi.sha256 and info.flags & c.INFO_HOST_TIME and info.board == "sim"
+    assert info.model_sha256 == mi.sha256 and info.flags & c.INFO_HOST_TIME and info.board == "sim"
     assert [(t.dtype, t.shape) for t in info.inputs] == [(t.dtype, t.shape) for t in mi.inputs]
     assert [t.nbytes for t in info.outputs] == [t.nbytes for t in mi.outputs]
     host = HostInterpreter(data, "tflm")

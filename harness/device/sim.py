@@ -136,7 +136,7 @@ class SimDevice:
             arena_size=self.arena_used,
             arena_used=self.arena_used,
             model_size=len(self.model),
-            model_sha256=self.info_model.sha256_bytes,
+            model_sha256=self.info_model.sha256,
             cpu_hz=int(self.board.get("clock_hz", 0) or 0),
             firmware=FIRMWARE,
             board=self.board.id,
@@ -243,7 +243,7 @@ class SimDevice:
             )
         if self._out_bufs is None:
             return self._error(frame, c.E_INCOMPLETE_INPUT, "no INVOKE since the device started")
-        k = min(m.length, self.max_frame - 16)
+        k = min(m.length, c.max_chunk(self.max_frame))
         return c.message_body(c.Data(m.tensor, m.offset, self._out_bufs[m.tensor][m.offset : m.offset + k]), frame.seq)
 
 
