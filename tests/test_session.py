@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from simmodels import tiny_models
+from helpers.simmodels import tiny_models
 
 from harness.device.link import TcpTransport
 from harness.device.sim import start_sim

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from simmodels import random_inputs, tiny_models
+from helpers.simmodels import random_inputs, tiny_models
 
 from harness.boards import load_board
 from harness.device.link import Faults, LineFaults, LinePipe, RxBuffer, parse_faults

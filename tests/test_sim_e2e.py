@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from simmodels import random_inputs, tiny_models
+from helpers.simmodels import random_inputs, tiny_models
 
 from harness.device.sim import start_sim
 from harness.errors import DeviceError
