@@ -263,9 +263,7 @@ def flash_stm32n6(
         _run(cmd, "signing" if cmd[0] == signer else "programming the STM32N6")
     if port is None:
         try:
-            from harness.flash import find_usb_port as _find
-
-            result.port = _find(board, timeout=5.0)
+            result.port = find_usb_port(board, timeout=5.0)
         except DeviceError:
             result.notes.append("ST-LINK VCP not found; pass --port to hil validate")
     if not ram:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -121,16 +121,3 @@ class HostInterpreter:
             self._ip.set_tensor(d["index"], np.ascontiguousarray(x))
         self._ip.invoke()
         return [np.array(self._ip.get_tensor(d["index"]), copy=True) for d in self._ip.get_output_details()]
-
-
-def run_batch(
-    model: bytes, inputs: Iterable[Sequence[np.ndarray]], kernels: str = "tflm", progress=None
-) -> list[list[np.ndarray]]:
-    """Run many samples; each sample is a list with one array per input tensor."""
-    ip = HostInterpreter(model, kernels)
-    results = []
-    for sample in inputs:
-        results.append(ip.run(sample))
-        if progress is not None:
-            progress.advance(1)
-    return results
