@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import ModelError, ToolError
+from harness.model import inspect_bytes
 
 ALIGN = 16
 # Smallest arena tried (probes are crash-isolated, so any floor is safe).
@@ -119,8 +120,6 @@ def _search(data: bytes) -> dict:
     """The child's work: returns {"bytes", "probes", "at_floor"} or {"error"}."""
     import numpy as np
     from tflite_micro.python.tflite_micro import runtime as tflm
-
-    from harness.model import inspect_bytes
 
     n_inputs = len(inspect_bytes(data).inputs)
     probes = 0

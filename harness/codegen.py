@@ -23,7 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from harness import __version__
+from harness.arena import ArenaProbe, align_up
+from harness.boards import load_board
 from harness.errors import ConfigError, ModelError
+from harness.fileio import atomic_path
 from harness.model import DTYPE_CODES, ModelInfo, TensorInfo, inspect_bytes, read_model_bytes
 from harness.paths import templates_dir
 
@@ -510,7 +513,6 @@ def render_ops(ctx: dict) -> bytes:
 def check_board(board_id: str, model_size: int, arena_bytes: int) -> tuple[dict, list[str]]:
     """Model size vs flash, arena vs RAM: `ConfigError` when it cannot fit,
     warnings above 90 %."""
-    from harness.boards import load_board
 
     board = load_board(board_id)
     usage = {
@@ -545,7 +547,6 @@ def check_board(board_id: str, model_size: int, arena_bytes: int) -> tuple[dict,
 
 def _write_all(out_dir: Path, files: dict[str, bytes]) -> dict[str, bool]:
     """Write the changed files; either all changed files are replaced or none."""
-    from harness.fileio import atomic_path
 
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"output {out_dir} is a file, not a folder", "pass a folder with --out")
@@ -612,14 +613,10 @@ def generate(
     normalization = read_normalization(config_path) if config_path else None
 
     if board:
-        from harness.boards import load_board
-
         load_board(board)  # an unknown board fails before the measurement starts
 
     probe = None
     if arena_bytes is None:
-        from harness.arena import ArenaProbe
-
         probe = ArenaProbe(model)  # runs in a child process while we render
     try:
         files = {}
@@ -654,7 +651,6 @@ def generate(
     finally:
         if probe is not None:
             probe.cancel()
-    from harness.arena import align_up
 
     recommended = align_up(measured * (1.0 + margin_frac) + margin_extra)
     margin_text = (

@@ -24,9 +24,11 @@ from harness import __version__
 from harness import data as hdata
 from harness.console import NullProgress
 from harness.errors import ConfigError, DataError, ModelError, ToolError
+from harness.fileio import _json_default as d
 from harness.fileio import atomic_path, sha256_file
 from harness.metrics import agreement
 from harness.model import TensorInfo, inspect_bytes
+from harness.runtime import HostInterpreter, dequantize, prepare_input, quantize
 
 QUANTIZATION = ("ptq", "dynamic")
 IO_TYPES = ("float32", "int8")
@@ -233,8 +235,6 @@ def _export_onnx(model, target: Path) -> None:
 
 
 def _run_host(flat: bytes, x: np.ndarray, kernels: str, info_in: TensorInfo, task) -> np.ndarray:
-    from harness.runtime import HostInterpreter, prepare_input
-
     with _tf_quiet():
         ip = HostInterpreter(flat, kernels)
     outs = []
@@ -245,8 +245,6 @@ def _run_host(flat: bytes, x: np.ndarray, kernels: str, info_in: TensorInfo, tas
 
 
 def _dequant(y: np.ndarray, t: TensorInfo) -> np.ndarray:
-    from harness.runtime import dequantize
-
     return dequantize(y, t) if t.np_dtype.kind in "iu" else np.asarray(y, np.float32)
 
 
@@ -438,8 +436,6 @@ def convert(
     tflm_litert_diff = None
     if sp is not None:
         try:
-            from harness.runtime import HostInterpreter
-
             with _tf_quiet():
                 HostInterpreter(flat, "tflm")
         except ModelError:
@@ -493,8 +489,6 @@ def convert(
                 if norm is not None:
                     npz_arrays["x_raw"] = ds.x[idx].astype(np.float32)
                 if t_in.np_dtype.kind in "iu":
-                    from harness.runtime import quantize
-
                     npz_arrays["x_q"] = quantize(x, t_in)
                 npz_ids = [ds.sample_id(int(i)) for i in idx]
     else:
@@ -650,8 +644,6 @@ def convert(
 
 
 def _json_default(obj):
-    from harness.fileio import _json_default as d
-
     return d(obj)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.codegen import read_normalization
 from harness.errors import ConfigError, DataError
 
 LAYOUTS = ("class_folders", "npy_folder", "npz", "xy_npy")
@@ -308,7 +309,6 @@ def normalization_for(config: dict, config_path: Path | None, input_shape: Seque
     model expects normalized input and the stored data is raw. Set
     `normalization.in_model: true` when the model normalizes itself, or
     `normalization.data_normalized: true` when the stored data already is."""
-    from harness.codegen import read_normalization
 
     if config_path is None:
         return None

@@ -26,9 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.build import build
+from harness.codegen import generate
+from harness.convert import convert
+from harness.device.sim import start_sim
 from harness.errors import ConfigError
-from harness.examples import EXAMPLES
+from harness.examples import EXAMPLES, ExamplePaths, build_example
 from harness.fileio import sha256_file, write_json_atomic
+from harness.flash import flash
+from harness.report import write_html, write_json, write_junit
 from harness.validate import Gates, ValidationReport, validate
 
 STATE_FILE = "demo_state.json"
@@ -130,7 +136,6 @@ def run_demo(
             on_step(s)
 
     # 1. the example: synthetic data and a trained Keras model
-    from harness.examples import ExamplePaths, build_example
 
     t0 = time.monotonic()
     ex_dir = out / "example"
@@ -162,7 +167,6 @@ def run_demo(
         step("example", t0, False, f"trained {ex.keras}")
 
     # 2. convert: int8 .tflite + validation data (inputs and host outputs)
-    from harness.convert import convert
 
     t0 = time.monotonic()
     model_dir = out / "model"
@@ -195,7 +199,6 @@ def run_demo(
         )
 
     # 3. codegen: the firmware's model sources (the sim runs the .tflite itself)
-    from harness.codegen import generate
 
     t0 = time.monotonic()
     fw = out / "firmware_src"
@@ -203,7 +206,6 @@ def run_demo(
     step("codegen", t0, False, f"{fw}/model_data.cc, model_data.h, model_ops.h (arena {cg.arena.recommended} bytes)")
 
     # 4. the simulated board on a pseudo-terminal, 5. validate over it
-    from harness.device.sim import start_sim
 
     t0 = time.monotonic()
     reports_dir = out / "reports"
@@ -245,9 +247,6 @@ def run_demo(
                 board="sim",
             )
     else:
-        from harness.build import build
-        from harness.flash import flash
-
         built = build(board, tflite, tflm_dir=tflm_dir, out=out / "build" / board, on_line=on_build_line)
         step("build", t0, False, f"{built.elf} (flash {built.flash_used:,} B, RAM {built.ram_used:,} B)")
         t0 = time.monotonic()
@@ -261,7 +260,6 @@ def run_demo(
             )
         finally:
             dev.stop()
-    from harness.report import write_html, write_json, write_junit
 
     d = rep.to_dict()
     write_json(d, reports["json"])

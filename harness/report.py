@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from harness.fileio import write_json_atomic, write_text_atomic
+from harness.paths import templates_dir
 
 SHORT_KERNEL = {"tflm": "TFLM", "litert_ref": "LiteRT reference", "litert": "LiteRT default"}
 STATUS_COLOR = {"pass": "green", "fail": "red", "error": "yellow", "skipped": "dim"}
@@ -253,8 +254,6 @@ def _tick(v: float, integer: bool) -> str:
 def render_html(report: dict) -> str:
     import jinja2
     from markupsafe import Markup
-
-    from harness.paths import templates_dir
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from harness.errors import ModelError
-from harness.model import TensorInfo
+from harness.model import TensorInfo, inspect_bytes
 
 KERNELS = ("tflm", "litert_ref", "litert")
 
@@ -79,7 +79,6 @@ class HostInterpreter:
             raise ValueError(f"kernels must be one of {KERNELS}")
         self.kernels = kernels
         self._model = bytes(model)
-        from harness.model import inspect_bytes
 
         info = inspect_bytes(self._model)
         self._n_in, self._n_out = len(info.inputs), len(info.outputs)

@@ -32,9 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from harness import __version__
+from harness.boards import load_board
+from harness.console import NullProgress
 from harness.errors import ConfigError, DataError, DeviceError, HilError
+from harness.metrics import cosine_per_sample, pearson
 from harness.model import ModelInfo, TensorInfo, dequantize_sources, inspect_bytes, read_model_bytes
-from harness.runtime import KERNELS, dequantize, prepare_input, quantize
+from harness.protocol.session import DeviceSession, check_device_matches
+from harness.runtime import KERNELS, HostInterpreter, dequantize, prepare_input, quantize
 
 SCHEMA = "tinyhil-validate-report/1"
 DEFAULT_MIN_COSINE = 0.99
@@ -285,7 +289,6 @@ def complete_references(
 ) -> None:
     """Compute on the host every reference the data lacks (in place). A
     kernel set that cannot run the model is noted and left out."""
-    from harness.runtime import HostInterpreter
 
     for k in kernels:
         if k in data.refs:
@@ -382,7 +385,6 @@ def compare_output(
     """Metrics of one output tensor over n samples (first axis), plus the
     per-sample arrays under the private keys `_cosine`, `_max_lsb`, `_exact`,
     `_argmax_ref`, `_argmax_dev`."""
-    from harness.metrics import cosine_per_sample, pearson
 
     n = len(ref)
     rf, df = _flat(dequantize(ref, t)).astype(np.float64), _flat(dequantize(dev, t)).astype(np.float64)
@@ -480,8 +482,6 @@ def triangulate(
             if scales[j] is not None and n:
                 max_lsb = max(max_lsb, int(np.abs(lsb_diff(r[j], dev[j], t, scales[j])).max()))
             if n:
-                from harness.metrics import cosine_per_sample
-
                 c = cosine_per_sample(_flat(dequantize(r[j], t)), _flat(dequantize(dev[j], t)))
                 cos_min = min(cos_min, float(c.min()))
         host_vs_oracle = None
@@ -690,12 +690,9 @@ def validate(
     if not port:
         raise ConfigError("no port given", "pass --port URL (or set HIL_PORT); `hil ports` lists serial ports")
     if board is not None:
-        from harness.boards import load_board
-
         load_board(board)  # an unknown id is a ConfigError now, not after the handshake
     if session_factory is None:
-        from harness.protocol.session import DeviceSession as session_factory  # noqa: N813
-    from harness.console import NullProgress
+        session_factory = DeviceSession
 
     progress = progress or NullProgress()
     t_start = time.monotonic()
@@ -773,8 +770,6 @@ def validate(
             session = session_factory(port, baudrate=baud, timeout=timeout, retries=retries, on_log=on_log)
             dinfo = session.handshake()
             rep["device"] = dinfo.to_dict() if hasattr(dinfo, "to_dict") else None
-            from harness.protocol.session import check_device_matches
-
             if board is not None and getattr(dinfo, "board", board) != board:
                 raise DeviceError(
                     f"the device at {port} is a {dinfo.board} board, not {board}",
