@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent))  # this checkout's harness, as bench/link.py
 
-import firmware_build as fb  # noqa: E402
+from harness.protocol import footprint  # noqa: E402
 
 
 def main() -> int:
@@ -24,7 +24,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for cpu in ("cortex-m4", "cortex-m55"):
-            rows.append(fb.cross_build(cpu, Path(tmp)))
+            rows.append(footprint.cross_build(cpu, Path(tmp)))
     print(f"{'cpu':<12} {'.text':>7} {'static RAM':>11} {'Dispatcher':>11}  heap symbols")
     for r in rows:
         print(
@@ -33,7 +33,7 @@ def main() -> int:
         )
     out = HERE / "results" / "firmware_protocol.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"compiler": version, "flags": fb.CROSS_FLAGS, "results": rows}, indent=2) + "\n")
+    out.write_text(json.dumps({"compiler": version, "flags": footprint.CROSS_FLAGS, "results": rows}, indent=2) + "\n")
     return 1 if any(r["forbidden"] for r in rows) else 0
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import ModelError, ToolError
+from harness.model import inspect_bytes
 
 ALIGN = 16
 # Smallest arena tried (probes are crash-isolated, so any floor is safe).
@@ -137,7 +138,6 @@ class _Prober:
     TFLM dereferences a failed allocation and crashes, which counts as a fail."""
 
     def __init__(self, data: bytes):
-        from harness.model import inspect_bytes
 
         self.data = data
         self.n_inputs = len(inspect_bytes(data).inputs)

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import pio
+from harness import codegen, pio
 from harness.boards import Board, load_board
 from harness.errors import BuildError, ConfigError, ToolError
 from harness.fileio import sha256_file, write_json_atomic
@@ -258,7 +258,6 @@ def build(
     `on_line(str)` receives PlatformIO's output lines as they come (the CLI
     shows them with -v).
     """
-    from harness import codegen
 
     board = load_board(board_id)
     env_name = board.pio_env

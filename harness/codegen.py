@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from harness import __version__
+from harness.arena import ArenaProbe, align_up
+from harness.boards import load_board
 from harness.config import (
     PIPELINE_SUFFIXES,
     find_model_config,  # noqa: F401 - kept importable from here
@@ -30,6 +32,7 @@ from harness.config import (
     resolve_model_config,
 )
 from harness.errors import ConfigError, ModelError
+from harness.fileio import atomic_path
 from harness.model import DTYPE_CODES, ModelInfo, TensorInfo, inspect_bytes, read_model_bytes
 from harness.paths import templates_dir
 
@@ -435,7 +438,6 @@ def render_ops(ctx: dict) -> bytes:
 def check_board(board_id: str, model_size: int, arena_bytes: int) -> tuple[dict, list[str]]:
     """Model size vs flash, arena vs RAM: `ConfigError` when it cannot fit,
     warnings above 90 %."""
-    from harness.boards import load_board
 
     board = load_board(board_id)
     usage = {
@@ -470,7 +472,6 @@ def check_board(board_id: str, model_size: int, arena_bytes: int) -> tuple[dict,
 
 def _write_all(out_dir: Path, files: dict[str, bytes]) -> dict[str, bool]:
     """Write the changed files; either all changed files are replaced or none."""
-    from harness.fileio import atomic_path
 
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"output {out_dir} is a file, not a folder", "pass a folder with --out")
@@ -517,7 +518,6 @@ def _identifier(name: str | None, model: Path) -> str:
 
 def _arena(measured: int, how: str, margin_frac: float, margin_extra: int) -> Arena:
     """The recommended arena: the measurement plus the margin, 16-byte aligned."""
-    from harness.arena import align_up
 
     recommended = align_up(measured * (1.0 + margin_frac) + margin_extra)
     parts = (f"{margin_frac:.0%}" if margin_frac else "", f"{margin_extra} bytes" if margin_extra else "")
@@ -533,8 +533,6 @@ def _render_and_measure(
     how they were found."""
     probe = None
     if arena_bytes is None:
-        from harness.arena import ArenaProbe
-
         probe = ArenaProbe(model)  # runs in a child process while we render
     try:
         files = {}
@@ -598,8 +596,6 @@ def generate(
     config_path = resolve_model_config(model_config, model)
     normalization = read_normalization(config_path) if config_path else None
     if board:
-        from harness.boards import load_board
-
         load_board(board)  # an unknown board fails before the measurement starts
     ctx = _context(
         info,

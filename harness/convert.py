@@ -32,6 +32,7 @@ from harness.fileio import atomic_path, sha256_file, write_json_atomic
 from harness.metrics import agreement
 from harness.model import ModelInfo, TensorInfo, inspect_bytes
 from harness.results import ConvertReport, Status
+from harness.runtime import HostInterpreter, dequantize, prepare_input, quantize
 from harness.valdata import NPZ_FORMAT, load_validation_npz, npz_path_for, write_npz
 
 QUANTIZATION = ("ptq", "dynamic")
@@ -273,7 +274,6 @@ def _export_onnx(model, target: Path) -> None:
 
 
 def _run_host(flat: bytes, x: np.ndarray, kernels: str, info_in: TensorInfo, task) -> np.ndarray:
-    from harness.runtime import HostInterpreter, prepare_input
 
     with _tf_quiet():
         ip = HostInterpreter(flat, kernels)
@@ -285,7 +285,6 @@ def _run_host(flat: bytes, x: np.ndarray, kernels: str, info_in: TensorInfo, tas
 
 
 def _dequant(y: np.ndarray, t: TensorInfo) -> np.ndarray:
-    from harness.runtime import dequantize
 
     return dequantize(y, t) if t.np_dtype.kind in "iu" else np.asarray(y, np.float32)
 
@@ -448,7 +447,6 @@ class _Validation:
 
 def _host_oracle(flat: bytes, notes: list[str]) -> str | None:
     """ "tflm" when TFLite Micro can run the model, else None (LiteRT is then the reference)."""
-    from harness.runtime import HostInterpreter
 
     try:
         with _tf_quiet():
@@ -495,8 +493,6 @@ def _npz_arrays(
     if ld.norm is not None:
         arrays["x_raw"] = ld.ds.x[idx].astype(np.float32)
     if t_in.np_dtype.kind in "iu":
-        from harness.runtime import quantize
-
         arrays["x_q"] = quantize(x, t_in)
     return arrays
 

@@ -26,9 +26,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.build import build
+from harness.codegen import generate
+from harness.convert import convert
+from harness.device.sim import start_sim
 from harness.errors import ConfigError
-from harness.examples import EXAMPLES
+from harness.examples import EXAMPLES, ExamplePaths, build_example
 from harness.fileio import sha256_file, write_json_atomic
+from harness.flash import flash
+from harness.report import write_html, write_json, write_junit
 from harness.validate import Gates, ValidationReport, validate
 
 STATE_FILE = "demo_state.json"
@@ -124,7 +130,6 @@ def _save_state(out: Path, state: dict) -> None:
 
 def _example_step(example: str, out: Path, seed: int, state: dict, steps: _Steps):
     """1. the example: synthetic data and a trained Keras model (reused when unchanged)."""
-    from harness.examples import ExamplePaths, build_example
 
     st = state.get("example", {})
     if st.get("name") == example and st.get("seed") == seed and _unchanged(st.get("files", {})):
@@ -157,7 +162,6 @@ def _example_step(example: str, out: Path, seed: int, state: dict, steps: _Steps
 
 def _convert_step(example: str, ex, out: Path, seed: int, state: dict, steps: _Steps) -> tuple[Path, Path]:
     """2. convert: int8 .tflite + validation data (inputs and host outputs), reused when unchanged."""
-    from harness.convert import convert
 
     model_dir = out / "model"
     tflite = model_dir / f"{example}_quantized.tflite"
@@ -189,7 +193,6 @@ def _convert_step(example: str, ex, out: Path, seed: int, state: dict, steps: _S
 
 def _codegen_step(tflite: Path, config: Path, out: Path, steps: _Steps):
     """3. codegen: the firmware's model sources (the sim runs the .tflite itself)."""
-    from harness.codegen import generate
 
     fw = out / "firmware_src"
     cg = generate(tflite, fw, model_config=config)
@@ -199,7 +202,6 @@ def _codegen_step(tflite: Path, config: Path, out: Path, steps: _Steps):
 
 def _validate_on_sim(tflite, npz, cg, steps: _Steps, *, baud, latency_ms, faults, seed, **validate_kw):
     """4. the simulated board on a pseudo-terminal, 5. validate over it."""
-    from harness.device.sim import start_sim
 
     with start_sim(
         tflite,
@@ -219,8 +221,6 @@ def _validate_on_sim(tflite, npz, cg, steps: _Steps, *, baud, latency_ms, faults
 
 def _validate_on_firmware(board, tflite, npz, out: Path, steps: _Steps, *, tflm_dir, on_build_line, **validate_kw):
     """4. the real firmware built and started (QEMU or the host program), 5. validate over it."""
-    from harness.build import build
-    from harness.flash import flash
 
     built = build(board, tflite, tflm_dir=tflm_dir, out=out / "build" / board, on_line=on_build_line)
     steps.end("build", False, f"{built.elf} (flash {built.flash_used:,} B, RAM {built.ram_used:,} B)")
@@ -235,7 +235,6 @@ def _validate_on_firmware(board, tflite, npz, out: Path, steps: _Steps, *, tflm_
 
 def _write_reports(rep: ValidationReport, out: Path) -> dict[str, Path]:
     """The drift report as JSON, JUnit XML and HTML under out/reports."""
-    from harness.report import write_html, write_json, write_junit
 
     reports_dir = out / "reports"
     reports = {

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.convert import _tf
 from harness.errors import ConfigError
 from harness.fileio import atomic_path, write_json_atomic
 
@@ -333,7 +334,6 @@ def build_example(
     `out_dir`. Deterministic data for a seed; training takes seconds."""
     if name not in EXAMPLES:
         raise ConfigError(f"unknown example '{name}'", f"choose one of: {', '.join(EXAMPLES)}")
-    from harness.convert import _tf
 
     tf = _tf()
     out = Path(out_dir)

@@ -24,8 +24,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import pio
 from harness.boards import Board, load_board
+from harness.build import workspace_dir
+from harness.device.qemu import QemuM55
 from harness.errors import ConfigError, DeviceError, FlashError, ToolError
+from harness.paths import firmware_dir
 
 NATIVE_PORT_RE = re.compile(r"(/dev/(?:pts/\d+|tty\S+))")
 
@@ -71,8 +75,6 @@ def _run(cmd: list[str], what: str, env: dict | None = None) -> subprocess.Compl
 def flash_qemu(
     board: Board, elf: Path, port: int | None = None, log: Path | None = None, detach: bool = False
 ) -> FlashResult:
-    from harness.device.qemu import QemuM55
-
     dev = QemuM55(elf, port=port, log=log)
     dev.start(detach=detach)
     return FlashResult(board.id, dev.url, [dev.command], process=dev, pid=dev.proc.pid)
@@ -158,10 +160,6 @@ def find_usb_port(board: Board, serial_number: str | None = None, timeout: float
 
 
 def flash_platformio(board: Board, port: str | None = None, model: Path | None = None) -> FlashResult:
-    from harness import pio
-    from harness.build import workspace_dir
-    from harness.paths import firmware_dir
-
     serial_number = None
     if port is None:
         found = _usb_ports(board)
@@ -263,9 +261,7 @@ def flash_stm32n6(
         _run(cmd, "signing" if cmd[0] == signer else "programming the STM32N6")
     if port is None:
         try:
-            from harness.flash import find_usb_port as _find
-
-            result.port = _find(board, timeout=5.0)
+            result.port = find_usb_port(board, timeout=5.0)
         except DeviceError:
             result.notes.append("ST-LINK VCP not found; pass --port to hil validate")
     if not ram:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import ModelError
+from harness.protocol.codec import DTYPE_CODES as DTYPE_CODES  # re-exported: codegen writes the wire's codes
 
 # TFLite TensorType enum -> (name, numpy dtype)
 _TENSOR_TYPES = {
@@ -32,9 +33,6 @@ _TENSOR_TYPES = {
     16: ("uint16", np.uint16),
     17: ("int4", np.int8),
 }
-
-# Stable wire/header codes for dtypes (shared by codegen, protocol, firmware).
-DTYPE_CODES = {"float32": 1, "int8": 2, "uint8": 3, "int16": 4, "int32": 5, "float16": 6, "int64": 7, "bool": 8}
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.boards import all_boards
+
 
 @dataclass(frozen=True)
 class SerialPort:
@@ -37,8 +39,6 @@ class SerialPort:
 def board_usb_map(boards=None) -> dict[tuple[int, int], list[str]]:
     """(vid, pid) -> board ids, from the board definitions."""
     if boards is None:
-        from harness.boards import all_boards
-
         boards = all_boards()
     out: dict[tuple[int, int], list[str]] = {}
     for b in boards:

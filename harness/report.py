@@ -18,6 +18,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from harness.fileio import write_json_atomic, write_text_atomic
+from harness.paths import templates_dir
 
 
 def _as_dict(report) -> dict:
@@ -269,8 +270,6 @@ def _tick(v: float, integer: bool) -> str:
 def render_html(report) -> str:
     import jinja2
     from markupsafe import Markup
-
-    from harness.paths import templates_dir
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),

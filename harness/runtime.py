@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from harness.errors import ModelError
-from harness.model import TensorInfo
+from harness.model import TensorInfo, inspect_bytes
 
 KERNELS = ("tflm", "litert_ref", "litert")
 
@@ -79,7 +79,6 @@ class HostInterpreter:
             raise ValueError(f"kernels must be one of {KERNELS}")
         self.kernels = kernels
         self._model = bytes(model)
-        from harness.model import inspect_bytes
 
         info = inspect_bytes(self._model)
         self._n_in, self._n_out = len(info.inputs), len(info.outputs)
@@ -121,16 +120,3 @@ class HostInterpreter:
             self._ip.set_tensor(d["index"], np.ascontiguousarray(x))
         self._ip.invoke()
         return [np.array(self._ip.get_tensor(d["index"]), copy=True) for d in self._ip.get_output_details()]
-
-
-def run_batch(
-    model: bytes, inputs: Iterable[Sequence[np.ndarray]], kernels: str = "tflm", progress=None
-) -> list[list[np.ndarray]]:
-    """Run many samples; each sample is a list with one array per input tensor."""
-    ip = HostInterpreter(model, kernels)
-    results = []
-    for sample in inputs:
-        results.append(ip.run(sample))
-        if progress is not None:
-            progress.advance(1)
-    return results

@@ -31,10 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from harness import __version__
+from harness.boards import load_board
+from harness.console import NullProgress
 from harness.errors import ConfigError, DataError, DeviceError, HilError
+from harness.metrics import cosine_per_sample, pearson
 from harness.model import ModelInfo, TensorInfo, dequantize_sources, inspect_bytes, read_model_bytes
+from harness.protocol.session import DeviceSession, check_device_matches
 from harness.results import ErrorInfo, GateResult, Status, ValidationReport
-from harness.runtime import KERNELS, dequantize, prepare_input
+from harness.runtime import KERNELS, HostInterpreter, dequantize, prepare_input
 from harness.valdata import ValidationData, load_data
 
 SCHEMA = "tinyhil-validate-report/1"
@@ -86,7 +90,6 @@ def complete_references(
 ) -> None:
     """Compute on the host every reference the data lacks (in place). A
     kernel set that cannot run the model is noted and left out."""
-    from harness.runtime import HostInterpreter
 
     for k in kernels:
         if k in data.refs:
@@ -232,7 +235,6 @@ def compare_output(
     """Metrics of one output tensor over n samples (first axis), plus the
     per-sample arrays under the private keys `_cosine`, `_max_lsb`, `_exact`,
     `_argmax_ref`, `_argmax_dev`."""
-    from harness.metrics import cosine_per_sample, pearson
 
     n = len(ref)
     rf, df = _flat(dequantize(ref, t)).astype(np.float64), _flat(dequantize(dev, t)).astype(np.float64)
@@ -277,7 +279,6 @@ def _kernel_match(
     """How one host kernel set's outputs `r` compare with the device's:
     bit-exact samples, largest LSB difference, worst cosine, and the
     samples where it equals the oracle's (None when it is the oracle)."""
-    from harness.metrics import cosine_per_sample
 
     n = len(dev[0]) if dev else 0
     exact = np.ones(n, bool)
@@ -470,8 +471,6 @@ def _check_settings(gates: Gates, reference: str, worst_k: int, port: str, board
     if not port:
         raise ConfigError("no port given", "pass --port URL (or set HIL_PORT); `hil ports` lists serial ports")
     if board is not None:
-        from harness.boards import load_board
-
         load_board(board)  # an unknown id is a ConfigError now, not after the handshake
 
 
@@ -548,7 +547,6 @@ def _load_model_and_data(rep: ValidationReport, run: _Run, data, samples: int | 
 
 def _check_device(rep: ValidationReport, run: _Run, board: str | None) -> None:
     """The handshake: the device must be the board asked for and hold this model."""
-    from harness.protocol.session import check_device_matches
 
     dinfo = run.session.handshake()
     rep.device = dinfo.to_dict() if hasattr(dinfo, "to_dict") else None
@@ -700,8 +698,7 @@ def validate(
     samples were done). Bad settings (`ConfigError`) raise at once."""
     _check_settings(gates, reference, worst_k, port, board)
     if session_factory is None:
-        from harness.protocol.session import DeviceSession as session_factory  # noqa: N813
-    from harness.console import NullProgress
+        session_factory = DeviceSession
 
     progress = progress or NullProgress()
     t_start = time.monotonic()

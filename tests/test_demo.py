@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 
+import numpy as np
 import pytest
 
 from harness.cli import main
+from harness.model import inspect_model
 
 
 @pytest.mark.slow
@@ -19,21 +21,27 @@ def test_demo_end_to_end_and_rerun(tmp_path, capsys):
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     rep = out / "reports" / "validation.json"
-    for p in (
-        out / "model" / "gesture_quantized.tflite",
-        out / "model" / "gesture_quantized_validation_data.npz",
-        out / "firmware_src" / "model_data.cc",
-        out / "firmware_src" / "model_ops.h",
-        rep,
-        out / "reports" / "validation.xml",
-        out / "reports" / "validation.html",
-    ):
-        assert p.is_file(), p
-        assert str(p) in cap.out + cap.err or p.parent.name in ("model", "firmware_src")
+    said = cap.out + cap.err
     r = json.loads(rep.read_text())
     assert r["status"] == "pass" and r["samples_done"] > 100 and r["settings"]["port"].startswith("/dev/pts/")
     assert r["triangulation"]["matches"][0] == "tflm"
+    # each product is what the next step used, and the run said where it is
+    tflite = out / "model" / "gesture_quantized.tflite"
+    model = inspect_model(tflite)
+    assert str(tflite) in said and model.sha256 == r["model"]["sha256"] == r["device"]["model_sha256"]
+    with np.load(out / "model" / "gesture_quantized_validation_data.npz") as z:
+        meta = json.loads(str(z["meta"]))
+        assert meta["model_sha256"] == model.sha256 and len(z["x"]) == meta["samples"] >= r["samples_done"]
+    data_cc = (out / "firmware_src" / "model_data.cc").read_text()
+    assert f"sha256 {model.sha256}" in data_cc.splitlines()[0] and "do not edit" in data_cc.splitlines()[0]
+    assert f"{out / 'firmware_src'}/model_data.cc" in said
+    ops_h = (out / "firmware_src" / "model_ops.h").read_text()
+    assert f"constexpr int kHilNumOps = {len(model.builtin_ops)};" in ops_h
+    assert all(f'"{op}",' in ops_h for op in model.builtin_ops)
+    for p in (rep, out / "reports" / "validation.xml", out / "reports" / "validation.html"):
+        assert str(p) in said, p
     assert ET.parse(out / "reports" / "validation.xml").getroot().get("failures") == "0"
+    assert "PASS" in (out / "reports" / "validation.html").read_text().upper()
     assert "model_data.cc" in cap.err and "PASS" in cap.err
 
     # a re-run reuses the trained example and the conversion

@@ -1,19 +1,22 @@
 """The firmware's C++ protocol library (firmware/lib/hil_protocol), tested on
 the host: the golden vectors under AddressSanitizer + UBSan, the device-side
 dispatcher against responses the Python codec encodes, a bounded libFuzzer
-run, and the Cortex-M cross build (no heap in the link, static RAM reported).
+run, and the Cortex-M cross build (harness.protocol.footprint: no heap in the
+link, static RAM reported).
 Needs g++ (clang++ with libFuzzer, arm-none-eabi-g++ for their tests)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import struct
 import subprocess
 
-import firmware_build as fb
 import pytest
+from helpers import firmware_build as fb
 
 from harness.protocol import codec as c
+from harness.protocol import footprint
 
 GOLDEN_FRAMES = fb.REPO / "tests" / "golden" / "frames.txt"
 MAX_FRAME = 1024  # HIL_MAX_FRAME of the test build (the library's default)
@@ -72,7 +75,7 @@ class FakeModel:
         arena_size=8192,
         arena_used=5000,
         model_size=4321,
-        model_sha256=bytes(range(32)),
+        model_sha256=bytes(range(32)).hex(),
         cpu_hz=64_000_000,
         firmware="fake-fw 1.0",
         board="fake",
@@ -278,6 +281,28 @@ def test_errors(codec_bin):
         assert error_of(res[step][0]) == (want, seq)
 
 
+def test_bad_length_is_checked_by_check_message_and_names_the_request(codec_bin):
+    dev = Device(codec_bin)
+    cases = {
+        dev.feed(c.encode_wire(c.encode_body(c.HELLO, 0, 1, bytes(7)))): "HELLO takes 8 bytes",
+        dev.feed(c.encode_wire(c.encode_body(c.WRITE, 0, 2, bytes(7)))): "WRITE takes 8 bytes + data",
+        dev.feed(c.encode_wire(c.encode_body(c.INVOKE, 0, 3, bytes(5)))): "INVOKE takes 4 bytes",
+        dev.feed(c.encode_wire(c.encode_body(c.READ, 0, 4, bytes(11)))): "READ takes 12 bytes",
+    }
+    res = dev.run()
+    for step, text in cases.items():
+        msg, _, _ = c.decode_message(res[step][0])
+        assert (msg.name, msg.message) == ("BAD_LENGTH", text)
+
+
+def test_header_constants_are_the_python_codecs():
+    header = (fb.PROTOCOL_SRC / "hil_protocol.h").read_text()
+    dtypes = {m[0].lower(): int(m[1]) for m in re.findall(r"kDtype(\w+) = (\d+),", header)}
+    assert dtypes == c.DTYPE_CODES
+    assert "constexpr size_t kChunkHeaderSize = 8;" in header and c.CHUNK_HEADER == 8
+    assert "max_frame - kMinBody - kChunkHeaderSize" in header and c.max_chunk(1024) == 1024 - c.MIN_BODY - 8
+
+
 def test_not_ready_device_says_why(codec_bin):
     dev = Device(codec_bin, not_ready=True)
     steps = [
@@ -363,7 +388,7 @@ def cross_results(tmp_path_factory):
     if not shutil.which("arm-none-eabi-g++"):
         pytest.skip("arm-none-eabi-g++ is not installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi)")
     out = tmp_path_factory.mktemp("fw_cross")
-    return {cpu: fb.cross_build(cpu, out) for cpu in ("cortex-m4", "cortex-m55")}
+    return {cpu: footprint.cross_build(cpu, out) for cpu in ("cortex-m4", "cortex-m55")}
 
 
 @pytest.mark.parametrize("cpu", ["cortex-m4", "cortex-m55"])
@@ -392,7 +417,7 @@ def test_heap_check_can_fail(tmp_path):
         [
             "arm-none-eabi-g++",
             "-mcpu=cortex-m4",
-            *fb.CROSS_FLAGS,
+            *footprint.CROSS_FLAGS,
             str(src),
             "--specs=nano.specs",
             "--specs=nosys.specs",
@@ -402,4 +427,4 @@ def test_heap_check_can_fail(tmp_path):
         check=True,
         capture_output=True,
     )
-    assert "malloc" in fb.forbidden_symbols(elf)
+    assert "malloc" in footprint.forbidden_symbols(elf)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import subprocess
 
-import firmware_build as fb
 import numpy as np
 import pytest
+from helpers import firmware_build as fb
+from helpers.simmodels import build_tiny_models, random_inputs
 
 pytestmark = [pytest.mark.tflm, pytest.mark.slow]
 
@@ -38,8 +39,6 @@ def tflm_native(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sim_models(tmp_path_factory):
-    from simmodels import build_tiny_models
-
     return build_tiny_models(tmp_path_factory.mktemp("native_models"))
 
 
@@ -85,8 +84,6 @@ class NativeDevice:
 
 
 def random_sample(inputs, rng):
-    from simmodels import random_inputs
-
     return random_inputs(inputs, rng)
 
 

@@ -89,12 +89,17 @@ def test_text_twin_parses_like_a_cpp_test_would():
         if kind == "frame":
             assert c.decode_wire(wire, MAX_BODY).body == bytes.fromhex(parts[3])
         elif kind == "error":
-            with pytest.raises(c.CodecError, match=""):
+            # the message names the reason the line gives ("protocol CRC: ...")
+            with pytest.raises(c.CodecError, match=rf"^protocol {parts[3]}\b") as exc:
                 c.decode_wire(wire, MAX_BODY)
+            assert exc.value.reason == parts[3]
         elif kind == "stream":
             assert len(parts) == 5
         else:
             assert kind == "msgerror"
+            with pytest.raises(c.CodecError, match=rf"^protocol {parts[3]}\b") as exc:
+                c.decode_wire(wire, MAX_BODY).message()
+            assert exc.value.reason == parts[3]
 
 
 def test_make_vectors_check_mode():

@@ -3,12 +3,11 @@ its line emulation pieces."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from simmodels import random_inputs, tiny_models
+from helpers.simmodels import random_inputs, tiny_models
 
 from harness.boards import load_board
 from harness.device.link import Faults, LineFaults, LinePipe, RxBuffer, parse_faults
@@ -59,7 +58,7 @@ def test_outputs_are_tflm_outputs_exactly(sim_models, name):
     dev = SimDevice(data, max_frame=256, arena_size=100_000)
     info = req(dev, c.Hello(1, 1, 5), 1)
     assert isinstance(info, c.Info)
-    assert info.model_sha256.hex() == mi.sha256 and info.flags & c.INFO_HOST_TIME and info.board == "sim"
+    assert info.model_sha256 == mi.sha256 and info.flags & c.INFO_HOST_TIME and info.board == "sim"
     assert [(t.dtype, t.shape) for t in info.inputs] == [(t.dtype, t.shape) for t in mi.inputs]
     assert [t.nbytes for t in info.outputs] == [t.nbytes for t in mi.outputs]
     host = HostInterpreter(data, "tflm")
@@ -167,19 +166,22 @@ def test_line_faults_are_seeded_and_rates_hold():
 
 
 def test_line_rate_and_latency():
+    now = [10.0]
     got = []
-    pipe = LinePipe(lambda d: got.append((time.monotonic(), d)), baud=100_000, latency_s=0.02)
-    try:
-        t0 = time.monotonic()
-        pipe.put(bytes(1000))  # 1000 bytes at 10 kB/s: 0.1 s on the wire
-        deadline = t0 + 2
-        while sum(len(d) for _, d in got) < 1000 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert b"".join(d for _, d in got) == bytes(1000)
-        assert got[0][0] - t0 >= 0.02
-        assert 0.11 <= got[-1][0] - t0 < 0.5
-    finally:
-        pipe.close()
+    pipe = LinePipe(got.append, baud=100_000, latency_s=0.02, clock=lambda: now[0], threaded=False)
+    pipe.put(bytes(1000))  # 1000 bytes at 10 kB/s: 0.1 s on the wire, in 32-byte pieces of 3.2 ms
+
+    def at(t):
+        now[0] = 10.0 + t
+        return len(pipe.pump())
+
+    assert at(0.0) == 0 and at(0.0231) == 0  # the first piece: 3.2 ms on the wire + 20 ms latency
+    assert at(0.0233) == 32
+    assert at(0.1199) == 30 * 32  # pieces 2..31 left the wire by 99.2 ms
+    assert at(0.1201) == 8  # the last 8 bytes leave the wire at 0.1 s: due 0.12 s, not before
+    assert at(1.0) == 0 and b"".join(got) == bytes(1000)
+    pipe.put(b"x")  # the wire was idle: a late byte waits only its own line time and the latency
+    assert at(1.0200) == 0 and at(1.0202) == 1
 
 
 def test_rx_buffer_overrun_loses_bytes():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from simmodels import random_inputs, tiny_models
+from helpers.simmodels import random_inputs, tiny_models
 
 from harness.device.sim import start_sim
 from harness.errors import DeviceError
@@ -31,12 +31,13 @@ def _run(model_path, listen, faults, seed, samples, timeout=0.25):
     rng = np.random.default_rng(seed)
     done = failed = 0
     stats = None
+    results = []  # per sample: the InferenceResult, or None for a clean error
     with start_sim(data, listen=listen, baud=BAUD, latency_ms=1.0, faults=faults, seed=seed, arena_size=100_000) as sim:
         with DeviceSession(sim.url, baudrate=BAUD, timeout=timeout, retries=6) as s:
             try:
                 info = s.handshake()
             except DeviceError:
-                return 0, 1, None, sim.summary()
+                return 0, 1, None, sim.summary(), results
             assert check_device_matches(info, mi) == []
             for _ in range(samples):
                 xs = random_inputs(mi.inputs, rng)
@@ -44,20 +45,22 @@ def _run(model_path, listen, faults, seed, samples, timeout=0.25):
                     r = s.infer(xs)
                 except DeviceError:
                     failed += 1  # a clean error is allowed; a wrong answer is not
+                    results.append(None)
                     continue
                 for got, want in zip(r.outputs, host.run(xs)):
                     assert got.dtype == want.dtype and got.shape == want.shape
                     assert np.array_equal(got, want), "wrong result delivered as right"
                 done += 1
+                results.append(r)
             stats = s.stats
-        return done, failed, stats, sim.summary()
+        return done, failed, stats, sim.summary(), results
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("listen", ["pty", "tcp:0"])
 @pytest.mark.parametrize("name", ["float_io", "int8_io", "two_outputs"])
 def test_clean_link_is_exact(models, listen, name):
-    done, failed, stats, summary = _run(models[name], listen, None, 1, 8)
+    done, failed, stats, summary, _ = _run(models[name], listen, None, 1, 8)
     assert (done, failed) == (8, 0)
     assert stats.retransmits == 0 and stats.dropped_frames == 0
     assert summary["rx_overrun_bytes"] == 0
@@ -69,17 +72,22 @@ def test_clean_link_is_exact(models, listen, name):
     [("pty", "float_io", 1), ("tcp:0", "float_io", 2), ("pty", "two_outputs", 3), ("tcp:0", "int8_io", 4)],
 )
 def test_faulty_link_is_exact_or_a_clean_error(models, listen, name, seed):
-    done, failed, stats, summary = _run(models[name], listen, FAULTS, seed, 25)
-    assert done + failed == 25 or (done == 0 and failed == 1)
+    done, failed, stats, summary, results = _run(models[name], listen, FAULTS, seed, 25)
+    assert done + failed == 25, (done, failed, summary)
     assert summary["resets"] >= 1, "the reset fault must have fired"
-    # the faults happened and were recovered from, mostly
-    assert done >= 20, (done, failed, summary)
+    # How many samples a loaded machine completes within the timeouts is not
+    # the point; that the session recovered is: a sample the device reset
+    # under was repeated and came out exact, and so did one whose frames were
+    # corrupted (retransmitted or resynchronised).
+    exact = [r for r in results if r is not None]
+    assert any(r.device_resets >= 1 and r.repeats >= 1 for r in exact), summary
+    assert any(r.retransmits + r.resyncs > 0 for r in exact), summary
     assert stats.retransmits > 0 and stats.device_resets >= 1
 
 
 @pytest.mark.timeout(120)
 def test_resets_every_few_frames(models):
-    done, failed, stats, summary = _run(models["int8_io"], "pty", "reset_every=7", 5, 15)
+    done, failed, stats, summary, _ = _run(models["int8_io"], "pty", "reset_every=7", 5, 15)
     assert done == 15 and stats.device_resets >= 3 and stats.repeats >= 3
 
 

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers.simmodels import tiny_models
 
 from harness.errors import ConfigError, DataError, DeviceError
 from harness.model import TensorInfo, dequantize_sources, inspect_model
@@ -24,7 +25,6 @@ from harness.validate import (
     lsb_diff,
     validate,
 )
-from tests.simmodels import tiny_models
 
 F32 = TensorInfo("out", "float32", (1, 6))
 I8 = TensorInfo("out", "int8", (1, 6), scale=0.05, zero_point=-3, scales=(0.05,))

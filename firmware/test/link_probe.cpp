@@ -1,5 +1,5 @@
 // A minimal Cortex-M program around the protocol library, linked by
-// tests/firmware_build.py only to prove the link needs no heap or
+// harness/protocol/footprint.py only to prove the link needs no heap or
 // exception support and to measure the Dispatcher's static RAM.
 #include "fake_backend.h"
 #include "hil_dispatcher.h"

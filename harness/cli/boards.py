@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from harness import console
+from harness.boards import all_boards
 from harness.cli._common import subcommand
 
 
@@ -12,9 +14,6 @@ def register(sub, common):
 
 def run(args) -> int:
     from rich.markup import escape
-
-    from harness import console
-    from harness.boards import all_boards
 
     # Ids, sizes and upload methods stay whole; on a narrow terminal each
     # board's long name goes on its own line instead of a squeezed column.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from harness import console
+from harness.build import build
 from harness.cli._common import add_option, subcommand
 
 EPILOG = """\
@@ -39,9 +41,6 @@ def _kb(n: int) -> str:
 
 
 def run(args) -> int:
-    from harness import console
-    from harness.build import build
-
     on_line = (lambda line: console.err.print(line, markup=False, highlight=False)) if console.VERBOSITY >= 1 else None
     console.info(f"building {args.board} firmware for {args.model} ...")
     res = build(

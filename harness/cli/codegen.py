@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from harness import console
 from harness.cli._common import add_option, subcommand
+from harness.codegen import generate
 
 EPILOG = """\
 examples:
@@ -62,9 +64,6 @@ def register(sub, common):
 
 
 def run(args) -> int:
-    from harness import console
-    from harness.codegen import generate
-
     res = generate(
         args.model,
         args.out,

@@ -8,6 +8,7 @@ from rich.markup import escape
 
 from harness import console
 from harness.cli._common import add_option, subcommand
+from harness.convert import convert
 
 EPILOG = """\
 examples:
@@ -137,8 +138,6 @@ def register(sub, common) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.convert import convert
-
     with console.make_progress() as progress:
         res = convert(
             args.checkpoint_path,

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from harness import console
 from harness.cli._common import add_option, subcommand
+from harness.cli.validate import link_column
+from harness.demo import run_demo
+from harness.report import summary
+from harness.validate import Gates
 
 EPILOG = """\
 examples:
@@ -77,12 +82,6 @@ def register(sub, common) -> None:
 
 def run(args) -> int:
     from rich.markup import escape
-
-    from harness import console
-    from harness.cli.validate import link_column
-    from harness.demo import run_demo
-    from harness.report import summary
-    from harness.validate import Gates
 
     def on_step(s):
         how = "[dim]reused[/dim]" if s.reused else f"{s.seconds:.1f} s"

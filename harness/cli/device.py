@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from harness import console
+from harness.boards import load_board
 from harness.cli._common import add_option, subcommand
+from harness.device.sim import start_sim
 
 SIM_EPILOG = """\
 examples:
@@ -69,10 +72,6 @@ def run_sim(args) -> int:
     import signal
     import sys
     import threading
-
-    from harness import console
-    from harness.boards import load_board
-    from harness.device.sim import start_sim
 
     board = load_board(args.board)
     baud = board.baud if args.baud is None else args.baud

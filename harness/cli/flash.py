@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from harness import console
 from harness.cli._common import add_option, subcommand
+from harness.fileio import write_text_atomic
+from harness.flash import flash
 
 EPILOG = """\
 examples:
@@ -44,10 +47,6 @@ def register(sub, common):
 
 def run(args) -> int:
     import signal
-
-    from harness import console
-    from harness.fileio import write_text_atomic
-    from harness.flash import flash
 
     res = flash(
         args.board,

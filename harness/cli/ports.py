@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from harness import console
+from harness.boards import load_board
 from harness.cli._common import add_option, subcommand
+from harness.errors import DeviceError
 
 EPILOG = """\
 examples:
@@ -28,14 +31,10 @@ def run(args) -> int:
 
     from rich.table import Table
 
-    from harness import console
-    from harness.errors import DeviceError
-    from harness.ports import list_ports
+    from harness.ports import list_ports  # looked up per call: tests replace harness.ports.list_ports
 
     ports = list_ports()
     if args.board:
-        from harness.boards import load_board
-
         load_board(args.board)  # unknown ids fail with the list of known ones
         ports = [p for p in ports if args.board in p.boards]
     if args.first:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 
+from harness import console
 from harness.cli._common import add_option, subcommand
+from harness.errors import ConfigError
+from harness.report import summary, write_html, write_json, write_junit
+from harness.validate import Gates, validate
 
 EPILOG = """\
 examples:
@@ -130,8 +134,6 @@ def register(sub, common) -> None:
 
 
 def gates_from_args(args):
-    from harness.validate import Gates
-
     return Gates(
         min_cosine=None if args.min_cosine == -1 else args.min_cosine,
         max_lsb=None if args.max_lsb == -1 else args.max_lsb,
@@ -162,10 +164,6 @@ def link_column():
 def execute(port, model, data, args, *, reports: dict, progress_label: str | None = None) -> int:
     """Run validate, print the summary, write the reports; the exit code.
     Shared with `hil demo`."""
-    from harness import console
-    from harness.errors import ConfigError
-    from harness.report import summary, write_html, write_json, write_junit
-    from harness.validate import validate
 
     if not port:
         raise ConfigError(

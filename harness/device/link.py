@@ -139,7 +139,11 @@ class LineFaults:
 
 
 class LinePipe:
-    """One direction of the emulated line: rate, latency, faults, then `sink`."""
+    """One direction of the emulated line: rate, latency, faults, then `sink`.
+
+    By default a thread delivers each piece when it is due by `clock`. With
+    `threaded=False` nothing runs by itself: the caller delivers what is due
+    with `pump()`, so a test drives the line with its own clock."""
 
     def __init__(
         self,
@@ -148,28 +152,32 @@ class LinePipe:
         latency_s: float,
         faults: LineFaults | None = None,
         name: str = "line",
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        threaded: bool = True,
     ):
         self.sink = sink
         self.baud = int(baud)
         self.latency = float(latency_s)
         self.faults = faults
-        self.bytes_in = 0
+        self.clock = clock
         self._q: deque = deque()
         self._cv = threading.Condition()
         self._wire_free = 0.0
         self._stop = False
         # deliver in pieces of ~1 ms of line time so the far side sees a stream
         self._piece = max(32, self.baud // 10 // 1000) if self.baud else 1 << 16
-        self._thread = threading.Thread(target=self._run, name=f"sim-{name}", daemon=True)
-        self._thread.start()
+        self._thread = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name=f"sim-{name}", daemon=True)
+            self._thread.start()
 
     def put(self, data: bytes) -> None:
         if not data:
             return
-        self.bytes_in += len(data)
         if self.faults is not None:
             data = self.faults.apply(data)
-        now = time.monotonic()
+        now = self.clock()
         with self._cv:
             for i in range(0, len(data), self._piece):
                 piece = data[i : i + self._piece]
@@ -179,8 +187,19 @@ class LinePipe:
                 self._q.append((done + self.latency, piece))
             self._cv.notify()
 
-    def busy_until(self) -> float:
-        return self._wire_free
+    def _take_due(self, now: float) -> bytes:
+        out = bytearray()
+        while self._q and self._q[0][0] <= now:
+            out += self._q.popleft()[1]
+        return bytes(out)
+
+    def pump(self) -> bytes:
+        """Hands the sink what is due by `clock()` (and returns it)."""
+        with self._cv:
+            out = self._take_due(self.clock())
+        if out:
+            self.sink(out)
+        return out
 
     def _run(self) -> None:
         while True:
@@ -189,28 +208,23 @@ class LinePipe:
                     self._cv.wait()
                 if self._stop:
                     return
-                now = time.monotonic()
+                now = self.clock()
                 due = self._q[0][0]
                 if due > now:
                     self._cv.wait(due - now)
                     continue
-                out = bytearray()
-                while self._q and self._q[0][0] <= now:
-                    out += self._q.popleft()[1]
+                out = self._take_due(now)
             try:
-                self.sink(bytes(out))
+                self.sink(out)
             except Exception:  # a vanished peer must not kill the line
                 pass
-
-    def clear(self) -> None:
-        with self._cv:
-            self._q.clear()
 
     def close(self) -> None:
         with self._cv:
             self._stop = True
             self._cv.notify()
-        self._thread.join(timeout=2)
+        if self._thread is not None:
+            self._thread.join(timeout=2)
 
 
 class RxBuffer:
@@ -277,7 +291,6 @@ class PtyTransport:
         tty.setraw(self._slave)
         os.set_blocking(self.master, False)
         self.url = os.ttyname(self._slave)
-        self.lost_bytes = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sim-pty", daemon=True)
         self._thread.start()
@@ -310,11 +323,9 @@ class PtyTransport:
                 # nobody reads the port: keep trying a while, then lose the
                 # bytes like a UART with no listener
                 if time.monotonic() > deadline:
-                    self.lost_bytes += len(view)
                     return
                 select.select([], [self.master], [], 0.02)
             except OSError:
-                self.lost_bytes += len(view)
                 return
 
     def close(self) -> None:
@@ -345,7 +356,6 @@ class TcpTransport:
         self._srv.settimeout(0.1)
         self.port = self._srv.getsockname()[1]
         self.url = f"socket://{host}:{self.port}"
-        self.lost_bytes = 0
         self._conn: socket.socket | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -390,12 +400,11 @@ class TcpTransport:
         with self._lock:
             conn = self._conn
         if conn is None:
-            self.lost_bytes += len(data)
-            return
+            return  # no host connected: lost, like a UART with no listener
         try:
             conn.sendall(data)
         except OSError:
-            self.lost_bytes += len(data)
+            pass  # the host went away mid-frame
 
     def close(self) -> None:
         self._stop.set()

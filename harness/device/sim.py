@@ -28,11 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from harness import __version__
+from harness.arena import measure_arena
 from harness.boards import Board, load_board
 from harness.device.link import Faults, LineFaults, LinePipe, RxBuffer, make_transport, parse_faults
 from harness.errors import ConfigError
 from harness.model import inspect_bytes, read_model_bytes
 from harness.protocol import codec as c
+from harness.runtime import HostInterpreter
 
 FIRMWARE = f"tinyhil-sim {__version__}"
 BOOT_TIME_S = 0.02  # a reset loses what arrives while the board boots
@@ -44,8 +46,6 @@ def measured_arena(model: bytes) -> int:
     """TFLM's arena need for `model` (harness.arena), cached per model."""
     sha = hashlib.sha256(model).hexdigest()
     if sha not in _ARENA_CACHE:
-        from harness.arena import measure_arena
-
         with tempfile.TemporaryDirectory(prefix="hil-sim-") as d:
             p = Path(d) / "model.tflite"
             p.write_bytes(model)
@@ -101,8 +101,6 @@ class SimDevice:
             self.not_ready = f"model {len(self.model)} B does not fit the board's {self.board.flash_bytes} B of flash"
         self._interp = None
         if not self.not_ready:
-            from harness.runtime import HostInterpreter
-
             self._interp = HostInterpreter(self.model, "tflm")
         self._ins = self.info_model.inputs
         self._outs = self.info_model.outputs
@@ -136,7 +134,7 @@ class SimDevice:
             arena_size=self.arena_used,
             arena_used=self.arena_used,
             model_size=len(self.model),
-            model_sha256=self.info_model.sha256_bytes,
+            model_sha256=self.info_model.sha256,
             cpu_hz=int(self.board.get("clock_hz", 0) or 0),
             firmware=FIRMWARE,
             board=self.board.id,
@@ -243,7 +241,7 @@ class SimDevice:
             )
         if self._out_bufs is None:
             return self._error(frame, c.E_INCOMPLETE_INPUT, "no INVOKE since the device started")
-        k = min(m.length, self.max_frame - 16)
+        k = min(m.length, c.max_chunk(self.max_frame))
         return c.message_body(c.Data(m.tensor, m.offset, self._out_bufs[m.tensor][m.offset : m.offset + k]), frame.seq)
 
 

@@ -15,14 +15,21 @@ import zlib
 from dataclasses import dataclass, field
 
 from harness.errors import ProtocolError
-from harness.model import DTYPE_CODES
 
 VERSION = 1
 HEADER = 4  # type, flags, seq
 TRAILER = 4  # crc
 MIN_BODY = HEADER + TRAILER
 MAX_BODY_HOST = 65535 + MIN_BODY  # the largest body a host accepts
+CHUNK_HEADER = 8  # WRITE/DATA: tensor, 0, 0, offset
+CHUNK_OVERHEAD = MIN_BODY + CHUNK_HEADER  # body bytes around a WRITE's or DATA's tensor bytes
 FLAG_RETRY = 0x01
+
+
+def max_chunk(max_frame: int) -> int:
+    """Tensor bytes one WRITE or DATA carries in a body of `max_frame` bytes."""
+    return max_frame - CHUNK_OVERHEAD
+
 
 # INFO flags
 INFO_CYCLES_REAL = 0x0001
@@ -47,6 +54,9 @@ ERROR_NAMES = {
     8: "NOT_READY",
 }
 
+# Tensor dtypes on the wire (docs/protocol.md 3.1; hil_protocol.h kDtype*;
+# the generated model_data.h kHilDtype*): stable, never renumbered.
+DTYPE_CODES = {"float32": 1, "int8": 2, "uint8": 3, "int16": 4, "int32": 5, "float16": 6, "int64": 7, "bool": 8}
 DTYPE_NAMES = {v: k for k, v in DTYPE_CODES.items()}
 LOG_LEVELS = {0: "error", 1: "warn", 2: "info", 3: "debug"}
 
@@ -211,7 +221,7 @@ class Write:
     @classmethod
     def parse(cls, p: bytes) -> Write:
         t, _, _, off = _u("<BBHI", p, WRITE, exact=False)
-        return cls(t, off, bytes(p[8:]))
+        return cls(t, off, bytes(p[CHUNK_HEADER:]))
 
 
 @dataclass(frozen=True)
@@ -300,6 +310,15 @@ class TensorDescriptor:
             raise CodecError("VALUE", f"dtype {self.dtype} has no numpy type")
         return np.dtype(self.dtype if self.dtype != "bool" else np.bool_).newbyteorder("<")
 
+    def to_dict(self) -> dict:
+        return {
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "scale": self.scale,
+            "zero_point": self.zero_point,
+            "nbytes": self.nbytes,
+        }
+
     def encode(self) -> bytes:
         if len(self.shape) > 255:
             raise CodecError("VALUE", "more than 255 dims")
@@ -340,6 +359,9 @@ _INFO_FIXED = "<HHIHHIII32sI"
 
 @dataclass(frozen=True)
 class Info:
+    """The handshake's answer: what the device is and holds (docs/protocol.md 3.1).
+    The host's session keeps it as the device's description."""
+
     version: int
     flags: int
     max_frame: int
@@ -347,7 +369,7 @@ class Info:
     arena_size: int
     arena_used: int
     model_size: int
-    model_sha256: bytes
+    model_sha256: str  # hex, as `harness.model.ModelInfo.sha256`; 32 bytes on the wire
     cpu_hz: int
     firmware: str
     board: str
@@ -355,9 +377,29 @@ class Info:
     outputs: tuple[TensorDescriptor, ...] = ()
     TYPE = INFO
 
+    @property
+    def cycles_real(self) -> bool:
+        return bool(self.flags & INFO_CYCLES_REAL)
+
+    @property
+    def host_time(self) -> bool:
+        """True when invoke_us is the host's time (the simulated board)."""
+        return bool(self.flags & INFO_HOST_TIME)
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("inputs", "outputs")}
+        d["inputs"] = [t.to_dict() for t in self.inputs]
+        d["outputs"] = [t.to_dict() for t in self.outputs]
+        d["invoke_us_is_host_time"] = self.host_time
+        return d
+
     def payload(self) -> bytes:
-        if len(self.model_sha256) != 32:
-            raise CodecError("VALUE", "model_sha256 must be 32 bytes")
+        try:
+            sha = bytes.fromhex(self.model_sha256)
+        except (TypeError, ValueError):
+            sha = b""
+        if len(sha) != 32:
+            raise CodecError("VALUE", "model_sha256 must be 64 hex digits (32 bytes)")
         if len(self.inputs) > 255 or len(self.outputs) > 255:
             raise CodecError("VALUE", "more than 255 tensors")
         out = _pack(
@@ -370,7 +412,7 @@ class Info:
             self.arena_size,
             self.arena_used,
             self.model_size,
-            bytes(self.model_sha256),
+            sha,
             self.cpu_hz,
         )
         out += _str8(self.firmware) + _str8(self.board)
@@ -405,7 +447,7 @@ class Info:
             arena_size,
             arena_used,
             model_size,
-            sha,
+            sha.hex(),
             cpu_hz,
             firmware,
             board,
@@ -444,7 +486,7 @@ class Data:
     @classmethod
     def parse(cls, p: bytes) -> Data:
         t, _, _, off = _u("<BBHI", p, DATA, exact=False)
-        return cls(t, off, bytes(p[8:]))
+        return cls(t, off, bytes(p[CHUNK_HEADER:]))
 
 
 @dataclass(frozen=True)
@@ -567,11 +609,6 @@ class FrameDecoder:
     def dropped(self) -> int:
         return sum(self.drops.values())
 
-    @property
-    def pending(self) -> int:
-        """Bytes of a partly received frame."""
-        return len(self._buf)
-
     def reset(self) -> None:
         self._buf.clear()
         self._skipping = False
@@ -604,15 +641,3 @@ class FrameDecoder:
             except CodecError as exc:
                 self._drop(exc.reason)
         return out
-
-
-def pretty(msg: Message) -> str:
-    """A short human-readable form for logs."""
-    name = TYPE_NAMES.get(msg.TYPE, hex(msg.TYPE))
-    if isinstance(msg, (Write, Data)):
-        return f"{name}(t{msg.tensor} @{msg.offset} +{len(msg.data)})"
-    if isinstance(msg, Error):
-        return f"ERROR({msg.name}: {msg.message})"
-    if isinstance(msg, Info):
-        return f"INFO(v{msg.version} {msg.board} {msg.firmware} max_frame={msg.max_frame})"
-    return f"{name}{tuple(getattr(msg, k) for k in msg.__dataclass_fields__)}"

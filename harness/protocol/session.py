@@ -7,7 +7,7 @@
         result = s.infer([x])          # arrays in the device's dtypes/shapes
 
 What it does on the link (docs/protocol.md): keeps up to `rx_window`
-requests in flight (WRITEs chunked to `max_frame - 16` bytes, the INVOKE and
+requests in flight (WRITEs chunked to `codec.max_chunk(max_frame)` bytes, the INVOKE and
 the READs queued behind them), retransmits a request whose response is late
 (the deadline counts the line time of everything queued before it), matches
 responses by `seq`, repeats a sample after a device reset (`BOOT`) or an
@@ -22,13 +22,17 @@ INVOKE was lost and retransmitted) and the read is issued again.
 
 from __future__ import annotations
 
+import enum
+import errno
 import os
+import select
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import serial
 
 from harness.errors import ConfigError, DataError, DeviceError
 from harness.protocol import codec as c
@@ -39,76 +43,8 @@ __all__ = ["DeviceSession", "DeviceInfo", "InferenceResult", "LinkStats", "Tenso
 PORT_HINT = "check the port with `hil ports`, the cable, and that no other program holds it"
 
 
-@dataclass(frozen=True)
-class DeviceInfo:
-    """What the device said in its handshake (INFO)."""
-
-    version: int
-    flags: int
-    max_frame: int
-    rx_window: int
-    arena_size: int
-    arena_used: int
-    model_size: int
-    model_sha256: str  # hex
-    cpu_hz: int
-    firmware: str
-    board: str
-    inputs: list[TensorDescriptor]
-    outputs: list[TensorDescriptor]
-
-    @property
-    def cycles_real(self) -> bool:
-        return bool(self.flags & c.INFO_CYCLES_REAL)
-
-    @property
-    def host_time(self) -> bool:
-        """True when invoke_us is the host's time (the simulated board)."""
-        return bool(self.flags & c.INFO_HOST_TIME)
-
-    @classmethod
-    def from_message(cls, m: c.Info) -> DeviceInfo:
-        return cls(
-            m.version,
-            m.flags,
-            m.max_frame,
-            m.rx_window,
-            m.arena_size,
-            m.arena_used,
-            m.model_size,
-            bytes(m.model_sha256).hex(),
-            m.cpu_hz,
-            m.firmware,
-            m.board,
-            list(m.inputs),
-            list(m.outputs),
-        )
-
-    def to_dict(self) -> dict:
-        d = {
-            k: getattr(self, k)
-            for k in (
-                "version",
-                "flags",
-                "max_frame",
-                "rx_window",
-                "arena_size",
-                "arena_used",
-                "model_size",
-                "model_sha256",
-                "cpu_hz",
-                "firmware",
-                "board",
-            )
-        }
-        d["inputs"] = [_desc_dict(t) for t in self.inputs]
-        d["outputs"] = [_desc_dict(t) for t in self.outputs]
-        d["invoke_us_is_host_time"] = self.host_time
-        return d
-
-
-def _desc_dict(t: TensorDescriptor) -> dict:
-    return {"dtype": t.dtype, "shape": list(t.shape), "scale": t.scale, "zero_point": t.zero_point, "nbytes": t.nbytes}
+# What the device said in its handshake: the INFO message itself.
+DeviceInfo = c.Info
 
 
 @dataclass
@@ -156,6 +92,17 @@ class _Redo(Exception):
         self.reset = reset
 
 
+class _NoAnswer(DeviceError):
+    """A request went unanswered through every retry (the handshake words
+    this its own way; everyone else sees the DeviceError)."""
+
+
+class _Outcome(enum.Enum):
+    """What a response handler asks of the exchange besides done / more requests."""
+
+    DEFER = enum.auto()  # send the request again after `_release_deferred()`
+
+
 @dataclass
 class _Req:
     msg: object
@@ -167,6 +114,45 @@ class _Req:
     body: bytes = b""
     first_idx: int = 0  # order of this request's first transmission
     last_idx: int = 0  # order of its latest transmission
+
+
+def _errno(exc: BaseException) -> int | None:
+    """The errno behind a port error. pyserial's posix port sets it on its
+    SerialException; its socket:// and rfc2217:// handlers raise a
+    SerialException without one while handling the socket's OSError."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(getattr(exc, "errno", None), int):
+            return exc.errno
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+_BUSY = frozenset({errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK})  # EAGAIN: another holds the exclusive lock
+_MISSING = frozenset({errno.ENOENT, errno.ENODEV, errno.ENXIO})
+_DENIED = frozenset({errno.EACCES, errno.EPERM})
+
+
+def _open_error(url: str, exc: BaseException) -> DeviceError:
+    """A port that would not open, classified by its errno."""
+    code = _errno(exc)
+    if code in _BUSY:
+        return DeviceError(
+            f"port {url} is busy (another program has it open)",
+            "close the other program (serial monitor, another hil)",
+        )
+    if code in _MISSING:
+        return DeviceError(f"port {url} does not exist", PORT_HINT)
+    if code == errno.ECONNREFUSED:
+        return DeviceError(
+            f"nothing listens at {url} (connection refused)",
+            "start the device (e.g. `hil device sim`) or check host:port",
+        )
+    if code in _DENIED:
+        return DeviceError(f"no permission to open {url}", "add yourself to the dialout group (then log in again)")
+    text = str(exc)
+    return DeviceError(f"cannot open port {url}: {text.splitlines()[0] if text else type(exc).__name__}", PORT_HINT)
 
 
 class DeviceSession:
@@ -214,8 +200,6 @@ class DeviceSession:
 
     # ------------------------------------------------------------ port
     def _open(self):
-        import serial
-
         kw = dict(baudrate=self.baudrate, timeout=0)
         if not self.url.startswith("rfc2217://"):
             # pyserial's RFC 2217 client has no write timeout (it raises
@@ -228,27 +212,7 @@ class DeviceSession:
         except ValueError as exc:
             raise DeviceError(f"cannot open port {self.url}: {exc}", PORT_HINT) from exc
         except (serial.SerialException, OSError) as exc:
-            text = str(exc)
-            low = text.lower()
-            if "busy" in low or "lock" in low or "errno 16" in low or "resource temporarily" in low:
-                raise DeviceError(
-                    f"port {self.url} is busy (another program has it open)",
-                    "close the other program (serial monitor, another hil)",
-                ) from exc
-            if "no such file" in low or "errno 2" in low or "could not open port" in low and "errno 2" in low:
-                raise DeviceError(f"port {self.url} does not exist", PORT_HINT) from exc
-            if "connection refused" in low or "errno 111" in low:
-                raise DeviceError(
-                    f"nothing listens at {self.url} (connection refused)",
-                    "start the device (e.g. `hil device sim`) or check host:port",
-                ) from exc
-            if "permission denied" in low or "errno 13" in low:
-                raise DeviceError(
-                    f"no permission to open {self.url}", "add yourself to the dialout group (then log in again)"
-                ) from exc
-            raise DeviceError(
-                f"cannot open port {self.url}: {text.splitlines()[0] if text else type(exc).__name__}", PORT_HINT
-            ) from exc
+            raise _open_error(self.url, exc) from exc
         try:
             port.reset_input_buffer()  # stale bytes from before us
         except Exception:
@@ -277,8 +241,6 @@ class DeviceSession:
         self.close()
 
     def _write(self, data: bytes) -> None:
-        import serial
-
         if self._port is None:
             raise DeviceError(f"port {self.url} is closed", "open a new session")
         try:
@@ -298,16 +260,12 @@ class DeviceSession:
 
     def _poll(self, wait: float) -> list[c.Frame]:
         """Frames that arrived within `wait` seconds (returns early on data)."""
-        import serial
-
         if self._port is None:
             raise DeviceError(f"port {self.url} is closed", "open a new session")
         try:
             data = self._port.read(65536)
             if not data and wait > 0:
                 if self._fd is not None:
-                    import select
-
                     select.select([self._fd], [], [], wait)
                 else:
                     time.sleep(min(wait, 0.001))
@@ -380,8 +338,9 @@ class DeviceSession:
         self, reqs: list[_Req], handle: Callable[[_Req, object], object], what: str, stop_on_boot: bool = True
     ) -> None:
         """Run `reqs` pipelined. `handle(req, msg)` returns None (done),
-        "defer" (send again after `release()`), or a list of new requests;
-        it may raise. Responses to requests not in flight are ignored."""
+        `_Outcome.DEFER` (send again after `_release_deferred()`), or a list
+        of new requests; it may raise. Responses to requests not in flight
+        are ignored."""
         pending: deque[_Req] = deque(reqs)
         inflight: dict[int, _Req] = {}
         self._deferred: list[_Req] = []
@@ -412,7 +371,7 @@ class DeviceSession:
                 del inflight[f.seq]
                 answered.append(r)
                 out = handle(r, msg)
-                if out == "defer":
+                if out is _Outcome.DEFER:
                     self._deferred.append(r)
                 elif out:
                     pending.extendleft(reversed(out))
@@ -443,7 +402,7 @@ class DeviceSession:
             self.stats.retransmits += 1
             return
         if r.tries > self.retries:
-            raise DeviceError(
+            raise _NoAnswer(
                 f"device at {self.url} stopped answering ({what}: "
                 f"{c.TYPE_NAMES[r.msg.TYPE]} unanswered after {r.tries} tries, "
                 f"{self.timeout:g} s each)",
@@ -476,6 +435,17 @@ class DeviceSession:
             self.stats.elapsed += time.monotonic() - t0
 
     def _handshake(self) -> DeviceInfo:
+        info = self._hello()
+        self._accept(info)
+        self.info = info
+        self.window = max(1, min(info.rx_window or 1, self.window_limit or 1 << 16))
+        self.chunk = max(1, min(c.max_chunk(info.max_frame), self.chunk_limit or 1 << 30))
+        self.read_chunk = c.max_chunk(info.max_frame)
+        self._boots.clear()
+        return info
+
+    def _hello(self) -> c.Info:
+        """HELLO, stop-and-wait, until INFO comes back."""
         result: list[c.Info] = []
 
         def handle(r, msg):
@@ -498,23 +468,24 @@ class DeviceSession:
         self.window = 1
         try:
             self._exchange([req], handle, "handshake", stop_on_boot=False)
-        except DeviceError as exc:
-            if "stopped answering" in exc.message:
-                total = self.timeout * (self.retries + 1)
-                if self.stats.echoed_frames:
-                    raise DeviceError(
-                        f"the port {self.url} echoes what is sent back (TX looped to RX?); "
-                        f"no device answered the handshake within {total:g} s",
-                        "pick the board's port (`hil ports`) or check the wiring",
-                    ) from None
+        except _NoAnswer:
+            total = self.timeout * (self.retries + 1)
+            if self.stats.echoed_frames:
                 raise DeviceError(
-                    f"device at {self.url} did not answer the handshake within {total:g} s",
-                    "check the port/baud/firmware",
+                    f"the port {self.url} echoes what is sent back (TX looped to RX?); "
+                    f"no device answered the handshake within {total:g} s",
+                    "pick the board's port (`hil ports`) or check the wiring",
                 ) from None
-            raise
+            raise DeviceError(
+                f"device at {self.url} did not answer the handshake within {total:g} s",
+                "check the port/baud/firmware",
+            ) from None
         finally:
             self.window = saved
-        m = result[0]
+        return result[0]
+
+    def _accept(self, m: c.Info) -> None:
+        """A DeviceError unless this host can work with the device `m` describes."""
         if m.version != c.VERSION:
             raise DeviceError(
                 f"device at {self.url} chose protocol version {m.version}; this host speaks {c.VERSION}..{c.VERSION}",
@@ -525,8 +496,7 @@ class DeviceSession:
                 f"device at {self.url} reports max_frame {m.max_frame}, below the protocol's minimum",
                 "check the firmware",
             )
-        info = DeviceInfo.from_message(m)
-        if self.info is not None and (info.model_sha256, info.inputs, info.outputs) != (
+        if self.info is not None and (m.model_sha256, m.inputs, m.outputs) != (
             self.info.model_sha256,
             self.info.inputs,
             self.info.outputs,
@@ -535,21 +505,16 @@ class DeviceSession:
                 f"device at {self.url} came back from a reset with another model or tensor layout",
                 "check what is flashed on the board",
             )
-        self.info = info
-        self.window = max(1, min(m.rx_window or 1, self.window_limit or 1 << 16))
-        self.chunk = max(1, min(m.max_frame - 16, self.chunk_limit or 1 << 30))
-        self.read_chunk = m.max_frame - 16
-        self._boots.clear()
-        return info
 
     def ping(self, payload: bytes = b"") -> bytes:
         t0 = time.monotonic()
         try:
             if self.info is None:
                 self._handshake()
-            if len(payload) > self.info.max_frame - 8:
+            if len(payload) > self.info.max_frame - c.MIN_BODY:
                 raise ConfigError(
-                    f"ping payload of {len(payload)} B exceeds the device's frame ({self.info.max_frame - 8} B)",
+                    f"ping payload of {len(payload)} B exceeds the device's frame "
+                    f"({self.info.max_frame - c.MIN_BODY} B)",
                     "send less",
                 )
             got: list[bytes] = []
@@ -562,7 +527,10 @@ class DeviceSession:
                 got.append(msg.data)
 
             self._exchange(
-                [_Req(c.Ping(bytes(payload)), reply_bytes=len(payload) + 8)], handle, "ping", stop_on_boot=False
+                [_Req(c.Ping(bytes(payload)), reply_bytes=len(payload) + c.MIN_BODY)],
+                handle,
+                "ping",
+                stop_on_boot=False,
             )
             if got[0] != bytes(payload):
                 raise DeviceError(
@@ -583,27 +551,7 @@ class DeviceSession:
     def _infer(self, inputs: Sequence[np.ndarray]) -> InferenceResult:
         if self.info is None:
             self._handshake()
-        info = self.info
-        if len(inputs) != len(info.inputs):
-            raise DataError(
-                f"{len(inputs)} input arrays for a device with {len(info.inputs)} inputs",
-                "pass one array per model input",
-            )
-        bufs = []
-        for i, (x, t) in enumerate(zip(inputs, info.inputs)):
-            x = np.asarray(x)
-            if x.dtype != t.np_dtype.newbyteorder("="):
-                raise DataError(
-                    f"input {i} is {x.dtype}, the device's input {i} is {t.dtype}",
-                    "convert/quantize the data to the device's dtype first",
-                )
-            b = np.ascontiguousarray(x, dtype=t.np_dtype).tobytes()
-            if len(b) != t.nbytes:
-                raise DataError(
-                    f"input {i} holds {len(b)} bytes, the device's input {i} takes {t.nbytes} (shape {tuple(t.shape)})",
-                    "reshape the data to the device's input shape",
-                )
-            bufs.append(b)
+        bufs = self._input_bytes(inputs)
         r0, d0 = self.stats.retransmits, self.stats.dropped_frames
         repeats = resets = 0
         while True:
@@ -628,97 +576,152 @@ class DeviceSession:
                 else:
                     self._drain(self.timeout)
 
+    def _input_bytes(self, inputs: Sequence[np.ndarray]) -> list[bytes]:
+        """Each input as the device's tensor bytes; a DataError when one does not fit."""
+        info = self.info
+        if len(inputs) != len(info.inputs):
+            raise DataError(
+                f"{len(inputs)} input arrays for a device with {len(info.inputs)} inputs",
+                "pass one array per model input",
+            )
+        bufs = []
+        for i, (x, t) in enumerate(zip(inputs, info.inputs)):
+            x = np.asarray(x)
+            if x.dtype != t.np_dtype.newbyteorder("="):
+                raise DataError(
+                    f"input {i} is {x.dtype}, the device's input {i} is {t.dtype}",
+                    "convert/quantize the data to the device's dtype first",
+                )
+            b = np.ascontiguousarray(x, dtype=t.np_dtype).tobytes()
+            if len(b) != t.nbytes:
+                raise DataError(
+                    f"input {i} holds {len(b)} bytes, the device's input {i} takes {t.nbytes} (shape {tuple(t.shape)})",
+                    "reshape the data to the device's input shape",
+                )
+            bufs.append(b)
+        return bufs
+
     def _infer_once(self, bufs: list[bytes]) -> InferenceResult:
+        """One attempt at a sample: plan its requests, run them, adapt the
+        frame sizes, and turn the device's bytes into arrays."""
         info = self.info
         self._sample_id = (self._sample_id + 1) & 0xFFFFFFFF
-        sid = self._sample_id
-        reqs = []
-        for ti, b in enumerate(bufs):
-            for off in range(0, len(b), self.chunk):
-                reqs.append(_Req(c.Write(ti, off, b[off : off + self.chunk]), reply_bytes=8))
-        after = [_Req(c.Invoke(sid), reply_bytes=32)]
-        outs = [bytearray(t.nbytes) for t in info.outputs]
-        got = [0] * len(outs)
-        rmax = self.read_chunk
-        for ti, t in enumerate(info.outputs):
-            for off in range(0, t.nbytes, rmax):
-                after.append(
-                    _Req(c.Read(ti, off, min(rmax, t.nbytes - off)), reply_bytes=min(rmax, t.nbytes - off) + 16)
-                )
-        total_in = sum(len(b) for b in bufs)
-        state = {"result": None, "acked": 0}
-        if total_in == 0:
-            reqs, after = after, []
-
-        def fail(msg: c.Error, r: _Req):
-            if msg.code == c.E_INCOMPLETE_INPUT:
-                raise _Redo(f"{c.TYPE_NAMES[r.msg.TYPE]}: INCOMPLETE_INPUT ({msg.message})")
-            hint = {
-                c.E_NOT_READY: "the model does not fit/load on the device — check its arena and RAM",
-                c.E_INVOKE_FAILED: "the firmware's interpreter failed — check its op resolver and arena",
-            }
-            raise DeviceError(
-                f"device at {self.url} answered {c.TYPE_NAMES[r.msg.TYPE]} with {msg.name}: {msg.message}",
-                hint.get(msg.code, "check that the firmware matches the model"),
-            )
-
-        def handle(r: _Req, msg):
-            if isinstance(r.msg, c.Read) and state["result"] is None:
-                return "defer"  # processed before the INVOKE: may be the previous sample's
-            if isinstance(msg, c.Error):
-                return fail(msg, r)
-            if isinstance(msg, c.Ack):
-                self.stats.payload_bytes_sent += len(r.msg.data)
-                state["acked"] += len(r.msg.data)
-                if state["acked"] >= total_in and after:
-                    # INVOKE only once every WRITE is in: a WRITE the device
-                    # handled after the INVOKE would leave its bytes marked
-                    # as written for the next sample
-                    out = list(after)
-                    after.clear()
-                    return out
-                return None
-            if isinstance(msg, c.Result):
-                if msg.sample_id != sid:
-                    raise DeviceError(
-                        f"device at {self.url} answered sample {sid} with sample {msg.sample_id}",
-                        "check the firmware's INVOKE handling",
-                    )
-                state["result"] = msg
-                self._release_deferred()
-                return None
-            # DATA
-            req: c.Read = r.msg
-            if msg.tensor != req.tensor or msg.offset != req.offset or len(msg.data) > req.length or not msg.data:
-                raise DeviceError(
-                    f"device at {self.url} answered READ(t{req.tensor} @{req.offset}) with "
-                    f"DATA(t{msg.tensor} @{msg.offset} +{len(msg.data)})",
-                    "check the firmware's READ",
-                )
-            outs[req.tensor][req.offset : req.offset + len(msg.data)] = msg.data
-            got[req.tensor] += len(msg.data)
-            self.stats.payload_bytes_received += len(msg.data)
-            if len(msg.data) < req.length:  # the device's frame is smaller: read on
-                n = req.length - len(msg.data)
-                return [_Req(c.Read(req.tensor, req.offset + len(msg.data), n), reply_bytes=n + 16)]
-            return None
-
+        sample = _Sample(self, self._sample_id, bufs)
         r0 = self.stats.retransmits
-        self._exchange(reqs, handle, "inference")
+        self._exchange(sample.first_requests(), sample.handle, "inference")
         if self.stats.retransmits == r0:  # a clean sample: frames may grow back
-            self.chunk = min(info.max_frame - 16, self.chunk_limit or 1 << 30, self.chunk * 2)
-            self.read_chunk = min(info.max_frame - 16, self.read_chunk * 2)
-        res: c.Result = state["result"]
+            self.chunk = min(c.max_chunk(info.max_frame), self.chunk_limit or 1 << 30, self.chunk * 2)
+            self.read_chunk = min(c.max_chunk(info.max_frame), self.read_chunk * 2)
+        res = sample.result
         if res.status != 0:
             raise DeviceError(
                 f"inference failed on the device at {self.url} (TfLiteStatus {res.status})",
                 "check the firmware's op resolver and arena",
             )
-        arrays = [
+        return InferenceResult(outputs=sample.arrays(), invoke_us=res.invoke_us, cycles=res.cycles, status=res.status)
+
+
+def _write_req(tensor: int, offset: int, data: bytes) -> _Req:
+    return _Req(c.Write(tensor, offset, data), reply_bytes=c.MIN_BODY)
+
+
+def _read_req(tensor: int, offset: int, length: int) -> _Req:
+    return _Req(c.Read(tensor, offset, length), reply_bytes=length + c.CHUNK_OVERHEAD)
+
+
+_ERROR_HINTS = {
+    c.E_NOT_READY: "the model does not fit/load on the device — check its arena and RAM",
+    c.E_INVOKE_FAILED: "the firmware's interpreter failed — check its op resolver and arena",
+}
+
+
+@dataclass
+class _Sample:
+    """One attempt at one sample on the link: the WRITEs, then (once every
+    WRITE is acknowledged) the INVOKE and the READs; `handle` is the
+    exchange's response handler."""
+
+    session: DeviceSession
+    sample_id: int
+    bufs: list[bytes]
+    result: c.Result | None = None
+    acked: int = 0
+    outs: list[bytearray] = field(default_factory=list)
+    after: list[_Req] = field(default_factory=list)  # sent once every input byte is acknowledged
+
+    def __post_init__(self):
+        s = self.session
+        self.outs = [bytearray(t.nbytes) for t in s.info.outputs]
+        self.after = [_Req(c.Invoke(self.sample_id), reply_bytes=c.MIN_BODY + 24)]
+        for ti, t in enumerate(s.info.outputs):
+            for off in range(0, t.nbytes, s.read_chunk):
+                self.after.append(_read_req(ti, off, min(s.read_chunk, t.nbytes - off)))
+        self.total_in = sum(len(b) for b in self.bufs)
+
+    def first_requests(self) -> list[_Req]:
+        if self.total_in == 0:
+            out, self.after = self.after, []
+            return out
+        n = self.session.chunk
+        return [_write_req(ti, off, b[off : off + n]) for ti, b in enumerate(self.bufs) for off in range(0, len(b), n)]
+
+    def handle(self, r: _Req, msg) -> list[_Req] | _Outcome | None:
+        if isinstance(r.msg, c.Read) and self.result is None:
+            return _Outcome.DEFER  # processed before the INVOKE: may be the previous sample's
+        if isinstance(msg, c.Error):
+            return self._fail(r, msg)
+        if isinstance(msg, c.Ack):
+            return self._on_ack(r)
+        if isinstance(msg, c.Result):
+            return self._on_result(msg)
+        return self._on_data(r.msg, msg)
+
+    def _fail(self, r: _Req, msg: c.Error):
+        if msg.code == c.E_INCOMPLETE_INPUT:
+            raise _Redo(f"{c.TYPE_NAMES[r.msg.TYPE]}: INCOMPLETE_INPUT ({msg.message})")
+        raise DeviceError(
+            f"device at {self.session.url} answered {c.TYPE_NAMES[r.msg.TYPE]} with {msg.name}: {msg.message}",
+            _ERROR_HINTS.get(msg.code, "check that the firmware matches the model"),
+        )
+
+    def _on_ack(self, r: _Req) -> list[_Req] | None:
+        self.session.stats.payload_bytes_sent += len(r.msg.data)
+        self.acked += len(r.msg.data)
+        if self.acked >= self.total_in and self.after:
+            # INVOKE only once every WRITE is in: a WRITE the device handled
+            # after the INVOKE would leave its bytes marked as written for
+            # the next sample
+            out, self.after = self.after, []
+            return out
+        return None
+
+    def _on_result(self, msg: c.Result) -> None:
+        if msg.sample_id != self.sample_id:
+            raise DeviceError(
+                f"device at {self.session.url} answered sample {self.sample_id} with sample {msg.sample_id}",
+                "check the firmware's INVOKE handling",
+            )
+        self.result = msg
+        self.session._release_deferred()
+
+    def _on_data(self, req: c.Read, msg: c.Data) -> list[_Req] | None:
+        if msg.tensor != req.tensor or msg.offset != req.offset or len(msg.data) > req.length or not msg.data:
+            raise DeviceError(
+                f"device at {self.session.url} answered READ(t{req.tensor} @{req.offset}) with "
+                f"DATA(t{msg.tensor} @{msg.offset} +{len(msg.data)})",
+                "check the firmware's READ",
+            )
+        self.outs[req.tensor][req.offset : req.offset + len(msg.data)] = msg.data
+        self.session.stats.payload_bytes_received += len(msg.data)
+        if len(msg.data) < req.length:  # the device's frame is smaller: read on
+            return [_read_req(req.tensor, req.offset + len(msg.data), req.length - len(msg.data))]
+        return None
+
+    def arrays(self) -> list[np.ndarray]:
+        return [
             np.frombuffer(bytes(b), t.np_dtype).reshape(tuple(t.shape)).astype(t.np_dtype.newbyteorder("="))
-            for b, t in zip(outs, info.outputs)
+            for b, t in zip(self.outs, self.session.info.outputs)
         ]
-        return InferenceResult(outputs=arrays, invoke_us=res.invoke_us, cycles=res.cycles, status=res.status)
 
 
 MIN_CHUNK = 64
@@ -728,16 +731,10 @@ def _split(r: _Req) -> list[_Req] | None:
     m = r.msg
     if isinstance(m, c.Write) and len(m.data) >= 2 * MIN_CHUNK:
         h = len(m.data) // 2
-        return [
-            _Req(c.Write(m.tensor, m.offset, m.data[:h]), reply_bytes=8),
-            _Req(c.Write(m.tensor, m.offset + h, m.data[h:]), reply_bytes=8),
-        ]
+        return [_write_req(m.tensor, m.offset, m.data[:h]), _write_req(m.tensor, m.offset + h, m.data[h:])]
     if isinstance(m, c.Read) and m.length >= 2 * MIN_CHUNK:
         h = m.length // 2
-        return [
-            _Req(c.Read(m.tensor, m.offset, h), reply_bytes=h + 16),
-            _Req(c.Read(m.tensor, m.offset + h, m.length - h), reply_bytes=m.length - h + 16),
-        ]
+        return [_read_req(m.tensor, m.offset, h), _read_req(m.tensor, m.offset + h, m.length - h)]
     return None
 
 

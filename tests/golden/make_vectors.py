@@ -45,7 +45,7 @@ def from_fields(mtype: int, d: dict):
     kw = {}
     for f in fields(cls):
         v = d[f.name]
-        if f.name in ("data", "model_sha256"):
+        if f.name == "data":
             v = bytes.fromhex(v)
         elif f.name in ("inputs", "outputs"):
             v = tuple(
@@ -65,7 +65,7 @@ def _info(**over) -> c.Info:
         arena_size=65536,
         arena_used=23456,
         model_size=len(model),
-        model_sha256=hashlib.sha256(model).digest(),
+        model_sha256=hashlib.sha256(model).hexdigest(),
         cpu_hz=0,
         firmware="tinyhil-sim 0.1.0",
         board="sim",

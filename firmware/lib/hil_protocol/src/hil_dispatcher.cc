@@ -8,13 +8,29 @@ namespace protocol {
 
 namespace {
 
-constexpr size_t kWriteHeader = 8;   // u8 tensor, u8 0, u16 0, u32 offset
-constexpr size_t kReadPayload = 12;  // ... u32 length
-constexpr size_t kHelloPayload = 8;
-constexpr size_t kInvokePayload = 4;
 // DATA bytes that fit one frame of kMaxFrame: header, DATA header, CRC.
-constexpr size_t kMaxDataChunk = kMaxFrame - kMinBody - kWriteHeader;
+constexpr size_t kMaxDataChunk = MaxChunk(kMaxFrame);
 constexpr size_t kMaxErrorText = kMaxFrame - kMinBody - 4;
+
+bool IsRequest(uint8_t type) {
+  return type == kHello || type == kWrite || type == kInvoke || type == kRead || type == kPing;
+}
+
+// The ERROR text for a request whose payload CheckMessage refused.
+const char* BadLengthText(uint8_t type) {
+  switch (type) {
+    case kHello:
+      return "HELLO takes 8 bytes";
+    case kWrite:
+      return "WRITE takes 8 bytes + data";
+    case kInvoke:
+      return "INVOKE takes 4 bytes";
+    case kRead:
+      return "READ takes 12 bytes";
+    default:
+      return "payload does not fit its type";
+  }
+}
 
 size_t BoundedLength(const char* text, size_t limit) {
   size_t n = 0;
@@ -70,14 +86,15 @@ void Dispatcher::Handle(const FrameView& request) {
     // A HELLO starts a session. A new host process numbers its requests
     // from 1 again, so the old session's memory must go; the HELLO's nonce
     // tells a new session from a retransmitted HELLO of the current one.
-    const bool same = hello_seen_ && request.seq == hello_seq_ && request.payload_length == 8 &&
-                      LoadU32(request.payload + 4) == hello_nonce_;
+    const bool well_formed = CheckMessage(kHello, request.payload, request.payload_length) == Status::kOk;
+    const bool same =
+        hello_seen_ && well_formed && request.seq == hello_seq_ && LoadU32(request.payload + 4) == hello_nonce_;
     if (same) {
       ++counters_.duplicates;
     } else {
       for (Remembered& m : memory_) m.used = false;
       ClearInputs();
-      hello_seen_ = request.payload_length == 8;
+      hello_seen_ = well_formed;
       hello_seq_ = request.seq;
       hello_nonce_ = hello_seen_ ? LoadU32(request.payload + 4) : 0;
     }
@@ -112,6 +129,15 @@ void Dispatcher::Handle(const FrameView& request) {
 }
 
 void Dispatcher::Execute(const FrameView& request) {
+  const Status check = CheckMessage(request.type, request.payload, request.payload_length);
+  if (check == Status::kUnknownType || !IsRequest(request.type)) {
+    SendError(request.seq, kErrUnknownType, "unknown request type");
+    return;
+  }
+  if (check != Status::kOk) {
+    SendError(request.seq, kErrBadLength, BadLengthText(request.type));
+    return;
+  }
   switch (request.type) {
     case kHello:
       HandleHello(request);
@@ -131,8 +157,7 @@ void Dispatcher::Execute(const FrameView& request) {
       writer_.Put(request.payload, request.payload_length);
       writer_.End();
       return;
-    default:
-      SendError(request.seq, kErrUnknownType, "unknown request type");
+    default:  // IsRequest() holds only the cases above
       return;
   }
 }
@@ -152,10 +177,6 @@ bool Dispatcher::RefuseNotReady(uint16_t seq) {
 }
 
 void Dispatcher::HandleHello(const FrameView& request) {
-  if (request.payload_length != kHelloPayload) {
-    SendError(request.seq, kErrBadLength, "HELLO takes 8 bytes");
-    return;
-  }
   const uint16_t version_min = LoadU16(request.payload);
   const uint16_t version_max = LoadU16(request.payload + 2);
   if (version_min > kProtocolVersion || version_max < kProtocolVersion) {
@@ -210,14 +231,10 @@ void Dispatcher::HandleHello(const FrameView& request) {
 }
 
 void Dispatcher::HandleWrite(const FrameView& request) {
-  if (request.payload_length < kWriteHeader) {
-    SendError(request.seq, kErrBadLength, "WRITE takes 8 bytes + data");
-    return;
-  }
   if (RefuseNotReady(request.seq)) return;
   const uint8_t tensor = request.payload[0];
   const uint32_t offset = LoadU32(request.payload + 4);
-  const size_t length = request.payload_length - kWriteHeader;
+  const size_t length = request.payload_length - kChunkHeaderSize;
   TensorSpec spec;
   if (tensor >= backend_->NumInputs() || !backend_->GetTensorSpec(false, tensor, &spec)) {
     SendError(request.seq, kErrBadTensor, "no such input tensor");
@@ -233,17 +250,13 @@ void Dispatcher::HandleWrite(const FrameView& request) {
     return;
   }
   if (length > 0) {
-    std::memcpy(buffer + offset, request.payload + kWriteHeader, length);
+    std::memcpy(buffer + offset, request.payload + kChunkHeaderSize, length);
     Cover(tensor, offset, static_cast<uint32_t>(offset + length));
   }
   SendEmpty(kAck, request.seq);
 }
 
 void Dispatcher::HandleInvoke(const FrameView& request) {
-  if (request.payload_length != kInvokePayload) {
-    SendError(request.seq, kErrBadLength, "INVOKE takes 4 bytes");
-    return;
-  }
   if (RefuseNotReady(request.seq)) return;
   const uint32_t sample_id = LoadU32(request.payload);
   const int n_in = backend_->NumInputs();
@@ -273,10 +286,6 @@ void Dispatcher::HandleInvoke(const FrameView& request) {
 }
 
 void Dispatcher::HandleRead(const FrameView& request) {
-  if (request.payload_length != kReadPayload) {
-    SendError(request.seq, kErrBadLength, "READ takes 12 bytes");
-    return;
-  }
   if (RefuseNotReady(request.seq)) return;
   const uint8_t tensor = request.payload[0];
   const uint32_t offset = LoadU32(request.payload + 4);

@@ -46,7 +46,7 @@ static_assert(kMaxLog + 1 + kMinBody <= kMaxFrame, "HIL_MAX_LOG does not fit a f
 
 // A tensor as the handshake describes it (docs/protocol.md 3.1).
 struct TensorSpec {
-  uint8_t dtype;  // 1 float32, 2 int8, 3 uint8, 4 int16, 5 int32, 6 float16, 7 int64, 8 bool
+  uint8_t dtype;  // a Dtype (kDtypeFloat32, ...)
   uint8_t ndims;
   int32_t dims[kMaxDims];
   float scale;  // 0 when not quantized

@@ -412,26 +412,5 @@ Status FrameWriter::End() {
   return Status::kOk;
 }
 
-// ---------------------------------------------------------------- payloads
-bool Reader::U8(uint8_t* v) {
-  if (remaining() < 1) return false;
-  *v = data_[pos_++];
-  return true;
-}
-
-bool Reader::U16(uint16_t* v) {
-  if (remaining() < 2) return false;
-  *v = LoadU16(data_ + pos_);
-  pos_ += 2;
-  return true;
-}
-
-bool Reader::U32(uint32_t* v) {
-  if (remaining() < 4) return false;
-  *v = LoadU32(data_ + pos_);
-  pos_ += 4;
-  return true;
-}
-
 }  // namespace protocol
 }  // namespace hil

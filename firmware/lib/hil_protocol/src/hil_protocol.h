@@ -43,6 +43,12 @@ static_assert(kTxStage >= 256, "HIL_TX_STAGE must hold a whole COBS block");
 // Wire bytes of a body of n bytes: COBS overhead plus the 0x00 delimiter.
 constexpr size_t WireSize(size_t body) { return body + body / 254 + 2; }
 
+// WRITE and DATA: u8 tensor, u8 0, u16 0, u32 offset, then tensor bytes.
+constexpr size_t kChunkHeaderSize = 8;
+// Tensor bytes one WRITE or DATA carries in a body of max_frame bytes
+// (harness.protocol.codec.max_chunk).
+constexpr size_t MaxChunk(size_t max_frame) { return max_frame - kMinBody - kChunkHeaderSize; }
+
 // Message types (section 3).
 enum MessageType : uint8_t {
   kHello = 0x01,
@@ -76,6 +82,19 @@ enum ErrorCode : uint16_t {
   kErrInvokeFailed = 6,
   kErrVersion = 7,
   kErrNotReady = 8,
+};
+
+// Tensor dtypes in INFO's descriptors (section 3.1; the Python codec's
+// DTYPE_CODES). Stable: a code is never reused.
+enum Dtype : uint8_t {
+  kDtypeFloat32 = 1,
+  kDtypeInt8 = 2,
+  kDtypeUint8 = 3,
+  kDtypeInt16 = 4,
+  kDtypeInt32 = 5,
+  kDtypeFloat16 = 6,
+  kDtypeInt64 = 7,
+  kDtypeBool = 8,
 };
 
 enum LogLevel : uint8_t { kLogError = 0, kLogWarn = 1, kLogInfo = 2, kLogDebug = 3 };
@@ -242,22 +261,6 @@ class FrameWriter {
 };
 
 // ---------------------------------------------------------------- payloads
-// Little-endian field access with bounds checks.
-class Reader {
- public:
-  Reader(const uint8_t* data, size_t length) : data_(data), length_(length) {}
-  bool U8(uint8_t* v);
-  bool U16(uint16_t* v);
-  bool U32(uint32_t* v);
-  size_t remaining() const { return length_ - pos_; }
-  const uint8_t* here() const { return data_ + pos_; }
-
- private:
-  const uint8_t* data_;
-  size_t length_;
-  size_t pos_ = 0;
-};
-
 inline uint16_t LoadU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 inline uint32_t LoadU32(const uint8_t* p) {
   return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |

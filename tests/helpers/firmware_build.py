@@ -1,36 +1,21 @@
-"""Builds of the firmware's protocol library for its host tests and bench:
-the sanitizer test program, the libFuzzer target, and the Cortex-M cross
-build whose link is checked for heap use and whose static RAM is measured.
-Used by tests/test_firmware_codec.py and bench/firmware_protocol.py."""
+"""Host builds of the firmware for its tests: the protocol library's
+sanitizer test program and libFuzzer target (tests/test_firmware_codec.py),
+and the native firmware program (tests/test_firmware_native.py). The
+Cortex-M footprint build is product code: `harness.protocol.footprint`."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "firmware"
 PROTOCOL_SRC = FIRMWARE / "lib" / "hil_protocol" / "src"
 TEST_SRC = FIRMWARE / "test"
 SOURCES = sorted(PROTOCOL_SRC.glob("*.cc"))
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
 WARN = ["-Wall", "-Wextra", "-Wshadow", "-Werror"]
-CROSS_FLAGS = [
-    "-mthumb",
-    "-O2",
-    "-fno-exceptions",
-    "-fno-rtti",
-    "-fno-threadsafe-statics",
-    "-ffunction-sections",
-    "-fdata-sections",
-]
-# What a heap-free, exception-free link must not reference.
-FORBIDDEN = re.compile(
-    r"^(malloc|free|calloc|realloc|_malloc_r|_free_r|_calloc_r|_realloc_r|"
-    r"_Znwj|_Znaj|_Znwm|_Znam|_ZdlPv\w*|_ZdaPv\w*|__cxa_allocate_exception|__cxa_throw)$"
-)
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> None:
@@ -91,86 +76,6 @@ def build_fuzzer(out_dir: Path, cxx: str = "clang++") -> Path:
         ]
     )
     return exe
-
-
-def forbidden_symbols(elf: Path, prefix: str = "arm-none-eabi-") -> list[str]:
-    nm = subprocess.run([prefix + "nm", str(elf)], capture_output=True, text=True, check=True).stdout
-    return sorted({line.split()[-1] for line in nm.splitlines() if line.strip()} & _all_forbidden(nm))
-
-
-def _all_forbidden(nm_text: str) -> set[str]:
-    return {line.split()[-1] for line in nm_text.splitlines() if line.strip() and FORBIDDEN.match(line.split()[-1])}
-
-
-def cross_build(cpu: str, out_dir: Path, prefix: str = "arm-none-eabi-") -> dict:
-    """Compiles the library for `cpu`, links it with a probe program that
-    holds one static Dispatcher (over the fake backend), and reports: the
-    library's own .text/.data/.bss, the Dispatcher object's size, the
-    image's .data+.bss, and every heap/exception symbol the link pulled in."""
-    out = out_dir / cpu
-    out.mkdir(parents=True, exist_ok=True)
-    cxx = prefix + "g++"
-    flags = ["-std=c++17", f"-mcpu={cpu}", *CROSS_FLAGS, *WARN]
-    objects = []
-    for src in SOURCES:
-        obj = out / (src.stem + ".o")
-        _run([cxx, *flags, f"-I{PROTOCOL_SRC}", "-c", str(src), "-o", str(obj)])
-        objects.append(obj)
-    elf = out / "probe.elf"
-    _run(
-        [
-            cxx,
-            *flags,
-            f"-I{PROTOCOL_SRC}",
-            f"-I{TEST_SRC}",
-            str(TEST_SRC / "link_probe.cpp"),
-            *map(str, objects),
-            "--specs=nano.specs",
-            "--specs=nosys.specs",
-            "-Wl,--gc-sections",
-            "-o",
-            str(elf),
-        ]
-    )
-
-    def sections(path: Path) -> dict[str, int]:
-        text = subprocess.run(
-            [prefix + "size", "-A", "-d", str(path)], capture_output=True, text=True, check=True
-        ).stdout
-        totals = {"text": 0, "data": 0, "bss": 0}
-        for line in text.splitlines():
-            m = re.match(r"^\.(text|data|bss)\S*\s+(\d+)", line)
-            if m:
-                totals[m.group(1)] += int(m.group(2))
-        return totals
-
-    lib = {"text": 0, "data": 0, "bss": 0}
-    for obj in objects:
-        for k, v in sections(obj).items():
-            lib[k] += v
-    nm = subprocess.run([prefix + "nm", "-S", str(elf)], capture_output=True, text=True, check=True).stdout
-    dispatcher = 0
-    for line in nm.splitlines():
-        parts = line.split()
-        if "g_dispatcher" in parts[-1] and len(parts) == 4:
-            dispatcher = int(parts[1], 16)
-
-    def names(*args: str) -> set[str]:
-        text = subprocess.run(
-            [prefix + "nm", *args, *map(str, objects)], capture_output=True, text=True, check=True
-        ).stdout
-        return {line.split()[-1] for line in text.splitlines() if line.strip() and not line.endswith(":")}
-
-    imports = names("-u") - names("-g", "--defined-only")
-    return {
-        "cpu": cpu,
-        "library": lib,
-        "library_static_ram": lib["data"] + lib["bss"],
-        "dispatcher_bytes": dispatcher,
-        "image": sections(elf),
-        "forbidden": forbidden_symbols(elf, prefix),
-        "library_imports": sorted(imports),
-    }
 
 
 # --------------------------------------------------------------------- native program
