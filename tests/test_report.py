@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+from helpers.fakes import FakeSession
 from helpers.simmodels import tiny_models
 
 from harness.errors import DeviceError
@@ -23,7 +24,6 @@ from harness.report import (
     write_junit,
 )
 from harness.validate import SCHEMA, Gates, validate
-from tests.test_validate import FakeSession
 
 TOP_KEYS = {
     "schema",

@@ -9,13 +9,13 @@ import json
 import jsonschema
 import numpy as np
 import pytest
+from helpers.fakes import FakeSession
+from helpers.simmodels import tiny_models
 
 from harness import results
 from harness.errors import DeviceError
 from harness.results import Status, schema, to_json
 from harness.validate import Gates, validate
-from tests.simmodels import tiny_models
-from tests.test_validate import FakeSession
 
 
 def _check(report: dict, name: str) -> None:
