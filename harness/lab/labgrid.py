@@ -69,6 +69,7 @@ class LabgridClient:
 
         client = _import_labgrid()
         self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)  # labgrid looks the loop up on its thread
         try:
             self._session = self._loop.run_until_complete(asyncio.wait_for(self._connect(client), timeout=self.timeout))
         except (Exception, asyncio.TimeoutError) as exc:  # noqa: BLE001 - grpc and labgrid raise many kinds
@@ -78,8 +79,6 @@ class LabgridClient:
             ) from exc
 
     async def _connect(self, client):
-        from labgrid.remote.common import labgrid_version  # noqa: F401 - fails early on a broken install
-
         s = client.ClientSession(self.address, self._loop)
         await s.start()
         return s

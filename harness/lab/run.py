@@ -366,6 +366,10 @@ class LabRunner:
             for c in cells:
                 if c.attempts == 0:
                     self._fail(c, exc)
+        except Exception as exc:  # noqa: BLE001 - one board's surprise must not end the others
+            for c in cells:
+                if c.attempts == 0:
+                    self._fail(c, HilError(f"unexpected {type(exc).__name__}: {exc}", "run again with --debug"))
         finally:
             lock.release()
             for c in cells:
