@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -153,6 +154,80 @@ def lab_yaml(path: Path, instances: dict[str, dict], lock_dir: Path | None = Non
     doc["instances"] = instances
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+# labgrid's exporter starts ser2net with an accepter on every interface
+# ("tcp,PORT"); this wrapper, first on the exporter's PATH, binds it to 127.0.0.1.
+WRAPPER = """#!{python}
+import os, re, sys
+args = [re.sub(r",tcp,(\\d+)$", r",tcp,127.0.0.1,\\1", a) for a in sys.argv[1:]]
+os.execv({ser2net!r}, [{ser2net!r}, *args])
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc, what: str) -> None:
+    for _ in range(200):  # bounded: 20 s
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on {port}")
+
+
+class LabgridLab:
+    """A labgrid coordinator on 127.0.0.1 and the exporters a test starts; stopped by pid."""
+
+    def __init__(self, root: Path, ser2net: str):
+        self.root = root
+        self.procs: list[subprocess.Popen] = []
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        bindir = root / "bin"
+        bindir.mkdir()
+        (bindir / "ser2net").write_text(WRAPPER.format(python=sys.executable, ser2net=ser2net))
+        (bindir / "ser2net").chmod(0o755)
+        self.env = hil_env(PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}", LG_COORDINATOR=self.address)
+
+    def start(self, cmd: list[str], cwd: Path) -> subprocess.Popen:
+        log = open(cwd / f"{Path(cmd[0]).name}-{len(self.procs)}.log", "w")
+        p = subprocess.Popen(cmd, cwd=cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.procs.append(p)
+        return p
+
+    wait_port = staticmethod(wait_port)
+
+    def client(self, *args, check=True, **env) -> subprocess.CompletedProcess:
+        r = subprocess.run(
+            ["labgrid-client", "-x", self.address, *args],
+            capture_output=True,
+            text=True,
+            env={**self.env, **env},
+            timeout=30,
+        )
+        if check and r.returncode != 0:
+            raise RuntimeError(f"labgrid-client {' '.join(args)}: {r.stderr}")
+        return r
+
+    def acquired(self, place: str) -> bool:
+        return "acquired: None" not in self.client("-p", place, "show").stdout
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):  # by pid, exporters first
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from lab_helpers import ROOT, SAMPLES, hil, hil_env, lab_yaml, write_data
+from lab_helpers import ROOT, SAMPLES, LabgridLab, hil, lab_yaml, write_data
 from simmodels import tiny_models
 
 pytestmark = pytest.mark.timeout(240)
@@ -26,75 +25,6 @@ if shutil.which("labgrid-coordinator") is None or shutil.which("labgrid-exporter
 SER2NET = shutil.which("ser2net") or ("/usr/sbin/ser2net" if os.path.exists("/usr/sbin/ser2net") else None)
 if SER2NET is None:
     pytest.skip("ser2net is not installed: apt-get install ser2net (or run .ci/setup)", allow_module_level=True)
-
-# labgrid's exporter starts ser2net with an accepter on every interface
-# ("tcp,PORT"); this wrapper, first on the exporter's PATH, binds it to 127.0.0.1.
-WRAPPER = f"""#!{sys.executable}
-import os, re, sys
-args = [re.sub(r",tcp,(\\d+)$", r",tcp,127.0.0.1,\\1", a) for a in sys.argv[1:]]
-os.execv({SER2NET!r}, [{SER2NET!r}, *args])
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen, what: str) -> None:
-    for _ in range(200):  # bounded: 20 s
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not listen on {port}")
-
-
-class Lab:
-    def __init__(self, root: Path):
-        self.root = root
-        self.procs: list[subprocess.Popen] = []
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        bindir = root / "bin"
-        bindir.mkdir()
-        (bindir / "ser2net").write_text(WRAPPER)
-        (bindir / "ser2net").chmod(0o755)
-        self.env = hil_env(PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}", LG_COORDINATOR=self.address)
-
-    def start(self, cmd: list[str], cwd: Path) -> subprocess.Popen:
-        log = open(cwd / f"{Path(cmd[0]).name}-{len(self.procs)}.log", "w")
-        p = subprocess.Popen(cmd, cwd=cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        self.procs.append(p)
-        return p
-
-    def client(self, *args, check=True, **env) -> subprocess.CompletedProcess:
-        r = subprocess.run(
-            ["labgrid-client", "-x", self.address, *args],
-            capture_output=True,
-            text=True,
-            env={**self.env, **env},
-            timeout=30,
-        )
-        if check and r.returncode != 0:
-            raise RuntimeError(f"labgrid-client {' '.join(args)}: {r.stderr}")
-        return r
-
-    def acquired(self, place: str) -> bool:
-        return "acquired: None" not in self.client("-p", place, "show").stdout
-
-    def stop(self) -> None:
-        for p in reversed(self.procs):  # by pid, exporters first
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
 
 
 @pytest.fixture(scope="module")
@@ -110,10 +40,10 @@ def lg_lab(tmp_path_factory, lg_models):
 
     root = tmp_path_factory.mktemp("labgrid")
     sims = [start_sim(lg_models[0], listen="pty", baud=0, latency_ms=0, arena_size=8192) for _ in range(2)]
-    lab = Lab(root)
+    lab = LabgridLab(root, SER2NET)
     try:
         lab.start(["labgrid-coordinator", "--listen", lab.address], root)
-        wait_port(lab.port, lab.procs[0], "labgrid-coordinator")
+        lab.wait_port(lab.port, lab.procs[0], "labgrid-coordinator")
         for i, host in enumerate(("host-a", "host-b")):
             cfg = root / f"{host}.yaml"
             cfg.write_text(f"board:\n  RawSerialPort:\n    port: {sims[i].url}\n    speed: 115200\n")
