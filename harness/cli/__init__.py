@@ -16,7 +16,7 @@ from harness import __version__, console
 from harness.errors import HilError
 
 # Order is the order shown in `hil --help`.
-COMMANDS = ["demo", "convert", "codegen", "build", "flash", "device", "validate", "ports", "boards"]
+COMMANDS = ["demo", "convert", "codegen", "build", "flash", "device", "validate", "lab", "ports", "boards"]
 
 EPILOG = """\
 pipeline:

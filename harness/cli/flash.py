@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from harness import console
 from harness.cli._common import add_option, subcommand
+from harness.cli._lab import add_lab_options, lab_instance
+from harness.errors import ConfigError
 from harness.fileio import write_text_atomic
 from harness.flash import flash
 
@@ -27,7 +29,7 @@ exit codes: 0 flashed/started, 2 could not (tool missing, no board, no firmware)
 
 def register(sub, common):
     p = subcommand(sub, common, "flash", "program the board (or start QEMU / the native firmware)", epilog=EPILOG)
-    add_option(p, "--board", required=True, metavar="ID", help="board id (see `hil boards`)")
+    add_option(p, "--board", metavar="ID", help="board id (see `hil boards`; required without --instance)")
     add_option(p, "--port", metavar="URL", help="serial port of the board (default: found by USB VID:PID)")
     add_option(p, "--elf", metavar="PATH", help="firmware (default: build/<board>/firmware.elf)")
     add_option(p, "--tcp_port", type=int, metavar="N", help="qemu_m55: TCP port for the UART (default: a free one)")
@@ -42,10 +44,22 @@ def register(sub, common):
     add_option(p, "--log", metavar="PATH", help="qemu_m55: QEMU's own output to this file")
     add_option(p, "--dry_run", action="store_true", help="STM32N6: only show the commands")
     add_option(p, "--model", metavar="M.tflite", help="nano33ble: the model (rebuilds if needed)")
+    add_lab_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    with lab_instance(args) as inst:  # --lab/--instance: the board's port and flash options, under its lock
+        if inst is not None:
+            args.elf = args.elf or inst.flash.elf
+            args.ram = args.ram or inst.flash.ram
+            args.tcp_port = args.tcp_port or inst.flash.tcp_port
+        if not args.board:
+            raise ConfigError("no --board given", "pass --board ID (hil boards), or --lab LAB --instance NAME")
+        return _run(args)
+
+
+def _run(args) -> int:
     import signal
 
     res = flash(

@@ -6,6 +6,7 @@ import os
 
 from harness import console
 from harness.cli._common import add_option, subcommand
+from harness.cli._lab import add_lab_options, lab_instance
 from harness.errors import ConfigError
 from harness.report import summary, write_html, write_json, write_junit
 from harness.validate import Gates, validate
@@ -130,6 +131,7 @@ def register(sub, common) -> None:
     add_option(g, "--junit_xml", metavar="PATH", help="JUnit XML, one testcase per gate (for CI)")
     add_option(g, "--html", metavar="PATH", help="self-contained HTML report")
     add_option(g, "--worst_k", type=int, default=10, metavar="K", help="worst samples listed (default 10)")
+    add_lab_options(p)
     p.set_defaults(func=run)
 
 
@@ -221,10 +223,11 @@ def execute(port, model, data, args, *, reports: dict, progress_label: str | Non
 
 
 def run(args) -> int:
-    return execute(
-        args.port,
-        args.model,
-        args.data,
-        args,
-        reports={"json": args.report_json, "junit": args.junit_xml, "html": args.html},
-    )
+    with lab_instance(args):  # --lab/--instance: port and board from the lab file, under the board's lock
+        return execute(
+            args.port,
+            args.model,
+            args.data,
+            args,
+            reports={"json": args.report_json, "junit": args.junit_xml, "html": args.html},
+        )
