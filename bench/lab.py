@@ -25,13 +25,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from lab_helpers import LabgridLab, SimProcess, lab_yaml, write_data  # noqa: E402
-from simmodels import tiny_models  # noqa: E402
+sys.path.insert(0, str(ROOT))
 
 from harness.lab.labfile import load_lab  # noqa: E402
 from harness.lab.run import RunSettings, model_specs, run_lab  # noqa: E402
+from harness.testing.lab import LabgridLab, SimProcess, lab_yaml, write_data  # noqa: E402
+from harness.testing.models import tiny_models  # noqa: E402
 
 
 def parallel_vs_serial(tmp: Path, model: Path, data: Path, samples: int) -> dict:

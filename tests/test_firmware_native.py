@@ -16,7 +16,8 @@ import subprocess
 import numpy as np
 import pytest
 from helpers import firmware_build as fb
-from helpers.simmodels import build_tiny_models, random_inputs
+
+from harness.testing.models import build_tiny_models, random_inputs
 
 pytestmark = [pytest.mark.tflm, pytest.mark.slow]
 

@@ -12,13 +12,13 @@ import threading
 import xml.etree.ElementTree as ET
 
 import pytest
-from lab_helpers import ROOT, SAMPLES, SimProcess, hil, hil_env, lab_yaml, write_data
-from simmodels import tiny_models
 
 from harness.errors import ConfigError
 from harness.lab.labfile import load_lab
 from harness.lab.lock import BoardBusyError, BoardLock
 from harness.lab.run import RunSettings, model_specs, run_lab
+from harness.testing.lab import SAMPLES, SimProcess, hil, hil_env, lab_yaml, write_data
+from harness.testing.models import tiny_models
 
 pytestmark = pytest.mark.timeout(180)
 N_BOARDS = 3
@@ -258,7 +258,7 @@ def test_power_control_cycles_an_erroring_board_and_tries_again(tmp_path, lab_mo
     state = tmp_path / "board.json"
     board = SimProcess(model, state, baud=115200)
     try:
-        cmd = [sys.executable, str(ROOT / "tests" / "lab_helpers.py"), "restart-sim", str(state)]
+        cmd = [sys.executable, "-m", "harness.testing.lab", "restart-sim", str(state)]
         inst = {"flaky": {"board": "sim", "port": board.url, "power": {"command": cmd}}}
         lab = load_lab(lab_yaml(tmp_path / "lab.yaml", inst, lock_dir=lock_dir))
         events = []

@@ -15,8 +15,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from lab_helpers import ROOT, SAMPLES, LabgridLab, hil, lab_yaml, write_data
-from simmodels import tiny_models
+
+from harness.testing.lab import ROOT, SAMPLES, LabgridLab, hil, lab_yaml, write_data
+from harness.testing.models import tiny_models
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -10,7 +10,6 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 from helpers.fakes import FakeSession
-from helpers.simmodels import tiny_models
 
 from harness.errors import DeviceError
 from harness.report import (
@@ -23,6 +22,7 @@ from harness.report import (
     write_json,
     write_junit,
 )
+from harness.testing.models import tiny_models
 from harness.validate import SCHEMA, Gates, validate
 
 TOP_KEYS = {

@@ -10,11 +10,11 @@ import jsonschema
 import numpy as np
 import pytest
 from helpers.fakes import FakeSession
-from helpers.simmodels import tiny_models
 
 from harness import results
 from harness.errors import DeviceError
 from harness.results import Status, schema, to_json
+from harness.testing.models import tiny_models
 from harness.validate import Gates, validate
 
 

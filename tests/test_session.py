@@ -10,13 +10,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers.simmodels import tiny_models
 
 from harness.device.link import TcpTransport
 from harness.device.sim import start_sim
 from harness.errors import DataError, DeviceError
 from harness.model import inspect_model
 from harness.protocol.session import DeviceSession, _open_error, check_device_matches
+from harness.testing.models import tiny_models
 
 pytestmark = pytest.mark.timeout(120)
 

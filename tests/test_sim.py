@@ -7,7 +7,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers.simmodels import random_inputs, tiny_models
 
 from harness.boards import load_board
 from harness.device.link import Faults, LineFaults, LinePipe, RxBuffer, parse_faults
@@ -16,6 +15,7 @@ from harness.errors import ConfigError
 from harness.model import inspect_model
 from harness.protocol import codec as c
 from harness.runtime import HostInterpreter
+from harness.testing.models import random_inputs, tiny_models
 
 
 @pytest.fixture(scope="session")

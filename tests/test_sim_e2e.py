@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers.simmodels import random_inputs, tiny_models
 
 from harness.device.sim import start_sim
 from harness.errors import DeviceError
 from harness.model import inspect_model
 from harness.protocol.session import DeviceSession, check_device_matches
 from harness.runtime import HostInterpreter
+from harness.testing.models import random_inputs, tiny_models
 
 BAUD = 4_000_000  # fast line: these tests are about correctness, bench/link.py measures speed
 FAULTS = "ber=1e-4,drop=1e-4,garbage=0.01,reset_after=40,stall=0.01:50ms"

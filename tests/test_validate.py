@@ -9,11 +9,11 @@ import json
 import numpy as np
 import pytest
 from helpers.fakes import FakeSession
-from helpers.simmodels import tiny_models
 
 from harness.errors import ConfigError, DataError, DeviceError
 from harness.model import TensorInfo, dequantize_sources, inspect_model
 from harness.runtime import quantize
+from harness.testing.models import tiny_models
 from harness.validate import (
     Gates,
     LsbScale,

@@ -8,10 +8,10 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-from helpers.simmodels import tiny_models
 
 from harness.cli import main
 from harness.device.sim import start_sim
+from harness.testing.models import tiny_models
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ process so a test can kill one), lab files, data files. Used by
 tests/test_lab*.py and bench/lab.py.
 
 Also a small command line, used as a lab file's flash/power command:
-    python tests/lab_helpers.py restart-sim STATE.json
+    python -m harness.testing.lab restart-sim STATE.json
 stops the simulated board named in STATE.json (pid) and starts it again on
 the same TCP port — what a power cycle does to a board.
 """
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+# The checkout (or site-packages) that holds the `harness` package.
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = 8
 
 
