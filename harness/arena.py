@@ -68,7 +68,9 @@ class ArenaProbe:
             MKL_NUM_THREADS="1",
         )
         try:
-            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            from harness import procs  # the probe dies with tinyhil
+
+            self._proc = procs.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         except OSError as exc:
             raise ToolError(
                 f"cannot start {sys.executable} to measure the arena: {exc.strerror}", "check the Python installation"

@@ -11,7 +11,6 @@ builds do not recompile).
 from __future__ import annotations
 
 import binascii
-import contextlib
 import functools
 import json
 import math
@@ -343,7 +342,12 @@ def read_normalization(config_path: Path) -> tuple[list[float], list[float]] | N
                 f"model config {config_path}: mean has {len(mean)} values, std {len(std)}",
                 "they must have the same length (or one of them a single value)",
             )
-    if any(v == 0.0 or not math.isfinite(v) for v in std) or any(not math.isfinite(v) for v in mean):
+    if any(not math.isfinite(v) for v in mean):
+        raise ConfigError(
+            f"model config {config_path}: mean has a non-finite value (NaN or infinity)",
+            "fix the normalization constants",
+        )
+    if any(v == 0.0 or not math.isfinite(v) for v in std):
         raise ConfigError(
             f"model config {config_path}: std has a zero or non-finite value", "fix the normalization constants"
         )
@@ -545,7 +549,7 @@ def check_board(board_id: str, model_size: int, arena_bytes: int) -> tuple[dict,
 
 def _write_all(out_dir: Path, files: dict[str, bytes]) -> dict[str, bool]:
     """Write the changed files; either all changed files are replaced or none."""
-    from harness.fileio import atomic_path
+    from harness.fileio import OutputSet
 
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"output {out_dir} is a file, not a folder", "pass a folder with --out")
@@ -557,17 +561,17 @@ def _write_all(out_dir: Path, files: dict[str, bytes]) -> dict[str, bool]:
             changed[fname] = True
         except OSError as exc:
             raise ConfigError(f"cannot write to {out_dir}: {exc.strerror}", "choose a writable output folder") from exc
-    with contextlib.ExitStack() as stack:
+    with OutputSet([out_dir / f for f, c in changed.items() if c]).staged() as stack:
         for fname, blob in files.items():
             if changed[fname]:
-                tmp = stack.enter_context(atomic_path(out_dir / fname))
+                tmp = stack.path(out_dir / fname)
                 try:
                     tmp.write_bytes(blob)
                 except OSError as exc:
                     raise ConfigError(
                         f"cannot write {out_dir / fname}: {exc.strerror}", "choose a writable output folder"
                     ) from exc
-        # leaving the stack renames every temporary file over its target
+        # leaving the block renames every temporary file over its target, or rolls all back
     return changed
 
 
@@ -615,6 +619,12 @@ def generate(
         from harness.boards import load_board
 
         load_board(board)  # an unknown board fails before the measurement starts
+    from harness.fileio import OutputSet
+
+    OutputSet(
+        outputs=[out_dir / f for f in ([INCBIN_COPY] if fmt == "incbin" else []) + list(FILES)],
+        inputs={"--model": model, "--model_config": config_path},
+    ).check()  # an unwritable --out, or one that holds the model, fails before the measurement
 
     probe = None
     if arena_bytes is None:

@@ -24,7 +24,7 @@ from harness import __version__
 from harness import data as hdata
 from harness.console import NullProgress
 from harness.errors import ConfigError, DataError, ModelError, ToolError
-from harness.fileio import atomic_path, sha256_file
+from harness.fileio import OutputSet, sha256_file
 from harness.metrics import agreement
 from harness.model import TensorInfo, inspect_bytes
 
@@ -361,6 +361,10 @@ def convert(
         not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names)
     ):
         raise ConfigError(f"model config {cfg_path}: class_names must be a list of strings", "fix the config")
+    outs = OutputSet(
+        outputs={"--output_path": out, "validation data": npz_out, "ONNX": onnx_out, "--report_json": report_out},
+        inputs={"--checkpoint_path": ckpt, "--model_config": cfg_path, "--data_path_train": data_path},
+    ).check()  # before minutes of conversion: no output may destroy an input
 
     # ---- model and data
     t0 = time.perf_counter()
@@ -592,8 +596,8 @@ def convert(
 
     # ---- outputs, all or nothing
     npz_written = None
-    with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_path(out))
+    with outs.staged() as stack:
+        tmp = stack.path(out)
         tmp.write_bytes(flat)
         if npz_arrays is not None:
             meta = {
@@ -623,16 +627,16 @@ def convert(
                 },
                 "created_by": f"tinyhil {__version__} convert",
             }
-            tmp_npz = stack.enter_context(atomic_path(npz_out))
+            tmp_npz = stack.path(npz_out)
             with open(tmp_npz, "wb") as f:
                 np.savez(f, **npz_arrays, meta=np.array(json.dumps(meta)))
             npz_written = npz_out
         if onnx_out is not None:
-            tmp_onnx = stack.enter_context(atomic_path(onnx_out))
+            tmp_onnx = stack.path(onnx_out)
             _export_onnx(model, tmp_onnx)
         report["timing_s"]["total"] = round(time.perf_counter() - t_start, 3)
         if report_out is not None:
-            tmp_rep = stack.enter_context(atomic_path(report_out))
+            tmp_rep = stack.path(report_out)
             tmp_rep.write_text(json.dumps(report, indent=2, default=_json_default) + "\n", encoding="utf-8")
     return ConvertResult(
         tflite=out,
@@ -658,15 +662,9 @@ def _json_default(obj):
 def load_validation_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
     """The arrays and the parsed `meta` of a `_validation_data.npz`."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError as exc:
-        raise DataError(f"validation data {path} does not exist", "run `hil convert` first") from exc
-    except Exception as exc:
-        raise DataError(
-            f"cannot read validation data {path}: {type(exc).__name__}", "re-run `hil convert` to write it again"
-        ) from exc
+    from harness.arrays import load_npz  # headers checked before allocating; corrupt != missing
+
+    arrays = load_npz(path, what="validation data")
     if "meta" not in arrays or "x" not in arrays:
         raise DataError(
             f"{path} is not a tinyhil validation file (no 'x'/'meta')", "pass the npz written by `hil convert`"

@@ -55,13 +55,9 @@ class Dataset:
 
 
 def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(
-            f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-            "check that it is a NumPy .npy file written by np.save",
-        ) from exc
+    from harness.arrays import load_npy  # headers checked before allocating; corrupt != missing
+
+    return load_npy(path, what="training data")
 
 
 def _fit_shape(x: np.ndarray, input_shape: tuple[int, ...] | None, what: str, stacked: bool) -> np.ndarray:
@@ -148,13 +144,10 @@ def _from_xy(xp: Path, yp: Path | None, input_shape, class_names, layout: str) -
 
 
 def _from_npz(path: Path, input_shape, class_names) -> Dataset:
-    try:
-        z = np.load(path, allow_pickle=False)
-        keys = set(z.files)
-    except Exception as exc:  # zipfile/ValueError/OSError on corrupt archives
-        raise DataError(
-            f"cannot read {path}: {type(exc).__name__}", "check that it is an .npz written by np.savez"
-        ) from exc
+    from harness.arrays import load_npz  # headers checked before allocating; corrupt != missing
+
+    z = load_npz(path, what="training data")
+    keys = set(z)
     xk = "x" if "x" in keys else ("X" if "X" in keys else None)
     if xk is None:
         raise DataError(

@@ -119,6 +119,14 @@ def run_demo(
         )
     t_all = time.monotonic()
     out = Path(out)
+    # Cheap checks before minutes of training: the work folder, the report set, the options.
+    from harness.device.link import parse_faults
+    from harness.fileio import OutputSet
+
+    report_set = OutputSet([out / "reports" / f"validation.{e}" for e in ("json", "xml", "html")]).check()
+    parse_faults(faults)
+    if samples is not None and samples < 1:
+        raise ConfigError(f"--samples {samples} must be at least 1", "leave it out to use every sample")
     out.mkdir(parents=True, exist_ok=True)
     state = {} if fresh else _state(out)
     steps: list[DemoStep] = []
@@ -261,12 +269,14 @@ def run_demo(
             )
         finally:
             dev.stop()
+    from harness.procs import deferred_signals
     from harness.report import write_html, write_json, write_junit
 
     d = rep.to_dict()
-    write_json(d, reports["json"])
-    write_junit(d, reports["junit"])
-    write_html(d, reports["html"])
+    with deferred_signals(), report_set.staged() as st:  # the set as a whole: never old and new mixed
+        write_json(d, st.path(reports["json"]))
+        write_junit(d, st.path(reports["junit"]))
+        write_html(d, st.path(reports["html"]))
     step("validate", t0, False, f"{rep.status.upper()}, {d['samples_done']} samples")
     return DemoResult(
         out_dir=out,

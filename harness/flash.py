@@ -42,9 +42,9 @@ class FlashResult:
     def stop(self) -> None:
         """End the emulator or host firmware this flash started (if any)."""
         if isinstance(self.process, subprocess.Popen):
-            if self.process.poll() is None:
-                self.process.kill()
-            self.process.wait()
+            from harness import procs
+
+            procs.stop(self.process)
         elif self.process is not None:
             self.process.stop()
 
@@ -84,17 +84,23 @@ def flash_native(board: Board, program: Path, timeout: float = 10.0, detach: boo
         raise ConfigError(
             f"native firmware {program} does not exist", "build it first: hil build --board native --model M.tflite"
         )
+    with open(program, "rb") as f:
+        if f.read(4) != b"\x7fELF":
+            raise ConfigError(
+                f"native firmware {program} is not an ELF program", "pass the firmware `hil build --board native` built"
+            )
+    from harness import procs
+
     cmd = [str(program)]
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None, start_new_session=detach
-    )
+    try:
+        proc = procs.popen(cmd, detach=detach, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None)
+    except OSError as exc:
+        raise FlashError(f"cannot start {program}: {exc.strerror}", "rebuild it: hil build --board native") from exc
     try:
         return _native_port(board, program, proc, cmd, timeout)
     except BaseException:
         # No orphan firmware left behind, whatever went wrong (Ctrl-C too).
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        procs.stop(proc)
         raise
 
 

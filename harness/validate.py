@@ -101,18 +101,9 @@ def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         )
     if path.is_dir():
         raise DataError(f"validation data {path} is a folder", "pass an .npz or .npy file")
-    try:
-        if path.suffix == ".npy":
-            return {"x": np.load(path, allow_pickle=False)}, {}
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):  # np.load of an .npy named otherwise
-                return {"x": np.asarray(z)}, {}
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(
-            f"cannot read validation data {path}: {exc}".splitlines()[0],
-            "pass an .npz or .npy written by NumPy (e.g. by `hil convert`)",
-        ) from exc
+    from harness.arrays import load_arrays  # headers checked before allocating; corrupt != missing
+
+    arrays = load_arrays(path, what="validation data")
     meta = {}
     if "meta" in arrays:
         try:
@@ -683,6 +674,10 @@ def validate(
     the run with a report whose status is "error" (and `partial` when some
     samples were done). Bad settings (`ConfigError`) raise at once."""
     gates.check()
+    if not (math.isfinite(float(timeout)) and float(timeout) > 0):
+        raise ConfigError(f"timeout {timeout} s must be a finite number above 0", "use e.g. --timeout 2")
+    if int(retries) < 0 or int(baud) < 1:
+        raise ConfigError(f"retries {retries} / baud {baud} out of range", "use retries >= 0 and a positive baud rate")
     if reference not in KERNELS:
         raise ConfigError(f"unknown reference '{reference}'", f"choose one of: {', '.join(KERNELS)}")
     if worst_k < 0:
