@@ -9,7 +9,7 @@ from rich.markup import escape
 from harness import console
 from harness.cli._common import (
     add_option,
-    cosine_gate,
+    finite_float,
     gate_verdict,
     nonnegative_finite_float,
     nonnegative_int,
@@ -43,6 +43,13 @@ outputs:
 exit codes: 0 converted and within --min_cosine_sim, 1 below it (outputs still
 written, worst samples named), 2 could not run (bad model, config, data or option).
 """
+
+
+def _signal_threshold(text: str) -> float:
+    try:
+        return nonnegative_finite_float(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"signal threshold {exc}") from None
 
 
 def register(sub, common) -> None:
@@ -110,7 +117,7 @@ def register(sub, common) -> None:
     add_option(
         g,
         "--signal_threshold",
-        type=nonnegative_finite_float,
+        type=_signal_threshold,
         default=0.05,
         metavar="F",
         help="skip near-silent samples whose level is below F x the median level (default 0.05; 0 keeps all)",
@@ -128,7 +135,7 @@ def register(sub, common) -> None:
     add_option(
         g,
         "--min_cosine_sim",
-        type=cosine_gate,
+        type=finite_float,
         default=0.95,
         metavar="F",
         help="fail (exit 1) when the mean cosine similarity Keras vs TFLite is below F (default 0.95)",
