@@ -613,18 +613,18 @@ def generate(
     config_path = Path(model_config) if model_config else find_model_config(model)
     if model_config and not config_path.is_file():
         raise ConfigError(f"model config {config_path} does not exist", "check the path or leave --model_config out")
-    normalization = read_normalization(config_path) if config_path else None
-
-    if board:
-        from harness.boards import load_board
-
-        load_board(board)  # an unknown board fails before the measurement starts
     from harness.fileio import OutputSet
 
     OutputSet(
         outputs=[out_dir / f for f in ([INCBIN_COPY] if fmt == "incbin" else []) + list(FILES)],
         inputs={"--model": model, "--model_config": config_path},
     ).check()  # an unwritable --out, or one that holds the model, fails before the measurement
+    normalization = read_normalization(config_path) if config_path else None
+
+    if board:
+        from harness.boards import load_board
+
+        load_board(board)  # an unknown board fails before the measurement starts
 
     probe = None
     if arena_bytes is None:

@@ -96,7 +96,7 @@ def finite_float(text: str) -> float:
 def positive_finite_float(text: str) -> float:
     v = _float(text)
     if v <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be more than 0")
+        raise argparse.ArgumentTypeError(f"{text} must be above 0")
     return v
 
 

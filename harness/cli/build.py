@@ -43,6 +43,9 @@ def run(args) -> int:
     from harness.build import build
 
     on_line = (lambda line: console.err.print(line, markup=False, highlight=False)) if console.VERBOSITY >= 1 else None
+    from harness.boards import load_board
+
+    load_board(args.board)  # an unknown board is one line, before any output
     console.info(f"building {args.board} firmware for {args.model} ...")
     res = build(
         args.board, args.model, tflm_dir=args.tflm, out=args.out, clean=args.clean, jobs=args.jobs, on_line=on_line
