@@ -520,7 +520,7 @@ def test_an_unexpected_exception_in_any_command_is_exit_2_one_line(command, exc,
         raise exc
 
     monkeypatch.setattr(f"{mod}.{attr}", explode)
-    rc = main(make(w))
+    rc = main([*make(w), "-q"])  # quiet: progress lines off, errors stay
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert rc == 2, err
@@ -535,30 +535,15 @@ def test_debug_shows_the_traceback(w, monkeypatch):
 
 
 def test_exit_1_needs_a_gate_verdict(w, capsys, monkeypatch):
-    """A command that returns a bare 1 (no gate evaluated) exits 2."""
+    """A command returning a bare 1 (no gate was evaluated) exits 2: only a
+    `Verdict` may say "drifted"."""
     import harness.cli.codegen as cli_codegen
+    from harness.cli._common import Verdict
 
     monkeypatch.setattr(cli_codegen, "run", lambda args: 1)
-    monkeypatch.setattr("harness.cli.codegen.run", lambda args: 1)
-    from harness.cli import build_parser
-
-    parser = build_parser()
-    args = parser.parse_args(cg(w))
-    args.func = lambda a: 1
-    monkeypatch.setattr("harness.cli.build_parser", lambda: _Fixed(parser, args))
-    rc = main(cg(w))
-    assert rc == 2 and "without a gate verdict" in capsys.readouterr().err
-
-
-class _Fixed:
-    def __init__(self, parser, args):
-        self.parser, self.args = parser, args
-
-    def parse_args(self, argv):
-        return self.args
-
-    def print_help(self):  # pragma: no cover
-        self.parser.print_help()
+    assert main(cg(w)) == 2 and "without a gate verdict" in capsys.readouterr().err
+    monkeypatch.setattr(cli_codegen, "run", lambda args: Verdict(1))
+    assert main(cg(w)) == 1
 
 
 # --------------------------------------------------------------------------- signals and children
