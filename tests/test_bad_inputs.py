@@ -752,6 +752,28 @@ def test_a_foreground_flash_takes_its_emulator_or_firmware_with_it(board, sig, t
         assert _wait_gone(k), f"{board}: pid {k} outlived hil after {sig}"
 
 
+def test_a_demo_cancelled_before_validation_replaces_an_earlier_pass_report_set(w, capsys, monkeypatch):
+    reports = w / "demo" / "reports"
+    reports.mkdir(parents=True)
+    for name in ("validation.json", "validation.xml", "validation.html"):
+        (reports / name).write_text('{"status": "pass"}\n')
+    old = time.time() - 60
+    for p in reports.iterdir():
+        os.utime(p, (old, old))
+
+    def cancelled(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("harness.demo.run_demo", cancelled)
+    rc = main(demo(w))
+    err = capsys.readouterr().err
+    assert rc == 2 and "interrupted" in err and "Traceback" not in err, err
+    r = json.loads((reports / "validation.json").read_text())
+    assert r["status"] == "error" and r["interrupted"] and r["samples_done"] == 0
+    assert '"pass"' not in (reports / "validation.html").read_text()
+    assert "<testsuite" in (reports / "validation.xml").read_text()
+
+
 # --------------------------------------------------------------------------- one host at a time
 
 

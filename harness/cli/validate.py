@@ -232,7 +232,7 @@ def cancelled_validation(port, model, data, *, samples=None, gates=None):
     from harness.validate import validate
 
     with procs.deferred_signals():
-        return validate(
+        rep = validate(
             port or "(not opened)",
             model,
             data,
@@ -240,6 +240,10 @@ def cancelled_validation(port, model, data, *, samples=None, gates=None):
             gates=gates,
             session_factory=_CancelledSession,
         )
+    # Whatever stopped it first (a model not converted yet), it was cancelled.
+    rep.data["interrupted"] = rep.data["partial"] = True
+    rep.data["status"], rep.data["exit_code"] = "error", 2
+    return rep
 
 
 def execute(port, model, data, args, *, reports: dict, progress_label: str | None = None) -> int:
