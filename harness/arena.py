@@ -25,6 +25,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import procs
 from harness.errors import ModelError, ToolError
 from harness.model import inspect_bytes
 
@@ -69,7 +70,7 @@ class ArenaProbe:
             MKL_NUM_THREADS="1",
         )
         try:
-            self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            self._proc = procs.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         except OSError as exc:
             raise ToolError(
                 f"cannot start {sys.executable} to measure the arena: {exc.strerror}", "check the Python installation"

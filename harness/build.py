@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import codegen, pio
+from harness import codegen, pio, procs
 from harness.boards import Board, load_board
 from harness.errors import BuildError, ConfigError, ToolError
 from harness.fileio import sha256_file, write_json_atomic
@@ -381,20 +381,22 @@ def _run_streaming(args: list[str], env_extra: dict, on_line, timeout: float | N
     env.update(env_extra)
     cmd = pio.pio_command() + args
     lines: list[str] = []
+
     try:
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
-        )
+        proc = procs.popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
     except OSError as exc:
         raise ToolError(f"cannot run {cmd[0]}: {exc.strerror}", "pip install platformio") from exc
     deadline = time.monotonic() + timeout if timeout else None
     assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        if on_line:
-            on_line(line.rstrip("\n"))
-        if deadline and time.monotonic() > deadline:
-            proc.kill()
-            raise BuildError(f"the build took longer than {timeout:.0f} s", "run it again with -v")
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if on_line:
+                on_line(line.rstrip("\n"))
+            if deadline and time.monotonic() > deadline:
+                raise BuildError(f"the build took longer than {timeout:.0f} s", "run it again with -v")
+    except BaseException:
+        procs.stop(proc, grace=1.0)
+        raise
     rc = proc.wait()
     return {"returncode": rc, "output": "".join(lines)}

@@ -11,7 +11,6 @@ builds do not recompile).
 from __future__ import annotations
 
 import binascii
-import contextlib
 import functools
 import json
 import math
@@ -32,7 +31,7 @@ from harness.config import (
     resolve_model_config,
 )
 from harness.errors import ConfigError, ModelError
-from harness.fileio import atomic_path
+from harness.fileio import OutputSet
 from harness.model import DTYPE_CODES, ModelInfo, TensorInfo, inspect_bytes, read_model_bytes
 from harness.paths import templates_dir
 
@@ -472,7 +471,6 @@ def check_board(board_id: str, model_size: int, arena_bytes: int) -> tuple[dict,
 
 def _write_all(out_dir: Path, files: dict[str, bytes]) -> dict[str, bool]:
     """Write the changed files; either all changed files are replaced or none."""
-
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"output {out_dir} is a file, not a folder", "pass a folder with --out")
     changed = {}
@@ -483,17 +481,17 @@ def _write_all(out_dir: Path, files: dict[str, bytes]) -> dict[str, bool]:
             changed[fname] = True
         except OSError as exc:
             raise ConfigError(f"cannot write to {out_dir}: {exc.strerror}", "choose a writable output folder") from exc
-    with contextlib.ExitStack() as stack:
+    with OutputSet([out_dir / f for f, c in changed.items() if c]).staged() as stack:
         for fname, blob in files.items():
             if changed[fname]:
-                tmp = stack.enter_context(atomic_path(out_dir / fname))
+                tmp = stack.path(out_dir / fname)
                 try:
                     tmp.write_bytes(blob)
                 except OSError as exc:
                     raise ConfigError(
                         f"cannot write {out_dir / fname}: {exc.strerror}", "choose a writable output folder"
                     ) from exc
-        # leaving the stack renames every temporary file over its target
+        # leaving the block renames every temporary file over its target, or rolls all back
     return changed
 
 
@@ -594,6 +592,10 @@ def generate(
     data, info, ops = _model_and_ops(model)
     ident = _identifier(name, model)
     config_path = resolve_model_config(model_config, model)
+    OutputSet(
+        outputs=[out_dir / f for f in ([INCBIN_COPY] if fmt == "incbin" else []) + list(FILES)],
+        inputs={"--model": model, "--model_config": config_path},
+    ).check()  # an unwritable --out, or one that holds the model, fails before the measurement
     normalization = read_normalization(config_path) if config_path else None
     if board:
         load_board(board)  # an unknown board fails before the measurement starts

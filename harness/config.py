@@ -128,7 +128,11 @@ def normalization_constants(cfg: dict, path: str | os.PathLike | None) -> tuple[
                 f"model config {path}: mean has {len(mean)} values, std {len(std)}",
                 "they must have the same length (or one of them a single value)",
             )
-    if any(v == 0.0 or not math.isfinite(v) for v in std) or any(not math.isfinite(v) for v in mean):
+    if any(not math.isfinite(v) for v in mean):
+        raise ConfigError(
+            f"model config {path}: mean has a non-finite value (NaN or infinity)", "fix the normalization constants"
+        )
+    if any(v == 0.0 or not math.isfinite(v) for v in std):
         raise ConfigError(f"model config {path}: std has a zero or non-finite value", "fix the normalization constants")
     return mean, std
 

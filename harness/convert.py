@@ -28,7 +28,7 @@ from harness.config import ModelConfig, read_config
 from harness.config import find_model_config as find_config
 from harness.console import NullProgress
 from harness.errors import ConfigError, DataError, ModelError, ToolError
-from harness.fileio import atomic_path, sha256_file, write_json_atomic
+from harness.fileio import OutputSet, sha256_file, write_json_atomic
 from harness.metrics import agreement
 from harness.model import ModelInfo, TensorInfo, inspect_bytes
 from harness.results import ConvertReport, Status
@@ -311,6 +311,17 @@ class _Paths:
     data: Path | None
     class_names: list[str] | None
 
+    def outputs(self) -> OutputSet:
+        return OutputSet(
+            outputs={
+                "--output_path": self.out,
+                "validation data": self.npz,
+                "ONNX": self.onnx,
+                "--report_json": self.report,
+            },
+            inputs={"--checkpoint_path": self.ckpt, "--model_config": self.cfg.path, "--data_path_train": self.data},
+        )
+
 
 def _resolve_paths(opts: ConvertOptions) -> _Paths:
     ckpt = Path(opts.checkpoint_path)
@@ -325,7 +336,7 @@ def _resolve_paths(opts: ConvertOptions) -> _Paths:
             "--quantization ptq needs calibration data and no --data_path_train was given",
             "pass --data_path_train DATA, or use --quantization dynamic (no data needed)",
         )
-    return _Paths(
+    paths = _Paths(
         ckpt=ckpt,
         cfg=cfg,
         out=out,
@@ -335,6 +346,8 @@ def _resolve_paths(opts: ConvertOptions) -> _Paths:
         data=data_path,
         class_names=cfg.class_names(),
     )
+    paths.outputs().check()  # before minutes of conversion: no output may destroy an input
+    return paths
 
 
 @dataclass
@@ -671,18 +684,18 @@ def _npz_meta(opts: ConvertOptions, p: _Paths, ld: _Loaded, cv: _Converted, v: _
 def _write_outputs(
     p: _Paths, cv: _Converted, npz: tuple[dict, dict] | None, model, report: ConvertReport, finish: Callable[[], None]
 ) -> Path | None:
-    """Every output at once: each goes to a temporary file and all are
-    renamed over their targets only when all were written (`atomic_path`);
-    `finish` runs just before the report is written. Returns the npz written."""
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(atomic_path(p.out)).write_bytes(cv.flat)
+    """Every output at once (`OutputSet.staged`): each goes to a temporary
+    file and all replace their targets only when all were written; `finish`
+    runs just before the report is written. Returns the npz written."""
+    with p.outputs().staged() as st:
+        st.path(p.out).write_bytes(cv.flat)
         if npz is not None:
-            write_npz(stack.enter_context(atomic_path(p.npz)), *npz)
+            write_npz(st.path(p.npz), *npz)
         if p.onnx is not None:
-            _export_onnx(model, stack.enter_context(atomic_path(p.onnx)))
+            _export_onnx(model, st.path(p.onnx))
         finish()
         if p.report is not None:
-            write_json_atomic(stack.enter_context(atomic_path(p.report)), report.to_dict())
+            write_json_atomic(st.path(p.report), report.to_dict())
     return p.npz if npz is not None else None
 
 

@@ -29,11 +29,13 @@ from pathlib import Path
 from harness.build import build
 from harness.codegen import generate
 from harness.convert import convert
+from harness.device.link import parse_faults
 from harness.device.sim import start_sim
 from harness.errors import ConfigError
 from harness.examples import EXAMPLES, ExamplePaths, build_example
-from harness.fileio import sha256_file, write_json_atomic
+from harness.fileio import OutputSet, sha256_file, write_json_atomic
 from harness.flash import flash
+from harness.procs import deferred_signals
 from harness.report import write_html, write_json, write_junit
 from harness.validate import Gates, ValidationReport, validate
 
@@ -233,8 +235,9 @@ def _validate_on_firmware(board, tflite, npz, out: Path, steps: _Steps, *, tflm_
         dev.stop()
 
 
-def _write_reports(rep: ValidationReport, out: Path) -> dict[str, Path]:
-    """The drift report as JSON, JUnit XML and HTML under out/reports."""
+def _write_reports(rep: ValidationReport, out: Path, report_set: OutputSet) -> dict[str, Path]:
+    """The drift report as JSON, JUnit XML and HTML under out/reports, replaced
+    as a set (never old and new mixed), with signals held while it is."""
 
     reports_dir = out / "reports"
     reports = {
@@ -243,9 +246,10 @@ def _write_reports(rep: ValidationReport, out: Path) -> dict[str, Path]:
         "html": reports_dir / "validation.html",
     }
     d = rep.to_dict()
-    write_json(d, reports["json"])
-    write_junit(d, reports["junit"])
-    write_html(d, reports["html"])
+    with deferred_signals(), report_set.staged() as st:
+        write_json(d, st.path(reports["json"]))
+        write_junit(d, st.path(reports["junit"]))
+        write_html(d, st.path(reports["html"]))
     return reports
 
 
@@ -273,6 +277,11 @@ def run_demo(
     _check_args(example, board, faults, baud, latency_ms)
     t_all = time.monotonic()
     out = Path(out)
+    # Cheap checks before minutes of training: the work folder, the report set, the options.
+    report_set = OutputSet([out / "reports" / f"validation.{e}" for e in ("json", "xml", "html")]).check()
+    parse_faults(faults)
+    if samples is not None and samples < 1:
+        raise ConfigError(f"--samples {samples} must be at least 1", "leave it out to use every sample")
     out.mkdir(parents=True, exist_ok=True)
     state = {} if fresh else _state(out)
     steps = _Steps(on_step)
@@ -288,7 +297,7 @@ def run_demo(
         port, rep = _validate_on_firmware(
             board, tflite, npz, out, steps, tflm_dir=tflm_dir, on_build_line=on_build_line, **validate_kw
         )
-    reports = _write_reports(rep, out)
+    reports = _write_reports(rep, out, report_set)
     steps.end("validate", False, f"{rep.status.upper()}, {rep.samples_done} samples")
     return DemoResult(
         out_dir=out,

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import pio
+from harness import pio, procs
 from harness.boards import Board, load_board
 from harness.build import workspace_dir
 from harness.device.qemu import QemuM55
@@ -46,9 +46,7 @@ class FlashResult:
     def stop(self) -> None:
         """End the emulator or host firmware this flash started (if any)."""
         if isinstance(self.process, subprocess.Popen):
-            if self.process.poll() is None:
-                self.process.kill()
-            self.process.wait()
+            procs.stop(self.process)
         elif self.process is not None:
             self.process.stop()
 
@@ -86,17 +84,22 @@ def flash_native(board: Board, program: Path, timeout: float = 10.0, detach: boo
         raise ConfigError(
             f"native firmware {program} does not exist", "build it first: hil build --board native --model M.tflite"
         )
+    with open(program, "rb") as f:
+        if f.read(4) != b"\x7fELF":
+            raise ConfigError(
+                f"native firmware {program} is not an ELF program", "pass the firmware `hil build --board native` built"
+            )
+
     cmd = [str(program)]
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None, start_new_session=detach
-    )
+    try:
+        proc = procs.popen(cmd, detach=detach, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None)
+    except OSError as exc:
+        raise FlashError(f"cannot start {program}: {exc.strerror}", "rebuild it: hil build --board native") from exc
     try:
         return _native_port(board, program, proc, cmd, timeout)
     except BaseException:
         # No orphan firmware left behind, whatever went wrong (Ctrl-C too).
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        procs.stop(proc)
         raise
 
 

@@ -462,8 +462,14 @@ def _fmt(v) -> str:
 # --------------------------------------------------------------------------- the run
 
 
-def _check_settings(gates: Gates, reference: str, worst_k: int, port: str, board: str | None) -> None:
+def _check_settings(
+    gates: Gates, reference: str, worst_k: int, port: str, board: str | None, timeout: float, retries: int, baud: int
+) -> None:
     gates.check()
+    if not (math.isfinite(float(timeout)) and float(timeout) > 0):
+        raise ConfigError(f"timeout {timeout} s must be a finite number above 0", "use e.g. --timeout 2")
+    if int(retries) < 0 or int(baud) < 1:
+        raise ConfigError(f"retries {retries} / baud {baud} out of range", "use retries >= 0 and a positive baud rate")
     if reference not in KERNELS:
         raise ConfigError(f"unknown reference '{reference}'", f"choose one of: {', '.join(KERNELS)}")
     if worst_k < 0:
@@ -696,7 +702,7 @@ def validate(
     Never raises a `HilError` or `KeyboardInterrupt` once started: they end
     the run with a report whose status is "error" (and `partial` when some
     samples were done). Bad settings (`ConfigError`) raise at once."""
-    _check_settings(gates, reference, worst_k, port, board)
+    _check_settings(gates, reference, worst_k, port, board, timeout, retries, baud)
     if session_factory is None:
         session_factory = DeviceSession
 

@@ -7,6 +7,11 @@ import contextlib
 import os
 
 from harness.cli._common import add_option
+from harness.errors import ConfigError
+from harness.lab.labfile import load_lab
+from harness.lab.labgrid import LabgridClient
+from harness.lab.lock import BoardLock
+from harness.lab.run import _LocalReach
 
 
 def add_lab_options(parser) -> None:
@@ -23,10 +28,6 @@ def lab_instance(args):
     if not getattr(args, "instance", None):
         yield None
         return
-    from harness.errors import ConfigError
-    from harness.lab.labfile import load_lab
-    from harness.lab.lock import BoardLock
-    from harness.lab.run import _LocalReach
 
     if not args.lab:
         raise ConfigError("--instance needs --lab LAB", "pass the lab file (or set HIL_LAB)")
@@ -40,8 +41,6 @@ def lab_instance(args):
         client = handle = None
         try:
             if inst.place is not None:
-                from harness.lab.labgrid import LabgridClient
-
                 client = LabgridClient(lab.coordinator)
                 handle = client.acquire(inst.place, wait=args.wait)
                 reach = handle

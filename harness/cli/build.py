@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from harness import console
+from harness.boards import load_board
 from harness.build import build
 from harness.cli._common import add_option, subcommand
 
@@ -42,6 +43,8 @@ def _kb(n: int) -> str:
 
 def run(args) -> int:
     on_line = (lambda line: console.err.print(line, markup=False, highlight=False)) if console.VERBOSITY >= 1 else None
+
+    load_board(args.board)  # an unknown board is one line, before any output
     console.info(f"building {args.board} firmware for {args.model} ...")
     res = build(
         args.board, args.model, tflm_dir=args.tflm, out=args.out, clean=args.clean, jobs=args.jobs, on_line=on_line

@@ -7,7 +7,15 @@ import argparse
 from rich.markup import escape
 
 from harness import console
-from harness.cli._common import add_option, subcommand
+from harness.cli._common import (
+    add_option,
+    finite_float,
+    gate_verdict,
+    nonnegative_finite_float,
+    nonnegative_int,
+    positive_int,
+    subcommand,
+)
 from harness.convert import convert
 
 EPILOG = """\
@@ -36,6 +44,13 @@ outputs:
 exit codes: 0 converted and within --min_cosine_sim, 1 below it (outputs still
 written, worst samples named), 2 could not run (bad model, config, data or option).
 """
+
+
+def _signal_threshold(text: str) -> float:
+    try:
+        return nonnegative_finite_float(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"signal threshold {exc}") from None
 
 
 def register(sub, common) -> None:
@@ -89,11 +104,13 @@ def register(sub, common) -> None:
         help="training data: class folders of .npy, an .npz (x, y) or X.npy + y.npy; "
         "default: the config's training_data.path",
     )
-    add_option(g, "--num_samples", type=int, default=1024, metavar="N", help="calibration samples (default 1024)")
+    add_option(
+        g, "--num_samples", type=positive_int, default=1024, metavar="N", help="calibration samples (default 1024)"
+    )
     add_option(
         g,
         "--validate_samples",
-        type=int,
+        type=positive_int,
         default=256,
         metavar="N",
         help="held-out validation samples, never used for calibration (default 256)",
@@ -101,7 +118,7 @@ def register(sub, common) -> None:
     add_option(
         g,
         "--signal_threshold",
-        type=float,
+        type=_signal_threshold,
         default=0.05,
         metavar="F",
         help="skip near-silent samples whose level is below F x the median level (default 0.05; 0 keeps all)",
@@ -109,17 +126,17 @@ def register(sub, common) -> None:
     add_option(
         g,
         "--min_class_samples",
-        type=int,
+        type=positive_int,
         default=2,
         metavar="N",
         help="fail when a class has fewer usable samples (default 2)",
     )
-    add_option(g, "--seed", type=int, default=0, help="sampling seed (default 0)")
+    add_option(g, "--seed", type=nonnegative_int, default=0, help="sampling seed (default 0)")
     g = p.add_argument_group("validation and outputs")
     add_option(
         g,
         "--min_cosine_sim",
-        type=float,
+        type=finite_float,
         default=0.95,
         metavar="F",
         help="fail (exit 1) when the mean cosine similarity Keras vs TFLite is below F (default 0.95)",
@@ -127,8 +144,8 @@ def register(sub, common) -> None:
     add_option(
         g,
         "--batch_validate",
-        type=int,
-        default=0,
+        type=positive_int,
+        default=None,
         metavar="N",
         help="validate N times with different seeds and draws; the worst round decides",
     )
@@ -149,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             min_cosine_sim=args.min_cosine_sim,
             quantization=args.quantization,
             per_tensor=args.per_tensor,
-            batch_validate=args.batch_validate,
+            batch_validate=args.batch_validate or 0,
             export_onnx=args.export_onnx,
             report_json=args.report_json,
             seed=args.seed,
@@ -203,5 +220,5 @@ def run(args: argparse.Namespace) -> int:
             soft_wrap=True,
             highlight=False,
         )
-        return 1
-    return 0
+        return gate_verdict(False)
+    return gate_verdict(True)

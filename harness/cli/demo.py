@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from harness import console
-from harness.cli._common import add_option, subcommand
-from harness.cli.validate import link_column
+from harness.cli._common import (
+    add_option,
+    cosine_gate,
+    gate_int,
+    gate_verdict,
+    nonnegative_finite_float,
+    nonnegative_int,
+    positive_int,
+    subcommand,
+)
+from harness.cli.validate import cancelled_validation, link_column, write_reports
+from harness.convert import npz_path_for
 from harness.demo import run_demo
+from harness.fileio import OutputSet
 from harness.report import summary
 from harness.validate import Gates
 
@@ -67,16 +78,35 @@ def register(sub, common) -> None:
         help="with --board qemu_m55/native: the TFLM tree (default $HIL_TFLM_M55_DIR / $HIL_TFLM_DIR)",
     )
     add_option(
-        p, "--samples", type=int, default=None, metavar="N", help="validate on the first N samples (default all)"
+        p,
+        "--samples",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="validate on the first N samples (default all)",
     )
     add_option(
-        p, "--baud", type=int, default=921600, metavar="B", help="line rate of the simulated link (default 921600)"
+        p,
+        "--baud",
+        type=nonnegative_int,
+        default=921600,
+        metavar="B",
+        help="line rate of the simulated link (default 921600)",
     )
-    add_option(p, "--latency_ms", type=float, default=1.0, metavar="L", help="one-way link latency (default 1 ms)")
+    add_option(
+        p,
+        "--latency_ms",
+        type=nonnegative_finite_float,
+        default=1.0,
+        metavar="L",
+        help="one-way link latency (default 1 ms)",
+    )
     add_option(p, "--faults", default=None, metavar="SPEC", help="fault injection on the link, e.g. ber=1e-4,drop=1e-4")
-    add_option(p, "--seed", type=int, default=0, help="seed of the example data, training and faults (default 0)")
-    add_option(p, "--min_cosine", type=float, default=0.99, metavar="C", help="gate (default 0.99)")
-    add_option(p, "--max_lsb", type=int, default=1, metavar="K", help="gate (default 1)")
+    add_option(
+        p, "--seed", type=nonnegative_int, default=0, help="seed of the example data, training and faults (default 0)"
+    )
+    add_option(p, "--min_cosine", type=cosine_gate, default=0.99, metavar="C", help="gate (default 0.99)")
+    add_option(p, "--max_lsb", type=gate_int, default=1, metavar="K", help="gate (default 1)")
     p.set_defaults(func=run)
 
 
@@ -92,23 +122,30 @@ def run(args) -> int:
         min_cosine=None if args.min_cosine == -1 else args.min_cosine,
         max_lsb=None if args.max_lsb == -1 else args.max_lsb,
     )
-    with console.make_progress(extra_columns=[link_column()]) as progress:
-        res = run_demo(
-            args.example,
-            args.out,
-            fresh=args.fresh,
-            seed=args.seed,
-            samples=args.samples,
-            baud=args.baud,
-            latency_ms=args.latency_ms,
-            faults=args.faults,
-            gates=gates,
-            progress=progress,
-            on_step=on_step,
-            board=args.board,
-            tflm_dir=args.tflm,
-            on_build_line=(lambda line: console.detail(escape(line))) if console.VERBOSITY >= 1 else None,
-        )
+    import time
+
+    started = time.time()
+    try:
+        with console.make_progress(extra_columns=[link_column()]) as progress:
+            res = run_demo(
+                args.example,
+                args.out,
+                fresh=args.fresh,
+                seed=args.seed,
+                samples=args.samples,
+                baud=args.baud,
+                latency_ms=args.latency_ms,
+                faults=args.faults,
+                gates=gates,
+                progress=progress,
+                on_step=on_step,
+                board=args.board,
+                tflm_dir=args.tflm,
+                on_build_line=(lambda line: console.detail(escape(line))) if console.VERBOSITY >= 1 else None,
+            )
+    except KeyboardInterrupt:
+        _replace_reports_cancelled(args, gates, started)
+        raise
     d = res.report.to_dict()
     if console.VERBOSITY >= 0 and (d["outputs"] or d["device"]):
         console.out.print(summary(d))
@@ -148,4 +185,25 @@ def run(args) -> int:
         2: "[bold yellow]ERROR[/bold yellow]",
     }[rep.exit_code]
     console.result(f"{verdict} in {res.seconds:.1f} s")
-    return rep.exit_code
+    return gate_verdict(rep.exit_code)
+
+
+def _replace_reports_cancelled(args, gates, started: float) -> None:
+    """A demo cancelled before validation finished must not leave the
+    reports of an earlier run (a PASS) behind: the set is replaced by the
+    report of a cancelled run. (Cancelled during validation, run_demo has
+    already written the partial report.)"""
+    from pathlib import Path
+
+    out = Path(args.out)
+    reports = {
+        k: out / "reports" / f"validation.{e}" for k, e in (("json", "json"), ("junit", "xml"), ("html", "html"))
+    }
+    try:
+        if reports["json"].stat().st_mtime >= started:
+            return  # this run's own (partial) report set is already there
+    except OSError:
+        pass
+    tflite = out / "model" / f"{args.example}_quantized.tflite"
+    rep = cancelled_validation(None, tflite, npz_path_for(tflite), samples=args.samples, gates=gates)
+    write_reports(rep.to_dict(), reports, OutputSet(list(reports.values())))

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from harness import console
 from harness.boards import load_board
-from harness.cli._common import add_option, subcommand
+from harness.cli._common import (
+    add_option,
+    nonnegative_finite_float,
+    nonnegative_int,
+    positive_int,
+    subcommand,
+)
 from harness.device.sim import start_sim
 
 SIM_EPILOG = """\
@@ -42,12 +48,17 @@ def register(sub, common):
     )
     add_option(s, "--board", default="sim", metavar="ID", help="board profile from boards/ (default sim)")
     add_option(
-        s, "--baud", type=int, default=None, metavar="B", help="line rate, 8N1 (default: the board's; 0 = unlimited)"
+        s,
+        "--baud",
+        type=nonnegative_int,
+        default=None,
+        metavar="B",
+        help="line rate, 8N1 (default: the board's; 0 = unlimited)",
     )
     add_option(
         s,
         "--latency_ms",
-        type=float,
+        type=nonnegative_finite_float,
         default=1.0,
         metavar="L",
         help="one-way latency per direction in ms (default 1, like USB CDC)",
@@ -55,11 +66,11 @@ def register(sub, common):
     add_option(
         s, "--faults", default=None, metavar="SPEC", help="fault injection, e.g. ber=1e-4,drop=1e-4,garbage=0.01"
     )
-    add_option(s, "--seed", type=int, default=0, help="seed of the fault injection (default 0)")
+    add_option(s, "--seed", type=nonnegative_int, default=0, help="seed of the fault injection (default 0)")
     add_option(
         s,
         "--arena_size",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="BYTES",
         help="skip measuring the arena; report this many bytes",
@@ -69,7 +80,6 @@ def register(sub, common):
 
 
 def run_sim(args) -> int:
-    import signal
     import sys
     import threading
 
@@ -87,7 +97,6 @@ def run_sim(args) -> int:
         arena_size=args.arena_size,
     )
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
     try:
         dev = sim.device
         if dev.not_ready:
@@ -100,7 +109,7 @@ def run_sim(args) -> int:
         )
         while not stop.wait(0.5):
             pass
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (cli/__init__.py): the way it stops
         pass
     finally:
         summary = sim.summary()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from harness import console
-from harness.cli._common import add_option, subcommand
+from harness.cli._common import add_option, subcommand, tcp_port
 from harness.cli._lab import add_lab_options, lab_instance
 from harness.errors import ConfigError
-from harness.fileio import write_text_atomic
+from harness.fileio import OutputSet
 from harness.flash import flash
 
 EPILOG = """\
@@ -32,7 +32,9 @@ def register(sub, common):
     add_option(p, "--board", metavar="ID", help="board id (see `hil boards`; required without --instance)")
     add_option(p, "--port", metavar="URL", help="serial port of the board (default: found by USB VID:PID)")
     add_option(p, "--elf", metavar="PATH", help="firmware (default: build/<board>/firmware.elf)")
-    add_option(p, "--tcp_port", type=int, metavar="N", help="qemu_m55: TCP port for the UART (default: a free one)")
+    add_option(
+        p, "--tcp_port", type=tcp_port, metavar="N", help="qemu_m55: TCP port for the UART (default: a free one)"
+    )
     add_option(p, "--ram", action="store_true", help="STM32N6: load to RAM (development boot) instead of flash")
     add_option(
         p,
@@ -60,8 +62,11 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    import signal
 
+    outs = OutputSet(
+        outputs={"--pid_file": args.pid_file, "--log": args.log},
+        inputs={"--elf": args.elf, "--model": args.model},
+    ).check()  # before anything is programmed or started
     res = flash(
         args.board,
         port=args.port,
@@ -83,20 +88,16 @@ def _run(args) -> int:
         return 0
     if args.detach:
         if args.pid_file:
-            write_text_atomic(args.pid_file, f"{res.pid}\n")
+            with outs.staged() as st:
+                st.path(args.pid_file).write_text(f"{res.pid}\n")
         console.info(f"running in the background as pid {res.pid}")
         return 0
     console.info("running; Ctrl-C stops it")
-    proc = res.process
     try:
-        code = proc.wait()
+        code = res.process.wait()
         console.info(f"the firmware exited with code {code}")
         return 0 if code == 0 else 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the way a foreground run stops
         return 0
     finally:
-        if hasattr(proc, "stop"):
-            proc.stop()
-        elif proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(5)
+        res.stop()  # the emulator or firmware goes with us (harness/procs.py)

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from harness import console
 from harness.cli._common import add_option, subcommand
+from harness.cli.validate import gates_from_args, link_column
+from harness.errors import ConfigError
+from harness.fileio import write_json_atomic
+from harness.lab.check import check_lab, check_table
+from harness.lab.labfile import load_lab
+from harness.lab.report import summary_table, write_reports
+from harness.lab.run import RunSettings, model_specs, run_lab
 
 RUN_EPILOG = """\
 examples:
@@ -93,8 +101,6 @@ def _lab_args(p) -> None:
 
 
 def _need_lab(args):
-    from harness.errors import ConfigError
-    from harness.lab.labfile import load_lab
 
     if not args.lab:
         raise ConfigError("no lab file given", "pass --lab lab.yaml or set HIL_LAB (docs/lab.md)")
@@ -102,9 +108,6 @@ def _need_lab(args):
 
 
 def run_check(args) -> int:
-    from harness import console
-    from harness.fileio import write_json_atomic
-    from harness.lab.check import check_lab, check_table
 
     lab = _need_lab(args)
     states = check_lab(lab, args.select or None, timeout=args.timeout)
@@ -116,11 +119,6 @@ def run_check(args) -> int:
 
 def run_run(args) -> int:
     import signal
-
-    from harness import console
-    from harness.cli.validate import gates_from_args, link_column
-    from harness.lab.report import summary_table, write_reports
-    from harness.lab.run import RunSettings, model_specs, run_lab
 
     lab = _need_lab(args)
     specs = model_specs(args.model, args.data)

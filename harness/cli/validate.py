@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import os
 
-from harness import console
-from harness.cli._common import add_option, subcommand
+from harness import console, procs
+from harness.cli._common import (
+    add_option,
+    baud_rate,
+    cosine_gate,
+    gate_int,
+    gate_verdict,
+    nonnegative_int,
+    positive_finite_float,
+    positive_int,
+    subcommand,
+    unit_float,
+)
 from harness.cli._lab import add_lab_options, lab_instance
 from harness.errors import ConfigError
+from harness.fileio import OutputSet
 from harness.report import summary, write_html, write_json, write_junit
 from harness.validate import Gates, validate
 
@@ -66,7 +78,7 @@ def register(sub, common) -> None:
         metavar="URL",
         help="any pyserial URL: /dev/ttyACM0, COM3, socket://host:port, rfc2217://host:port (default: $HIL_PORT)",
     )
-    add_option(g, "--baud", type=int, default=921600, metavar="B", help="baud rate (default 921600)")
+    add_option(g, "--baud", type=baud_rate, default=921600, metavar="B", help="baud rate (default 921600)")
     add_option(
         g,
         "--board",
@@ -78,12 +90,19 @@ def register(sub, common) -> None:
     add_option(
         g,
         "--timeout",
-        type=float,
+        type=positive_finite_float,
         default=2.0,
         metavar="S",
         help="seconds to wait for an answer before retransmitting (default 2)",
     )
-    add_option(g, "--retries", type=int, default=5, metavar="N", help="retransmissions before giving up (default 5)")
+    add_option(
+        g,
+        "--retries",
+        type=nonnegative_int,
+        default=5,
+        metavar="N",
+        help="retransmissions before giving up (default 5)",
+    )
     g = p.add_argument_group("model and data")
     add_option(g, "--model", required=True, metavar="M.tflite", help="the model the device holds")
     add_option(
@@ -93,7 +112,9 @@ def register(sub, common) -> None:
         metavar="D.npz",
         help="the _validation_data.npz of `hil convert`, or any .npz/.npy of inputs (samples first)",
     )
-    add_option(g, "--samples", type=int, default=None, metavar="N", help="use the first N samples (default all)")
+    add_option(
+        g, "--samples", type=positive_int, default=None, metavar="N", help="use the first N samples (default all)"
+    )
     add_option(
         g,
         "--reference",
@@ -105,7 +126,7 @@ def register(sub, common) -> None:
     add_option(
         g,
         "--min_cosine",
-        type=float,
+        type=cosine_gate,
         default=0.99,
         metavar="C",
         help="every sample's cosine similarity must be >= C (default 0.99; -1 turns it off)",
@@ -113,7 +134,7 @@ def register(sub, common) -> None:
     add_option(
         g,
         "--max_lsb",
-        type=int,
+        type=gate_int,
         default=1,
         metavar="K",
         help="no output may differ by more than K quantization steps (default 1; -1 turns it off)",
@@ -121,7 +142,7 @@ def register(sub, common) -> None:
     add_option(
         g,
         "--min_top1",
-        type=float,
+        type=unit_float,
         default=None,
         metavar="A",
         help="classifiers: top-1 agreement with the host must be >= A (default off)",
@@ -130,7 +151,7 @@ def register(sub, common) -> None:
     add_option(g, "--report_json", metavar="PATH", help="JSON report (schema in docs/validate.md)")
     add_option(g, "--junit_xml", metavar="PATH", help="JUnit XML, one testcase per gate (for CI)")
     add_option(g, "--html", metavar="PATH", help="self-contained HTML report")
-    add_option(g, "--worst_k", type=int, default=10, metavar="K", help="worst samples listed (default 10)")
+    add_option(g, "--worst_k", type=nonnegative_int, default=10, metavar="K", help="worst samples listed (default 10)")
     add_lab_options(p)
     p.set_defaults(func=run)
 
@@ -163,6 +184,68 @@ def link_column():
     return LinkColumn()
 
 
+REPORT_FLAGS = {"json": "--report-json", "junit": "--junit-xml", "html": "--html"}
+
+
+def report_outputs(reports: dict, inputs: dict):
+    """The report set as an `OutputSet`, checked now: a bad report path
+    fails before any work, and no report may overwrite an input."""
+
+    return OutputSet(
+        outputs={REPORT_FLAGS[k]: p for k, p in reports.items() if p},
+        inputs=inputs,
+    ).check()
+
+
+def validation_inputs(port, model, data) -> dict:
+    inputs = {"--model": model, "--data": data}
+    if port and "://" not in str(port):
+        inputs["--port"] = port  # a device node is an input too
+    return inputs
+
+
+def write_reports(d: dict, reports: dict, outs) -> list[str]:
+    """Replace the report set as a whole (JSON, JUnit, HTML): a cancel
+    while writing is held back until the set is committed, so the set is
+    never a mix of this run and an earlier one."""
+
+    writers = {"json": write_json, "junit": write_junit, "html": write_html}
+    written = []
+    with procs.deferred_signals(), outs.staged() as st:
+        for kind, path in reports.items():
+            if path:
+                writers[kind](d, st.path(path))
+                written.append(str(path))
+    return written
+
+
+class _CancelledSession:
+    """A session that was cancelled before it opened (see cancelled_validation)."""
+
+    def __init__(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+
+def cancelled_validation(port, model, data, *, samples=None, gates=None):
+    """The report of a run cancelled before validation started: status
+    error, interrupted, no samples -- what replaces an earlier report set,
+    so a cancelled CI job never publishes an old PASS."""
+
+    with procs.deferred_signals():
+        rep = validate(
+            port or "(not opened)",
+            model,
+            data,
+            samples=samples,
+            gates=gates,
+            session_factory=_CancelledSession,
+        )
+    # Whatever stopped it first (a model not converted yet), it was cancelled.
+    rep.data["interrupted"] = rep.data["partial"] = True
+    rep.data["status"], rep.data["exit_code"] = "error", 2
+    return rep
+
+
 def execute(port, model, data, args, *, reports: dict, progress_label: str | None = None) -> int:
     """Run validate, print the summary, write the reports; the exit code.
     Shared with `hil demo`."""
@@ -173,31 +256,30 @@ def execute(port, model, data, args, *, reports: dict, progress_label: str | Non
             "pass --port URL or set HIL_PORT; `hil ports` lists serial ports, "
             "`hil device sim` starts a simulated board",
         )
-    with console.make_progress(extra_columns=[link_column()]) as progress:
-        rep = validate(
-            port,
-            model,
-            data,
-            samples=args.samples,
-            gates=gates_from_args(args),
-            reference=args.reference,
-            baud=args.baud,
-            timeout=args.timeout,
-            retries=args.retries,
-            worst_k=args.worst_k,
-            progress=progress,
-            board=getattr(args, "board", None),
-            on_log=lambda level, text: console.detail(f"device: {text}"),
-        )
+    outs = report_outputs(reports, validation_inputs(port, model, data))
+    try:
+        with console.make_progress(extra_columns=[link_column()]) as progress:
+            rep = validate(
+                port,
+                model,
+                data,
+                samples=args.samples,
+                gates=gates_from_args(args),
+                reference=args.reference,
+                baud=args.baud,
+                timeout=args.timeout,
+                retries=args.retries,
+                worst_k=args.worst_k,
+                progress=progress,
+                board=getattr(args, "board", None),
+                on_log=lambda level, text: console.detail(f"device: {text}"),
+            )
+    except KeyboardInterrupt:  # before validation could start: still replace the report set
+        rep = cancelled_validation(port, model, data, samples=args.samples, gates=gates_from_args(args))
     d = rep.to_dict()
     if console.VERBOSITY >= 0 and (d["outputs"] or d["device"]):
         console.out.print(summary(d))
-    written = []
-    for kind, path in reports.items():
-        if not path:
-            continue
-        writer = {"json": write_json, "junit": write_junit, "html": write_html}[kind]
-        written.append(str(writer(d, path)))
+    written = write_reports(d, reports, outs)
     for w in written:
         if console.VERBOSITY >= 0:
             console.err.print(f"report: {w}", soft_wrap=True, highlight=False, markup=False)
@@ -219,7 +301,7 @@ def execute(port, model, data, args, *, reports: dict, progress_label: str | Non
         )
     elif rep.exit_code == 0:
         console.result("[bold green]PASS[/bold green]: every gate within tolerance")
-    return rep.exit_code
+    return gate_verdict(rep.exit_code)
 
 
 def run(args) -> int:

@@ -338,10 +338,19 @@ class PtyTransport:
 
 class TcpTransport:
     """A TCP server on 127.0.0.1 (pyserial: `socket://127.0.0.1:PORT`), one
-    host at a time; a new connection replaces the old one."""
+    host at a time, like a serial port: while a host is connected, another
+    is sent `refuse(peer, since)` (the board's "busy" message) and closed."""
 
-    def __init__(self, on_receive: Callable[[bytes], None], port: int = 0, host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        on_receive: Callable[[bytes], None],
+        port: int = 0,
+        host: str = "127.0.0.1",
+        refuse: Callable[[str, str], bytes] | None = None,
+    ):
         self.on_receive = on_receive
+        self.refuse = refuse
+        self._peer = ("", "")
         self._srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -371,7 +380,17 @@ class TcpTransport:
             except OSError:
                 return
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                serving = self._conn is not None and _alive(self._conn)
+            if serving:
+                with contextlib.suppress(OSError):
+                    conn.sendall(self.refuse(*self._peer) if self.refuse else b"")
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+                continue
             conn.settimeout(0.1)
+            peer = conn.getpeername()
+            self._peer = (f"{peer[0]}:{peer[1]}", time.strftime("%H:%M:%S"))
             with self._lock:
                 old, self._conn = self._conn, conn
             if old is not None:
@@ -419,7 +438,18 @@ class TcpTransport:
         self._thread.join(timeout=2)
 
 
-def make_transport(listen: str, on_receive: Callable[[bytes], None]):
+def _alive(conn: socket.socket) -> bool:
+    """False when the peer has closed (its host went away without our
+    reader noticing yet): a reconnecting host is not refused as "busy"."""
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except (BlockingIOError, TimeoutError):
+        return True
+    except OSError:
+        return False
+
+
+def make_transport(listen: str, on_receive: Callable[[bytes], None], refuse: Callable[[str, str], bytes] | None = None):
     """`pty` or `tcp:PORT` (`tcp:0`: a free port)."""
     listen = (listen or "pty").strip()
     if listen == "pty":
@@ -433,5 +463,5 @@ def make_transport(listen: str, on_receive: Callable[[bytes], None]):
                 raise ValueError
         except ValueError:
             raise ConfigError(f"bad --listen '{listen}'", "use pty or tcp:PORT (tcp:0 picks a free port)") from None
-        return TcpTransport(on_receive, port)
+        return TcpTransport(on_receive, port, refuse=refuse)
     raise ConfigError(f"bad --listen '{listen}'", "use pty or tcp:PORT (tcp:0 picks a free port)")

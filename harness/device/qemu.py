@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from harness import procs
 from harness.errors import ConfigError, DeviceError, ToolError
 
 MACHINE = "mps3-an547"
@@ -70,6 +70,12 @@ class QemuM55:
             raise ConfigError(
                 f"firmware {self.elf} does not exist", "build it first: hil build --board qemu_m55 --model M.tflite"
             )
+        with open(self.elf, "rb") as f:
+            if f.read(4) != b"\x7fELF":
+                raise ConfigError(
+                    f"firmware {self.elf} is not an ELF file",
+                    "pass the firmware.elf `hil build --board qemu_m55` built",
+                )
         self.host = host
         self.port = port or free_tcp_port(host)
         self.log = Path(log) if log else None
@@ -91,7 +97,8 @@ class QemuM55:
         if self.log:
             self._log_fh = open(self.log, "ab")
             out = self._log_fh
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=detach)
+
+        self.proc = procs.popen(cmd, detach=detach, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         deadline = time.monotonic() + self.start_timeout
         try:
             while time.monotonic() < deadline:
@@ -137,14 +144,7 @@ class QemuM55:
     def stop(self) -> int | None:
         code = None
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            code = self.proc.returncode
+            code = procs.stop(self.proc)
             self.proc = None
         if self._log_fh:
             self._log_fh.close()

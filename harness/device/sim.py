@@ -280,7 +280,7 @@ class SimHandle:
         self._booting_until = 0.0
         self._frames_since_reset = 0
         self._reset_done = False
-        self.transport = make_transport(listen, self._from_host)
+        self.transport = make_transport(listen, self._from_host, refuse=self._busy)
         lat = self.latency_ms / 1000.0
         self.to_device = LinePipe(self._into_device, self.baud, lat, LineFaults(faults, seed * 2 + 1), "h2d")
         self.to_host = LinePipe(self.transport.send, self.baud, lat, LineFaults(faults, seed * 2 + 2), "d2h")
@@ -293,6 +293,11 @@ class SimHandle:
             f"{FIRMWARE} on board {device.board.id}: arena {device.arena_used} B of "
             f"{device.board.ram_bytes} B RAM" + (f"; NOT READY: {device.not_ready}" if device.not_ready else ""),
         )
+
+    def _busy(self, peer: str, since: str) -> bytes:
+        """What a second host gets: one LOG frame, then the line closes."""
+        body = c.message_body(c.Log(0, f"busy: serving {peer} since {since}"), 0)
+        return b"\x00" + c.encode_wire(body)
 
     # bytes from the host's port into the line
     def _from_host(self, data: bytes) -> None:
@@ -407,8 +412,10 @@ def start_sim(
     `arena_size` skips the arena measurement (bytes)."""
     if baud < 0:
         raise ConfigError(f"baud {baud} is negative", "use a positive baud rate, or 0 for an unlimited line")
-    if latency_ms < 0:
-        raise ConfigError(f"latency {latency_ms} ms is negative", "use 0 or more")
+    if not (latency_ms >= 0 and latency_ms != float("inf")):  # NaN fails the first test
+        raise ConfigError(f"latency {latency_ms} ms must be a finite number, 0 or more", "use e.g. 1")
+    if arena_size is not None and int(arena_size) < 1:
+        raise ConfigError(f"arena size {arena_size} must be a positive number of bytes", "leave it out to measure it")
     faults = parse_faults(faults)
     dev = SimDevice(_model_bytes(model), board, max_frame=max_frame, rx_window=rx_window, arena_size=arena_size)
     return SimHandle(dev, listen, baud, latency_ms, faults, int(seed), rx_buffer)

@@ -12,9 +12,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
+from harness.boards import load_board
 from harness.errors import HilError
 from harness.lab.labfile import Instance, Lab
+from harness.lab.labgrid import LabgridClient
 from harness.lab.lock import BoardBusyError, BoardLock, describe_holder
+from harness.lab.run import find_usb
+from harness.protocol.session import DeviceSession
 
 
 @dataclass
@@ -36,7 +40,6 @@ class InstanceState:
 
 
 def handshake(port: str, baud: int, timeout: float, retries: int):
-    from harness.protocol.session import DeviceSession
 
     s = DeviceSession(port, baudrate=baud, timeout=timeout, retries=retries)
     try:
@@ -46,7 +49,6 @@ def handshake(port: str, baud: int, timeout: float, retries: int):
 
 
 def check_instance(inst: Instance, lab: Lab, *, timeout: float = 0.5, retries: int = 2, labgrid=None) -> InstanceState:
-    from harness.boards import load_board
 
     st = InstanceState(inst.name, inst.board, inst.reached_by, inst.describe())
     lock = BoardLock(inst.lock_key, lock_dir=lab.lock_dir, label=f"board {inst.name}")
@@ -60,8 +62,6 @@ def check_instance(inst: Instance, lab: Lab, *, timeout: float = 0.5, retries: i
                 handle = labgrid.acquire(inst.place, wait=0.0)
                 port = handle.url()
             elif inst.usb is not None:
-                from harness.lab.run import find_usb
-
                 port = find_usb(inst, timeout=0.0)
             else:
                 port = inst.port
@@ -90,8 +90,6 @@ def check_lab(
     instances = lab.select(select)
     client = None
     if any(i.place for i in instances):
-        from harness.lab.labgrid import LabgridClient
-
         client = LabgridClient(lab.coordinator)
     try:
         with ThreadPoolExecutor(max_workers=max(1, len(instances)), thread_name_prefix="lab-check") as pool:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.boards import board_ids
 from harness.errors import ConfigError
 
 INSTANCE_KEYS = {"board", "port", "usb", "place", "baud", "flash", "power", "tags", "description"}
@@ -227,7 +228,6 @@ def _instance(r: _Reader, name_node, node, name: str) -> Instance:
         r.fail(node, key, "has no 'board' (a board id of boards/, e.g. sim or nano33ble)")
     bnode = m["board"][1]
     board = r.string(bnode, f"{key}.board")
-    from harness.boards import board_ids
 
     if board not in board_ids():
         r.fail(bnode, f"{key}.board", f"unknown board '{board}'", f"known boards: {', '.join(board_ids())}")

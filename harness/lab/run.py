@@ -25,9 +25,16 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from harness.boards import load_board
+from harness.build import build
+from harness.console import NullProgress
 from harness.errors import ConfigError, DeviceError, FlashError, HilError
+from harness.flash import flash
 from harness.lab.labfile import Instance, Lab, expand
+from harness.lab.labgrid import LabgridClient
 from harness.lab.lock import BoardLock
+from harness.report import write_html, write_json, write_junit
+from harness.validate import validate
 
 PASS, DRIFT, ERROR = "PASS", "DRIFT", "ERROR"
 SKIP_FLASH = ("none",)  # boards whose device holds what it was started with (the simulated board)
@@ -261,7 +268,6 @@ class LabRunner:
         on_event: Callable[..., None] | None = None,
         labgrid_client=None,
     ):
-        from harness.console import NullProgress
 
         self.lab, self.specs, self.instances, self.out, self.s = lab, specs, instances, Path(out), settings
         self.progress = progress or NullProgress()
@@ -273,7 +279,6 @@ class LabRunner:
 
     # ----- build
     def build_all(self) -> None:
-        from harness.boards import load_board
 
         if not self.s.build:
             return
@@ -285,8 +290,6 @@ class LabRunner:
                     return
                 self.on_event("build", board=board_id, model=spec.name)
                 try:
-                    from harness.build import build
-
                     self.builds[(board_id, spec.name)] = build(
                         board_id,
                         spec.model,
@@ -300,8 +303,6 @@ class LabRunner:
     def labgrid(self):
         with self._labgrid_lock:
             if self._labgrid is None:
-                from harness.lab.labgrid import LabgridClient
-
                 self._labgrid = LabgridClient(self.lab.coordinator)
             return self._labgrid
 
@@ -400,9 +401,6 @@ class LabRunner:
 
     def attempt(self, inst: Instance, spec: ModelSpec, cell: Cell, reach) -> None:
         """Flash (when the board is flashed), find the port, validate."""
-        from harness.boards import load_board
-        from harness.flash import flash
-        from harness.validate import validate
 
         cell.attempts += 1
         t0 = time.monotonic()
@@ -491,7 +489,6 @@ class LabRunner:
             cell.duration_s = round(cell.duration_s + time.monotonic() - t0, 3)
 
     def write_cell_reports(self, inst: Instance, spec: ModelSpec, d: dict) -> dict:
-        from harness.report import write_html, write_json, write_junit
 
         folder = self.out / inst.name / spec.name
         folder.mkdir(parents=True, exist_ok=True)

@@ -142,6 +142,8 @@ def _open_error(url: str, exc: BaseException) -> DeviceError:
             f"port {url} is busy (another program has it open)",
             "close the other program (serial monitor, another hil)",
         )
+    if code == errno.EISDIR:
+        return DeviceError(f"port {url} is a folder, not a serial device", PORT_HINT)
     if code in _MISSING:
         return DeviceError(f"port {url} does not exist", PORT_HINT)
     if code == errno.ECONNREFUSED:
@@ -271,6 +273,12 @@ class DeviceSession:
                     time.sleep(min(wait, 0.001))
                 data = self._port.read(65536)
         except (serial.SerialException, OSError) as exc:
+            busy = next((t for _, t in self.logs if t.startswith("busy: ")), None)
+            if busy:  # a simulated board serving another host said so, then closed
+                raise DeviceError(
+                    f"board busy: the device at {self.url} is {busy[6:]}",
+                    "wait for the other host to finish, or start another board",
+                ) from exc
             raise DeviceError(
                 f"device at {self.url} went away: {str(exc).splitlines()[0] if str(exc) else exc}",
                 "check the cable/power, then run again",
@@ -402,6 +410,14 @@ class DeviceSession:
             self.stats.retransmits += 1
             return
         if r.tries > self.retries:
+            st = self.stats
+            if st.frames_received and (st.retransmits or st.dropped_frames):  # it answered, the line ate it
+                raise _NoAnswer(
+                    f"device at {self.url} stopped answering: the link is too noisy ({what}: "
+                    f"{c.TYPE_NAMES[r.msg.TYPE]} unanswered after {r.tries} tries; {st.retransmits} retransmits, "
+                    f"{st.dropped_frames} frames lost to CRC/framing errors so far)",
+                    "check the cable and line rate (a lower --baud), or allow more --retries",
+                )
             raise _NoAnswer(
                 f"device at {self.url} stopped answering ({what}: "
                 f"{c.TYPE_NAMES[r.msg.TYPE]} unanswered after {r.tries} tries, "
@@ -565,9 +581,11 @@ class DeviceSession:
                 repeats += 1
                 self.stats.repeats += 1
                 if repeats > self.retries:
+                    st = self.stats
                     raise DeviceError(
-                        f"device at {self.url} could not complete a sample in {repeats} attempts (last: {redo})",
-                        "check the link (cable, baud) and the board's power",
+                        f"device at {self.url} could not complete a sample in {repeats} attempts (last: {redo}); "
+                        f"the link is too noisy: {st.retransmits} retransmits, {st.dropped_frames} frames lost",
+                        "check the link (cable, a lower --baud) and the board's power",
                     ) from None
                 if redo.reset:
                     resets += 1

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.model import inspect_bytes, read_model_bytes
+
 # The checkout (or site-packages) that holds the `harness` package.
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = 8
@@ -49,7 +51,6 @@ def hil(*args, env=None, timeout=180, **kw) -> subprocess.CompletedProcess:
 def write_data(model: Path, path: Path, n: int = SAMPLES, seed: int = 0, tamper: bool = False) -> Path:
     """Float inputs for a tiny model; with `tamper`, TFLM references that are
     noise (a host reference that does not match: DRIFT on every board)."""
-    from harness.model import inspect_bytes, read_model_bytes
 
     info = inspect_bytes(read_model_bytes(model), model)
     rng = np.random.default_rng(seed)
