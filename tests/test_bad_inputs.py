@@ -13,6 +13,7 @@ The signal and child-process tests at the end run `hil` as a subprocess
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -519,7 +520,13 @@ def test_an_unexpected_exception_in_any_command_is_exit_2_one_line(command, exc,
     def explode(*a, **k):
         raise exc
 
+    # The command's module may hold its own reference (`from harness.x import f`): replace that one too
+    # (imported first, so that it does not bind the replacement at import).
+    cli_mod = importlib.import_module(f"harness.cli.{command}")
     monkeypatch.setattr(f"{mod}.{attr}", explode)
+    for name, value in list(vars(cli_mod).items()):
+        if getattr(value, "__module__", None) == mod and getattr(value, "__name__", None) == attr:
+            monkeypatch.setattr(cli_mod, name, explode)
     rc = main([*make(w), "-q"])  # quiet: progress lines off, errors stay
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
@@ -529,7 +536,7 @@ def test_an_unexpected_exception_in_any_command_is_exit_2_one_line(command, exc,
 
 
 def test_debug_shows_the_traceback(w, monkeypatch):
-    monkeypatch.setattr("harness.codegen.generate", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr("harness.cli.codegen.generate", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         main([*cg(w), "--debug"])
 
@@ -764,7 +771,7 @@ def test_a_demo_cancelled_before_validation_replaces_an_earlier_pass_report_set(
     def cancelled(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("harness.demo.run_demo", cancelled)
+    monkeypatch.setattr("harness.cli.demo.run_demo", cancelled)
     rc = main(demo(w))
     err = capsys.readouterr().err
     assert rc == 2 and "interrupted" in err and "Traceback" not in err, err

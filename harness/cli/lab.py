@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness import console
-from harness.cli._common import add_option, subcommand
+from harness.cli._common import add_option, gate_verdict, subcommand
 from harness.cli.validate import gates_from_args, link_column
 from harness.errors import ConfigError
 from harness.fileio import write_json_atomic
@@ -168,7 +168,7 @@ def run_run(args) -> int:
         ]
         + f": {verdict}"
     )
-    return result.exit_code
+    return gate_verdict(result.exit_code)  # 1 only when some board's gates were evaluated and failed
 
 
 def _event(console, kind: str, kw: dict) -> None:

@@ -21,6 +21,7 @@ from harness.cli._lab import add_lab_options, lab_instance
 from harness.errors import ConfigError
 from harness.fileio import OutputSet
 from harness.report import summary, write_html, write_json, write_junit
+from harness.results import Status
 from harness.validate import Gates, validate
 
 EPILOG = """\
@@ -241,8 +242,8 @@ def cancelled_validation(port, model, data, *, samples=None, gates=None):
             session_factory=_CancelledSession,
         )
     # Whatever stopped it first (a model not converted yet), it was cancelled.
-    rep.data["interrupted"] = rep.data["partial"] = True
-    rep.data["status"], rep.data["exit_code"] = "error", 2
+    rep.interrupted = rep.partial = True
+    rep.status = Status.ERROR
     return rep
 
 
