@@ -113,7 +113,10 @@ def run_demo(
             f"the demo cannot start board '{board}' itself",
             f"use {', '.join(DEMO_BOARDS)}; for a real board run hil build, hil flash and hil validate (README)",
         )
-    if board != "sim" and (faults or baud != 921600 or latency_ms != 1.0):
+    from harness.boards import load_board
+    from harness.drivers import driver_for
+
+    if "faults" not in driver_for(load_board(board)).settings and (faults or baud != 921600 or latency_ms != 1.0):
         raise ConfigError(
             "--faults, --baud and --latency_ms shape the simulated board's line", f"leave them out with --board {board}"
         )
@@ -202,8 +205,9 @@ def run_demo(
     cg = generate(tflite, fw, model_config=ex.config)
     step("codegen", t0, False, f"{fw}/model_data.cc, model_data.h, model_ops.h (arena {cg.arena.recommended} bytes)")
 
-    # 4. the simulated board on a pseudo-terminal, 5. validate over it
-    from harness.device.sim import start_sim
+    # 4. the device: its driver starts it (the simulated board on a
+    # pseudo-terminal, or the built firmware), 5. validate over it
+    from harness.flash import flash
 
     t0 = time.monotonic()
     reports_dir = out / "reports"
@@ -212,55 +216,26 @@ def run_demo(
         "junit": reports_dir / "validation.xml",
         "html": reports_dir / "validation.html",
     }
-    if board == "sim":
-        with start_sim(
-            tflite,
-            listen="pty",
-            board="sim",
-            baud=baud,
-            latency_ms=latency_ms,
-            faults=faults,
-            seed=seed,
-            arena_size=cg.arena.measured,
-        ) as sim:
-            port = sim.url
-            step(
-                "device",
-                t0,
-                False,
-                f"simulated board on {port} ({baud} baud, {latency_ms:g} ms latency"
-                + (f", faults {faults}" if faults else "")
-                + ")",
-            )
-            t0 = time.monotonic()
-            rep = validate(
-                port,
-                tflite,
-                npz,
-                samples=samples,
-                gates=gates,
-                baud=baud,
-                timeout=timeout,
-                progress=progress,
-                board="sim",
-            )
-    else:
+    elf = None
+    if load_board(board).pio_env:  # a firmware to build (the simulated board has none)
         from harness.build import build
-        from harness.flash import flash
 
         built = build(board, tflite, tflm_dir=tflm_dir, out=out / "build" / board, on_line=on_build_line)
         step("build", t0, False, f"{built.elf} (flash {built.flash_used:,} B, RAM {built.ram_used:,} B)")
+        elf, t0 = built.elf, time.monotonic()
+    line = {"baud": baud, "latency_ms": latency_ms, "faults": faults, "seed": seed, "arena_size": cg.arena.measured}
+    settings = driver_for(load_board(board)).settings
+    dev = flash(board, elf=elf, model=tflite, options={k: v for k, v in line.items() if k in settings})
+    try:
+        port = dev.port
+        shaped = f" ({baud} baud, {latency_ms:g} ms latency" + (f", faults {faults}" if faults else "") + ")"
+        step("device", t0, False, f"{board} board on {port}" + (shaped if "baud" in settings else ""))
         t0 = time.monotonic()
-        dev = flash(board, elf=built.elf)
-        try:
-            port = dev.port
-            step("device", t0, False, f"{board} firmware on {port}")
-            t0 = time.monotonic()
-            rep = validate(
-                port, tflite, npz, samples=samples, gates=gates, timeout=timeout, progress=progress, board=board
-            )
-        finally:
-            dev.stop()
+        rep = validate(
+            port, tflite, npz, samples=samples, gates=gates, baud=baud, timeout=timeout, progress=progress, board=board
+        )
+    finally:
+        dev.stop()
     from harness.report import write_html, write_json, write_junit
 
     d = rep.to_dict()

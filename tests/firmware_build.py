@@ -175,8 +175,13 @@ def cross_build(cpu: str, out_dir: Path, prefix: str = "arm-none-eabi-") -> dict
 
 # --------------------------------------------------------------------- native program
 
-NATIVE_COMMON = [FIRMWARE / "src" / "main.cpp", FIRMWARE / "src" / "boards" / "native" / "board_native.cc", *SOURCES]
 RUNNER_SRC = FIRMWARE / "lib" / "hil_runner" / "src"
+NATIVE_COMMON = [
+    FIRMWARE / "src" / "main.cpp",
+    FIRMWARE / "src" / "boards" / "native" / "board_native.cc",
+    RUNNER_SRC / "hil_format.cc",
+    *SOURCES,
+]
 NATIVE_FLAGS = [
     "-std=c++17",
     "-O2",

@@ -188,7 +188,7 @@ def _fake_usb(monkeypatch, sequence):
 
 
 def test_nano_upload_finds_the_board_again_by_vid_pid_and_serial(monkeypatch):
-    from harness import pio
+    from harness import pio, ports
 
     app, boot = (0x2341, 0x805A), (0x2341, 0x005A)
     other = _Port("/dev/ttyACM0", *app, "OTHERBOARD")  # a second Nano on the rig
@@ -204,7 +204,7 @@ def test_nano_upload_finds_the_board_again_by_vid_pid_and_serial(monkeypatch):
     monkeypatch.setattr(
         pio, "run_pio", lambda args, **kw: ran.append(args) or subprocess.CompletedProcess(args, 0, "uploaded", "")
     )
-    monkeypatch.setattr(hf.time, "sleep", lambda s: None)
+    monkeypatch.setattr(ports.time, "sleep", lambda s: None)
     res = hf.flash("nano33ble", port="/dev/ttyACM1")
     assert ran[0][-4:] == ["-t", "upload", "--upload-port", "/dev/ttyACM1"] and "nano33ble" in ran[0]
     assert res.port == "/dev/ttyACM3"

@@ -5,11 +5,11 @@
 #include "hil_runner.h"
 
 #include <cstdarg>
-#include <cstdio>
 #include <cstring>
 #include <new>
 
 #include "hil_board.h"
+#include "hil_format.h"
 #include "model_data.h"
 #include "model_ops.h"
 #include "tensorflow/lite/micro/debug_log.h"
@@ -61,7 +61,7 @@ void FlushLine(protocol::LogLevel level) {
 // Appends formatted text; every '\n' ends a line.
 void AppendLog(protocol::LogLevel level, const char* format, va_list args) {
   char piece[protocol::kMaxLog + 1];
-  int n = vsnprintf(piece, sizeof(piece), format, args);
+  int n = FormatV(piece, sizeof(piece), format, args);
   if (n < 0) return;
   size_t length = static_cast<size_t>(n) < sizeof(piece)
                       ? static_cast<size_t>(n)
@@ -138,7 +138,7 @@ void Logf(protocol::LogLevel level, const char* format, ...) {
 bool TflmBackend::Fail(const char* format, ...) {
   va_list args;
   va_start(args, format);
-  vsnprintf(reason_, sizeof(reason_), format, args);
+  FormatV(reason_, sizeof(reason_), format, args);
   va_end(args);
   ready_ = false;
   Logf(protocol::kLogError, "model not ready: %s", reason_);
@@ -258,7 +258,7 @@ extern "C" void DebugLog(const char* format, va_list args) {
 
 extern "C" int DebugVsnprintf(char* buffer, size_t buf_size, const char* format,
                               va_list vlist) {
-  return vsnprintf(buffer, buf_size, format, vlist);
+  return hil::FormatV(buffer, buf_size, format, vlist);
 }
 
 // TFLM's time seam (micro_time.h), used by its MicroProfiler: the board's
