@@ -194,6 +194,13 @@ NATIVE_FLAGS = [
 ]
 
 
+def _board_flags() -> list[str]:
+    # The native board's facts, as `pio run` gets them (boards/native.json).
+    from harness.boards import define_flags, load_board
+
+    return define_flags(load_board("native"))
+
+
 def _includes(tree, model_dir: Path | None = None) -> list[str]:
     dirs = [FIRMWARE / "include", PROTOCOL_SRC, RUNNER_SRC]
     if model_dir is not None:
@@ -208,7 +215,7 @@ def build_native_common(tree, out_dir: Path, cxx: str = "g++") -> list[Path]:
     objs = []
     for src in NATIVE_COMMON:
         obj = out_dir / (src.stem + ".o")
-        _run([cxx, *NATIVE_FLAGS, *tree.defines(), *_includes(tree), "-c", str(src), "-o", str(obj)])
+        _run([cxx, *NATIVE_FLAGS, *_board_flags(), *tree.defines(), *_includes(tree), "-c", str(src), "-o", str(obj)])
         objs.append(obj)
     return objs
 
@@ -228,7 +235,18 @@ def build_native(
     for src in (RUNNER_SRC / "hil_runner.cc", model_dir / "model_data.cc"):
         obj = out_dir / (src.stem + ".o")
         _run(
-            [cxx, *NATIVE_FLAGS, *defines, *tree.defines(), *_includes(tree, model_dir), "-c", str(src), "-o", str(obj)]
+            [
+                cxx,
+                *NATIVE_FLAGS,
+                *_board_flags(),
+                *defines,
+                *tree.defines(),
+                *_includes(tree, model_dir),
+                "-c",
+                str(src),
+                "-o",
+                str(obj),
+            ]
         )
         objs.append(obj)
     exe = out_dir / "firmware"

@@ -250,3 +250,66 @@ def test_unreachable_registry_fails_before_platformio_runs(monkeypatch, tmp_path
     # behind a proxy the direct look proves nothing: PlatformIO is let try
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
     assert pio.registry_reachable() is True
+
+
+# --------------------------------------------------------------------------- no heap
+
+_WITH_MALLOC = "#include <stdlib.h>\nint main(void) { char *p = malloc(16); p[0] = 1; free(p); return p[0]; }\n"
+_WITHOUT = "static char buf[16];\nint main(void) { buf[0] = 1; return buf[0]; }\n"
+
+
+def _cross_elf(tmp_path: Path, name: str, source: str) -> Path:
+    if not shutil.which("arm-none-eabi-gcc"):
+        pytest.skip("arm-none-eabi-gcc is not installed: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi")
+    src = tmp_path / f"{name}.c"
+    src.write_text(source)
+    elf = tmp_path / f"{name}.elf"
+    cmd = ["arm-none-eabi-gcc", "-mcpu=cortex-m55", "-mthumb", "-O2", "--specs=nano.specs", "--specs=nosys.specs"]
+    subprocess.run([*cmd, str(src), "-o", str(elf)], check=True, capture_output=True)
+    return elf
+
+
+def test_allocator_check_finds_malloc_and_only_malloc(tmp_path):
+    found = hb.allocator_symbols(_cross_elf(tmp_path, "heap", _WITH_MALLOC))
+    assert {"malloc", "free", "_malloc_r", "_sbrk"} <= set(found)
+    assert hb.allocator_symbols(_cross_elf(tmp_path, "noheap", _WITHOUT)) == []
+
+
+def test_allocator_check_sees_a_host_programs_imports(tmp_path):
+    if not shutil.which("gcc"):
+        pytest.skip("gcc is not installed: apt-get install gcc")
+    src = tmp_path / "h.c"
+    src.write_text(_WITH_MALLOC)
+    subprocess.run(["gcc", "-O1", str(src), "-o", str(tmp_path / "h")], check=True)
+    assert "malloc" in hb.allocator_symbols(tmp_path / "h")
+
+
+def _result(tmp_path, **kw) -> hb.BuildResult:
+    base = dict(
+        board="qemu_m55",
+        env="qemu_m55",
+        elf=tmp_path / "firmware.elf",
+        model=tmp_path / "m.tflite",
+        model_sha256="0" * 64,
+        model_symbol="g_model_data",
+        model_size=16,
+        model_section=".hil_model",
+        model_address=0x11000000,
+        model_in_readonly_section=True,
+        arena_bytes=1024,
+        arena_symbol_bytes=1024,
+        flash_used=100,
+        flash_limit=1000,
+        ram_used=100,
+        ram_limit=1000,
+    )
+    return hb.BuildResult(**{**base, **kw})
+
+
+def test_a_firmware_that_links_an_allocator_fails_the_build(tmp_path):
+    info = {"model_section": ".hil_model", "model_readonly": True}
+    hb._check_image(_result(tmp_path), info)  # no allocator: fine
+    assert _result(tmp_path).heap == "none"
+    with pytest.raises(BuildError, match="links a heap allocator \\(_malloc_r, malloc\\)") as exc:
+        hb._check_image(_result(tmp_path, allocator_symbols=["_malloc_r", "malloc"]), info)
+    assert exc.value.exit_code == 2 and "trace-symbol" in exc.value.hint

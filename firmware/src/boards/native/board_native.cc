@@ -153,7 +153,7 @@ uint32_t MicrosNow() {
 uint64_t CyclesNow() { return 0; }
 bool HasCycleCounter() { return false; }
 uint32_t CpuHz() { return 0; }
-const char* BoardId() { return "native"; }
+const char* BoardId() { return HIL_BOARD_ID; }
 
 void Halt(int code) {
   fflush(stdout);

@@ -28,9 +28,6 @@ constexpr uint32_t kStateRxFull = 1u << 1;
 constexpr uint32_t kCtrlTxEnable = 1u << 0;
 constexpr uint32_t kCtrlRxEnable = 1u << 1;
 
-#ifndef HIL_CPU_HZ
-#define HIL_CPU_HZ 32000000u
-#endif
 constexpr uint32_t kTicksPerMicro = HIL_CPU_HZ / 1000000u;
 
 constexpr uint32_t kSysTickReload = 0x00FFFFFF;  // 24 bits
@@ -110,7 +107,7 @@ uint32_t MicrosNow() {
 uint64_t CyclesNow() { return 0; }
 bool HasCycleCounter() { return false; }
 uint32_t CpuHz() { return HIL_CPU_HZ; }
-const char* BoardId() { return "qemu_m55"; }
+const char* BoardId() { return HIL_BOARD_ID; }
 
 void Halt(int code) {
   const uint32_t block[2] = {kAdpStoppedApplicationExit,

@@ -18,15 +18,9 @@ namespace {
 
 using hil::cortex_m::Reg;
 
-#ifndef HIL_CPU_HZ
-#define HIL_CPU_HZ 64000000u
-#endif
 #ifndef HIL_PCLK2_HZ
 #define HIL_PCLK2_HZ \
   64000000u  // reset clock tree: HSI 64 MHz, APB2 prescaler 1
-#endif
-#ifndef HIL_BAUD
-#define HIL_BAUD 921600u
 #endif
 
 constexpr uintptr_t kRcc = 0x56028000;
@@ -141,13 +135,7 @@ uint64_t CyclesNow() { return hil::cortex_m::Cycles64(); }
 bool HasCycleCounter() { return g_has_cycle_counter; }
 uint32_t CpuHz() { return HIL_CPU_HZ; }
 
-const char* BoardId() {
-#if defined(HIL_BOARD_STM32N6570_DK)
-  return "stm32n6570_dk";
-#else
-  return "nucleo_n657x0_q";
-#endif
-}
+const char* BoardId() { return HIL_BOARD_ID; }
 
 void Halt(int code) {
   (void)code;
