@@ -111,15 +111,8 @@ def test_cli_build_error_exits_2(capsys, monkeypatch, tmp_path):
 def _tree(var: str) -> Path:
     value = os.environ.get(var)
     if not value:
-        pytest.skip(f"set {var}=/path/to/tflm_tree (create_tflm_tree.py output) to run real firmware builds")
+        pytest.skip(f"set {var}=/path/to/tflm_tree (create_tflm_tree.py output, see docs/build.md) to run real builds")
     return Path(value)
-
-
-def _fixture(request, name):
-    try:
-        return request.getfixturevalue(name)
-    except pytest.FixtureLookupError:
-        pytest.skip(f"fixture {name} (tests/conftest.py) is not available yet")
 
 
 OTHER = {"gesture_model": "audio_model", "audio_model": "gesture_model"}
@@ -130,12 +123,11 @@ OTHER = {"gesture_model": "audio_model", "audio_model": "gesture_model"}
 @pytest.mark.parametrize("example", ["gesture_model", "audio_model"])
 def test_built_firmware_validates_bit_exact(request, tmp_path_factory, board, var, example):
     tree = _tree(var)
-    model, data = _fixture(request, example)[:2]
-    if not (hb.firmware_dir() / "src" / "main.cpp").is_file():
-        pytest.skip("firmware/src/main.cpp is not there yet")
+    model, data = request.getfixturevalue(example)[:2]
     out = tmp_path_factory.mktemp(f"fw_{board}")
     res = hb.build(board, model, tflm_dir=tree, out=out)
     assert res.model_in_readonly_section
+    assert res.heap == "none" and res.allocator_symbols == []  # and the build checked it
     dev = hf.flash(board, elf=res.elf)
     try:
         proc = subprocess.run(
@@ -147,7 +139,7 @@ def test_built_firmware_validates_bit_exact(request, tmp_path_factory, board, va
         assert proc.returncode == 0, proc.stdout + proc.stderr
         # The same firmware asked to validate the other example: the
         # handshake refuses it (exit 2, one line naming the difference).
-        other_model, other_data = _fixture(request, OTHER[example])[:2]
+        other_model, other_data = request.getfixturevalue(OTHER[example])[:2]
         proc = subprocess.run(
             ["hil", "validate", "--port", dev.port, "--model", str(other_model), "--data", str(other_data)],
             capture_output=True,
@@ -313,3 +305,14 @@ def test_a_firmware_that_links_an_allocator_fails_the_build(tmp_path):
     with pytest.raises(BuildError, match="links a heap allocator \\(_malloc_r, malloc\\)") as exc:
         hb._check_image(_result(tmp_path, allocator_symbols=["_malloc_r", "malloc"]), info)
     assert exc.value.exit_code == 2 and "trace-symbol" in exc.value.hint
+
+
+@pytest.mark.tflm
+@pytest.mark.parametrize("board", ["nucleo_n657x0_q", "stm32n6570_dk"])
+def test_stm32n6_firmware_links_without_a_heap(request, tmp_path_factory, board):
+    tree = _tree("HIL_TFLM_M55_DIR")
+    model = request.getfixturevalue("gesture_model")[0]
+    res = hb.build(board, model, tflm_dir=tree, out=tmp_path_factory.mktemp(board))
+    assert res.heap == "none" and res.model_in_readonly_section
+    assert hb.allocator_symbols(res.elf) == []
+    assert (res.elf.parent / "firmware.bin").is_file()

@@ -25,12 +25,14 @@ N_SAMPLES = 12
 @pytest.fixture(scope="session")
 def tflm_native(tmp_path_factory):
     if not os.environ.get("HIL_TFLM_DIR"):
-        pytest.skip("needs a TFLM tree: set HIL_TFLM_DIR=/path/to/tflm_tree (see docs/firmware.md)")
+        pytest.skip("needs a TFLM tree: set HIL_TFLM_DIR=/path/to/tflm_tree (see docs/build.md)")
     from harness import tflm
 
     tree = tflm.find_tree()
     if tree.has_cmsis_nn:
-        pytest.skip(f"HIL_TFLM_DIR={tree.root} holds CMSIS-NN kernels; the host build needs the reference tree")
+        pytest.skip(
+            f"HIL_TFLM_DIR={tree.root} holds CMSIS-NN kernels: set it to the reference tree (see docs/build.md)"
+        )
     lib = tflm.build_static_lib(tree, "g++", list(tflm.DEFAULT_FLAGS))
     common = fb.build_native_common(tree, tmp_path_factory.mktemp("native_common"))
     return tree, lib, common
@@ -47,10 +49,7 @@ def _model(request, name, sim_models):
     """(tflite path, validation npz or None)."""
     if name in sim_models:
         return sim_models[name], None
-    try:
-        value = request.getfixturevalue(name)
-    except pytest.FixtureLookupError:
-        pytest.skip(f"fixture {name} is not defined (tests/conftest.py)")
+    value = request.getfixturevalue(name)
     return value.tflite, value.npz
 
 
