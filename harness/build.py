@@ -255,7 +255,9 @@ def _classify_failure(board: Board, output: str) -> BuildError:
         not is_offline_env(board) and "Installing" in output and "Error" in output
     ):
         return _registry_error(board)
-    errors = [ln for ln in lines if ln.startswith("Error:") or ": error:" in ln or "undefined reference" in ln]
+    errors = [
+        ln for ln in lines if ln.startswith(("Error:", "*** ")) or ": error:" in ln or "undefined reference" in ln
+    ]
     first = errors[0] if errors else (lines[-1] if lines else "no output")
     if first.startswith("Error: "):
         first = first[len("Error: ") :]

@@ -94,3 +94,12 @@ def test_board_sources_repeat_no_board_fact():
         text = path.read_text()
         assert not re.search(r"#define\s+HIL_(CPU_HZ|BAUD|BOARD_ID|MAX_FRAME|RX_WINDOW)\b", text), path
         assert not re.search(r'BoardId\(\)\s*\{\s*return\s*"', text), path
+
+
+def test_every_extra_script_exists():
+    """PlatformIO takes one script a line; a missing one fails every build."""
+    for name, section in _ini().items():
+        for line in section.get("extra_scripts", "").splitlines():
+            for entry in filter(None, (e.strip() for e in line.split(","))):
+                path = entry.split(":", 1)[1] if entry.startswith(("pre:", "post:")) else entry
+                assert (firmware_dir() / path).is_file(), f"[{name}] extra_scripts: {entry} does not exist"
