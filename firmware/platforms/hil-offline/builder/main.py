@@ -144,9 +144,8 @@ if truthy(option("custom_hil_tflm", "yes")):
     tflm_env = env.Clone()
     # Only the tree's own include folders and defines: a path or a board
     # define added for the firmware (the model's sources, HIL_BOARD_ID) must
-    # not change TFLM's command lines, or every new model and every board of
-    # the same CPU would recompile the whole library (the build cache shares
-    # it between qemu_m55 and the STM32N6 boards).
+    # not change TFLM's command lines, or every new model would recompile
+    # the whole library.
     tflm_env.Replace(CPPPATH=list(include), CPPDEFINES=tree.define_names())
     # TFLM is third-party code: its warnings are not ours to fix.
     tflm_env.Append(CCFLAGS=["-w"])
