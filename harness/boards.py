@@ -1,7 +1,12 @@
 """Board definitions: one JSON file per board in `boards/` (data, committed).
 
-A lab's map of which board sits on which port is a separate user file
-(`--port` or `HIL_PORT`), never part of these definitions.
+`boards/<id>.json` is the one description of a board. What PlatformIO needs
+is derived from it here: the custom board manifests in `boards/pio/`
+(`pio_manifest`, written by `hil boards --write-pio`, checked by a test) and
+the firmware's `-D` defines (`firmware_defines`, added to every build by
+`firmware/scripts/hil_model.py`). A lab's map of which board sits on which
+port is a separate user file (`--port` or `HIL_PORT`), never part of these
+definitions.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.fileio import write_text_atomic
 from harness.paths import boards_dir
 
 REQUIRED = ("id", "name", "core", "flash_bytes", "ram_bytes", "baud", "max_frame", "upload_method")
@@ -39,6 +45,12 @@ class Board:
     @property
     def rx_window(self) -> int:
         return int(self.raw.get("rx_window", 1))
+
+    @property
+    def cpu_hz(self) -> int:
+        """The clock the firmware runs at (the STM32N6 boards stay at the
+        reset clock, below the chip's maximum `clock_hz`)."""
+        return int(self.raw.get("firmware_clock_hz") or self.raw.get("clock_hz") or 0)
 
     @property
     def usb_ids(self) -> list[tuple[int, int]]:
@@ -72,3 +84,70 @@ def load_board(board_id: str, folder: Path | None = None) -> Board:
 
 def all_boards(folder: Path | None = None) -> list[Board]:
     return [load_board(b, folder) for b in board_ids(folder)]
+
+
+def firmware_defines(board: Board) -> list[tuple[str, str | None]]:
+    """The preprocessor defines the firmware is built with, from the board's
+    data: (name, value) with C syntax values (strings quoted), None for a
+    bare flag."""
+    defines: list[tuple[str, str | None]] = [
+        ("HIL_BOARD_ID", f'"{board.id}"'),
+        ("HIL_CPU_HZ", f"{board.cpu_hz}u"),
+        ("HIL_BAUD", f"{board.baud}u"),
+        ("HIL_MAX_FRAME", str(board.max_frame)),
+        ("HIL_RX_WINDOW", str(board.rx_window)),
+    ]
+    if board.get("framework") == "arduino":
+        defines.append(("HIL_ARDUINO", None))  # the Arduino core owns main()
+    return defines
+
+
+def define_flags(board: Board) -> list[str]:
+    """`firmware_defines` as compiler flags (for a compiler run without a shell)."""
+    return [f"-D{name}" if value is None else f"-D{name}={value}" for name, value in firmware_defines(board)]
+
+
+def pio_manifest(board: Board) -> dict[str, Any] | None:
+    """PlatformIO's custom board manifest (`boards/pio/<pio_board>.json`) for
+    a board of the hil-offline platform, or None when it uses one of
+    PlatformIO's own boards (or none)."""
+    if not board.get("pio_board"):
+        return None
+    build: dict[str, Any] = {
+        "cpu": board.core,
+        "mcu": str(board.get("mcu", "")).lower(),
+        "float_abi": "hard" if board.get("fpu") else "soft",
+        "ldscript": board.get("ldscript"),
+    }
+    if board.get("image_bin"):
+        build["binary"] = True  # a raw image beside the ELF (the STM32N6 signing tool)
+    return {
+        "build": build,
+        "frameworks": [],
+        "name": board.name,
+        "upload": {
+            "maximum_ram_size": board.ram_bytes,
+            "maximum_size": board.flash_bytes,
+            "protocol": board.upload_method,
+            "protocols": [board.upload_method],
+        },
+        "url": board.get("url", ""),
+        "vendor": board.get("vendor", ""),
+    }
+
+
+def pio_manifest_text(board: Board) -> str:
+    return json.dumps(pio_manifest(board), indent=2) + "\n"
+
+
+def write_pio_manifests(folder: Path | None = None) -> list[Path]:
+    """(Re)write `boards/pio/*.json` from the board definitions."""
+    out = (folder or boards_dir()) / "pio"
+    written = []
+    for board in all_boards(folder):
+        if pio_manifest(board) is None:
+            continue
+        path = out / f"{board.get('pio_board')}.json"
+        write_text_atomic(path, pio_manifest_text(board))
+        written.append(path)
+    return written

@@ -1,10 +1,11 @@
 """Stage 3, build: codegen + PlatformIO, then what the ELF says.
 
-`build()` generates the model's sources, runs `pio run -e <env>` on the
-firmware project with the harness's offline PlatformIO set-up
-(`harness.pio`), copies the ELF to the output folder and reads it: flash
-and RAM used against the board's limits, the model array's section (it must
-be read-only, never copied to RAM), the arena size.
+`build()` runs in phases: resolve the board and paths, prepare the build's
+environment (toolchain, TFLM tree, PlatformIO offline), generate the model's
+sources, run `pio run -e <env>` on the firmware project, then read the ELF
+and check it: flash and RAM used against the board's limits, the model
+array's section (it must be read-only, never copied to RAM), the arena
+size, and no heap (the firmware must not link an allocator).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import codegen, pio, procs
+from harness import codegen, pio, procs, tflm
 from harness.boards import Board, load_board
 from harness.errors import BuildError, ConfigError, ToolError
 from harness.fileio import sha256_file, write_json_atomic
-from harness.paths import firmware_dir
+from harness.paths import firmware_dir, workspace_dir
 
 OFFLINE_PLATFORM = "hil-offline"
 STAMP = ".hil_model.stamp"  # = firmware/scripts/hil_model.py STAMP
@@ -34,6 +35,12 @@ _REGISTRY_PATTERNS = re.compile(
     r"Max retries exceeded|Name or service not known|Temporary failure in name resolution|"
     r"api\.registry\.platformio\.org|dl\.registry\.platformio\.org|Network is unreachable)",
     re.I,
+)
+# What a heap-free firmware must not link: C and newlib allocators, sbrk,
+# C++ operator new/delete (every overload mangles to these prefixes).
+ALLOCATOR = re.compile(
+    r"^(malloc|free|calloc|realloc|memalign|aligned_alloc|posix_memalign|valloc|pvalloc|"
+    r"_malloc_r|_free_r|_calloc_r|_realloc_r|_memalign_r|_sbrk|_sbrk_r|_Znw\w*|_Zna\w*|_Zdl\w*|_Zda\w*)$"
 )
 
 
@@ -69,6 +76,11 @@ class BuildResult:
     env_vars: dict = field(default_factory=dict)
     log: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    allocator_symbols: list[str] = field(default_factory=list)  # empty: "heap: none"
+
+    @property
+    def heap(self) -> str:
+        return "none" if not self.allocator_symbols else ", ".join(self.allocator_symbols)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -89,34 +101,9 @@ def is_cross(board: Board) -> bool:
 
 
 def find_tflm_tree(board: Board, tflm_dir: str | os.PathLike | None = None) -> Path:
-    """The TFLM tree for a board: `--tflm`, else `HIL_TFLM_M55_DIR` for
-    Cortex-M55 boards (a CMSIS-NN tree), else `HIL_TFLM_DIR`."""
-    candidates = [("--tflm", tflm_dir)]
-    if board.core == "cortex-m55":
-        candidates.append(("HIL_TFLM_M55_DIR", os.environ.get("HIL_TFLM_M55_DIR")))
-    candidates.append(("HIL_TFLM_DIR", os.environ.get("HIL_TFLM_DIR")))
-    for origin, value in candidates:
-        if not value:
-            continue
-        path = Path(value).expanduser().resolve()
-        if not (path / "tensorflow" / "lite" / "micro" / "micro_interpreter.h").is_file():
-            raise ConfigError(
-                f"{origin}={value} is not a TensorFlow Lite Micro tree",
-                "point it at the output of TFLM's create_tflm_tree.py (docs/build.md)",
-            )
-        cmsis = (path / "tensorflow" / "lite" / "micro" / "kernels" / "cmsis_nn").is_dir()
-        if cmsis and not is_cross(board):
-            if origin == "HIL_TFLM_M55_DIR":
-                continue
-            raise ConfigError(
-                f"{origin}={value} holds CMSIS-NN (Cortex-M) kernels; board {board.id} runs on the host",
-                "give the reference tree (create_tflm_tree.py without OPTIMIZED_KERNEL_DIR)",
-            )
-        return path
-    raise ConfigError(
-        f"no TensorFlow Lite Micro tree for the offline build of {board.id}",
-        "pass --tflm DIR or set HIL_TFLM_DIR=/path/to/tflm_tree (see docs/build.md)",
-    )
+    """The TFLM tree for a board (harness.tflm.tree_for): `--tflm`, else
+    `HIL_TFLM_M55_DIR` for Cortex-M55 boards, else `HIL_TFLM_DIR`."""
+    return tflm.tree_for(board.core, tflm_dir, what=f"the offline build of {board.id}").root
 
 
 def check_toolchain(board: Board) -> None:
@@ -128,12 +115,6 @@ def check_toolchain(board: Board) -> None:
                 f"{tool} is not installed (needed to build {board.id})",
                 f"install it, e.g. `sudo apt-get install {pkg}`",
             )
-
-
-def workspace_dir() -> Path:
-    """PlatformIO's working folder for the harness's builds: one per
-    firmware project, shared by every model (TFLM is compiled once)."""
-    return pio.cache_dir() / "workspace"
 
 
 @contextlib.contextmanager
@@ -160,60 +141,102 @@ def model_stamp(model: Path, board_id: str, config: Path | None) -> dict:
 # --------------------------------------------------------------------------- ELF
 
 
-def read_elf(elf: Path, model_symbol: str | None = None, arena_hint: str = "arena") -> dict:
-    """Sections, memory use and the model's placement, from the ELF."""
+def _elftools():
     try:
         from elftools.elf.constants import SH_FLAGS
         from elftools.elf.elffile import ELFFile
     except ImportError:
         raise ToolError("pyelftools is not installed", "pip install pyelftools") from None
+    return ELFFile, SH_FLAGS
+
+
+def _alloc_sections(f, sh_flags) -> tuple[list[SectionUse], dict]:
+    """The sections that occupy memory, and those by index (for symbols)."""
     sections: list[SectionUse] = []
-    info = {
+    by_index = {}
+    for i, sec in enumerate(f.iter_sections()):
+        flags = sec["sh_flags"]
+        if not flags & sh_flags.SHF_ALLOC or sec["sh_size"] == 0:
+            continue
+        by_index[i] = sec
+        writable = bool(flags & sh_flags.SHF_WRITE)
+        nobits = sec["sh_type"] == "SHT_NOBITS"
+        kind = "ram" if nobits else ("flash+ram" if writable else "flash")
+        sections.append(SectionUse(sec.name, sec["sh_addr"], sec["sh_size"], kind))
+    return sections, by_index
+
+
+def _model_and_arena(symtab, by_index, sh_flags, model_symbol: str | None, arena_hint: str) -> dict:
+    info = {"model_section": None, "model_address": None, "model_size": None, "model_readonly": False}
+    best_arena = None
+    for sym in symtab.iter_symbols():
+        if sym["st_info"]["type"] != "STT_OBJECT":
+            continue
+        if model_symbol and sym.name == model_symbol:
+            idx = sym["st_shndx"]
+            sec = by_index.get(idx) if isinstance(idx, int) else None
+            if sec is not None:
+                info["model_section"] = sec.name
+                info["model_readonly"] = not (sec["sh_flags"] & sh_flags.SHF_WRITE) and sec["sh_type"] != "SHT_NOBITS"
+            info["model_address"] = sym["st_value"]
+            info["model_size"] = sym["st_size"]
+        elif arena_hint in sym.name.lower() and sym["st_size"] >= 16:
+            best_arena = max(best_arena or 0, sym["st_size"])
+    info["arena_symbol_bytes"] = best_arena
+    return info
+
+
+def _allocators(f) -> list[str]:
+    """Allocator symbols the ELF defines or imports (static and dynamic
+    symbol tables; a host program's imports carry an @version)."""
+    found = set()
+    for name in (".symtab", ".dynsym"):
+        table = f.get_section_by_name(name)
+        if table is None:
+            continue
+        for sym in table.iter_symbols():
+            if sym["st_info"]["type"] in ("STT_FILE", "STT_SECTION"):
+                continue
+            base = sym.name.split("@", 1)[0]
+            if ALLOCATOR.match(base):
+                found.add(base)
+    return sorted(found)
+
+
+def allocator_symbols(elf: Path) -> list[str]:
+    """Heap allocator symbols linked into `elf` (empty: the firmware has no heap)."""
+    elf_file, _ = _elftools()
+    with open(elf, "rb") as fh:
+        return _allocators(elf_file(fh))
+
+
+def read_elf(elf: Path, model_symbol: str | None = None, arena_hint: str = "arena") -> dict:
+    """Sections, memory use, the model's placement and any allocator, from the ELF."""
+    elf_file, sh_flags = _elftools()
+    with open(elf, "rb") as fh:
+        f = elf_file(fh)
+        sections, by_index = _alloc_sections(f, sh_flags)
+        symtab = f.get_section_by_name(".symtab")
+        if symtab is not None:
+            info = _model_and_arena(symtab, by_index, sh_flags, model_symbol, arena_hint)
+        else:
+            info = _model_and_arena_absent()
+        info["allocators"] = _allocators(f)
+    info["sections"] = sections
+    info["flash_used"] = sum(s.size for s in sections if s.kind in ("flash", "flash+ram"))
+    info["ram_used"] = sum(s.size for s in sections if s.kind in ("ram", "flash+ram"))
+    return info
+
+
+def _model_and_arena_absent() -> dict:
+    # A stripped ELF: nothing is known about the model's placement.
+    return {
         "model_section": None,
         "model_address": None,
         "model_size": None,
         "model_readonly": False,
         "arena_symbol_bytes": None,
     }
-    with open(elf, "rb") as fh:
-        f = ELFFile(fh)
-        by_index = {}
-        for i, sec in enumerate(f.iter_sections()):
-            flags = sec["sh_flags"]
-            if not flags & SH_FLAGS.SHF_ALLOC or sec["sh_size"] == 0:
-                continue
-            by_index[i] = sec
-            name = sec.name
-            if name in (".heap",):  # the free gap between bss and stack
-                continue
-            writable = bool(flags & SH_FLAGS.SHF_WRITE)
-            nobits = sec["sh_type"] == "SHT_NOBITS"
-            kind = "ram" if nobits else ("flash+ram" if writable else "flash")
-            sections.append(SectionUse(name, sec["sh_addr"], sec["sh_size"], kind))
-        symtab = f.get_section_by_name(".symtab")
-        if symtab is not None:
-            best_arena = None
-            for sym in symtab.iter_symbols():
-                if sym["st_info"]["type"] != "STT_OBJECT":
-                    continue
-                if model_symbol and sym.name == model_symbol:
-                    idx = sym["st_shndx"]
-                    sec = by_index.get(idx) if isinstance(idx, int) else None
-                    if sec is not None:
-                        info["model_section"] = sec.name
-                        info["model_readonly"] = (
-                            not (sec["sh_flags"] & SH_FLAGS.SHF_WRITE) and sec["sh_type"] != "SHT_NOBITS"
-                        )
-                    info["model_address"] = sym["st_value"]
-                    info["model_size"] = sym["st_size"]
-                elif arena_hint in sym.name.lower() and sym["st_size"] >= 16:
-                    if best_arena is None or sym["st_size"] > best_arena:
-                        best_arena = sym["st_size"]
-            info["arena_symbol_bytes"] = best_arena
-    info["sections"] = sections
-    info["flash_used"] = sum(s.size for s in sections if s.kind in ("flash", "flash+ram"))
-    info["ram_used"] = sum(s.size for s in sections if s.kind in ("ram", "flash+ram"))
-    return info
 
 
 # --------------------------------------------------------------------------- build
@@ -232,7 +255,9 @@ def _classify_failure(board: Board, output: str) -> BuildError:
         not is_offline_env(board) and "Installing" in output and "Error" in output
     ):
         return _registry_error(board)
-    errors = [ln for ln in lines if ln.startswith("Error:") or ": error:" in ln or "undefined reference" in ln]
+    errors = [
+        ln for ln in lines if ln.startswith(("Error:", "*** ")) or ": error:" in ln or "undefined reference" in ln
+    ]
     first = errors[0] if errors else (lines[-1] if lines else "no output")
     if first.startswith("Error: "):
         first = first[len("Error: ") :]
@@ -240,6 +265,124 @@ def _classify_failure(board: Board, output: str) -> BuildError:
         f"the {board.id} firmware did not build: {first[:300]}",
         "see the full log (path with -v) or run the pio command shown by -v",
     )
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one build works on, resolved from the caller's arguments."""
+
+    board: Board
+    env: str
+    model: Path
+    out_dir: Path
+    project: Path
+
+
+def _resolve(board_id: str, model: str | os.PathLike, out: str | os.PathLike | None) -> _Job:
+    board = load_board(board_id)
+    if not board.pio_env:
+        raise ConfigError(
+            f"board '{board_id}' has no firmware to build (no pio_env)",
+            "it is served by `hil device`; pick a board with firmware: hil boards",
+        )
+    model = Path(model).expanduser().resolve()
+    if not model.is_file():
+        raise ConfigError(f"model {model} does not exist", "check the path to the .tflite")
+    project = firmware_dir()
+    if not (project / "platformio.ini").is_file():
+        raise ConfigError(f"no PlatformIO project at {project}", "reinstall tinyhil")
+    out_dir = (Path(out) if out else Path("build") / board_id).resolve()
+    return _Job(board, board.pio_env, model, out_dir, project)
+
+
+def _prepare_environment(board: Board, tflm_dir: str | os.PathLike | None) -> dict[str, str]:
+    """Tools and the TFLM tree for an offline env, or the registry for a
+    networked one; then PlatformIO made usable offline. The variables the
+    build needs."""
+    env_vars: dict[str, str] = {}
+    if is_offline_env(board):
+        check_toolchain(board)
+        env_vars[tflm.ENV_VAR] = str(find_tflm_tree(board, tflm_dir))
+    elif tflm_dir:
+        raise ConfigError(
+            f"--tflm does not apply to {board.id}: its TFLM comes from PlatformIO's lib_deps", "leave --tflm out"
+        )
+    elif not pio.platform_installed(board.get("platform", "")) and not pio.registry_reachable():
+        raise _registry_error(board)
+    pio.ensure_offline_platformio()
+    return env_vars
+
+
+def _generate_sources(job: _Job):
+    """Codegen into a stable folder per env (a new folder would change the
+    compiler command lines and rebuild), with the stamp the pre-build
+    script compares; copied to OUT/model."""
+    # codegen pulls in the TFLite converter stack: only when a build runs.
+
+    gen_dir = workspace_dir() / "hil_model" / job.env
+    cg = codegen.generate(job.model, gen_dir, board=job.board.id)
+    (gen_dir / STAMP).write_text(json.dumps(model_stamp(job.model, job.board.id, cg.config_path)))
+    (job.out_dir / "model").mkdir(parents=True, exist_ok=True)
+    for name in codegen.FILES:
+        shutil.copy2(gen_dir / name, job.out_dir / "model" / name)
+    return cg, gen_dir
+
+
+def _compile(job: _Job, env_vars: dict, clean: bool, jobs: int | None, on_line, timeout: float | None):
+    """`pio run` under the env's lock; the ELF (and .bin) copied to OUT.
+    Returns (elf, pio args, log path)."""
+    args = ["run", "-d", str(job.project), "-e", job.env] + (["-j", str(jobs)] if jobs else [])
+    log_path = job.out_dir / "build.log"
+    with _env_lock(job.env):
+        if clean:
+            pio.run_pio(["run", "-d", str(job.project), "-e", job.env, "-t", "clean"], env_extra=env_vars)
+        proc = _run_streaming(args, env_vars, on_line, timeout)
+        log_path.write_text(proc["output"])
+        if proc["returncode"] != 0:
+            raise _classify_failure(job.board, proc["output"])
+        build_dir = workspace_dir() / "build" / job.env
+        elf_src = next((p for p in (build_dir / "program.elf", build_dir / "program") if p.is_file()), None)
+        if elf_src is None:
+            raise BuildError(
+                f"PlatformIO reported success but left no program in {build_dir}", "run the build again with --clean"
+            )
+        elf = job.out_dir / ("firmware.elf" if elf_src.suffix == ".elf" else "firmware")
+        shutil.copy2(elf_src, elf)
+        binary = build_dir / "program.bin"
+        if binary.is_file():
+            shutil.copy2(binary, job.out_dir / "firmware.bin")
+    return elf, args, log_path
+
+
+def _check_image(result: BuildResult, info: dict) -> None:
+    """The ELF must hold the model read-only, fit the board and not allocate."""
+    board, symbol = result.board, result.model_symbol
+    if info["model_section"] is None:
+        raise BuildError(
+            f"the model array {symbol} is not in the ELF {result.elf}",
+            "the firmware must reference kHilModelData (see docs/codegen.md)",
+        )
+    if not info["model_readonly"]:
+        raise BuildError(
+            f"the model array {symbol} sits in the writable section {info['model_section']}: it would be copied to RAM",
+            "keep the generated `const` array; check the linker script",
+        )
+    if result.flash_used > result.flash_limit:
+        raise BuildError(
+            f"the firmware needs {result.flash_used} bytes of flash; {board} has {result.flash_limit}",
+            "use a smaller model or a board with more flash",
+        )
+    if result.ram_used > result.ram_limit:
+        raise BuildError(
+            f"the firmware needs {result.ram_used} bytes of RAM; {board} has {result.ram_limit}",
+            "use a model with a smaller arena or a bigger board",
+        )
+    if result.allocator_symbols:
+        raise BuildError(
+            f"the {board} firmware links a heap allocator ({', '.join(result.allocator_symbols[:6])}); "
+            "it must not allocate",
+            "find the caller with -Wl,--trace-symbol=NAME or the linker map (firmware.map in the build folder)",
+        )
 
 
 def build(
@@ -258,79 +401,21 @@ def build(
     `on_line(str)` receives PlatformIO's output lines as they come (the CLI
     shows them with -v).
     """
-
-    board = load_board(board_id)
-    env_name = board.pio_env
-    if not env_name:
-        raise ConfigError(
-            f"board '{board_id}' has no firmware to build (no pio_env)",
-            "it is served by `hil device`; pick a board with firmware: hil boards",
-        )
-    model = Path(model).expanduser().resolve()
-    if not model.is_file():
-        raise ConfigError(f"model {model} does not exist", "check the path to the .tflite")
-    out_dir = Path(out) if out else Path("build") / board_id
-    out_dir = out_dir.resolve()
-    project = firmware_dir()
-    if not (project / "platformio.ini").is_file():
-        raise ConfigError(f"no PlatformIO project at {project}", "reinstall tinyhil")
-
-    env_vars: dict[str, str] = {}
-    if is_offline_env(board):
-        check_toolchain(board)
-        env_vars["HIL_TFLM_DIR"] = str(find_tflm_tree(board, tflm_dir))
-    elif tflm_dir:
-        raise ConfigError(
-            f"--tflm does not apply to {board_id}: its TFLM comes from PlatformIO's lib_deps", "leave --tflm out"
-        )
-    elif not pio.platform_installed(board.get("platform", "")) and not pio.registry_reachable():
-        raise _registry_error(board)
-    pio.ensure_offline_platformio()
-
-    # Sources go to a stable folder per env (a new folder would change the
-    # compiler command lines and rebuild), then are copied to `out`.
-    gen_dir = workspace_dir() / "hil_model" / env_name
-    cg = codegen.generate(model, gen_dir, board=board_id)
-    stamp = model_stamp(model, board_id, cg.config_path)
-    (gen_dir / STAMP).write_text(json.dumps(stamp))
-    (out_dir / "model").mkdir(parents=True, exist_ok=True)
-    for name in codegen.FILES:
-        shutil.copy2(gen_dir / name, out_dir / "model" / name)
-
+    job = _resolve(board_id, model, out)
+    env_vars = _prepare_environment(job.board, tflm_dir)
+    cg, gen_dir = _generate_sources(job)
     env_vars.update(
-        {"HIL_MODEL": str(model), "HIL_MODEL_DIR": str(gen_dir), "PLATFORMIO_WORKSPACE_DIR": str(workspace_dir())}
+        {"HIL_MODEL": str(job.model), "HIL_MODEL_DIR": str(gen_dir), "PLATFORMIO_WORKSPACE_DIR": str(workspace_dir())}
     )
-    args = ["run", "-d", str(project), "-e", env_name]
-    if jobs:
-        args += ["-j", str(jobs)]
-    log_path = out_dir / "build.log"
     t0 = time.monotonic()
-    with _env_lock(env_name):
-        if clean:
-            pio.run_pio(["run", "-d", str(project), "-e", env_name, "-t", "clean"], env_extra=env_vars)
-        proc = _run_streaming(args, env_vars, on_line, timeout)
-        log_path.write_text(proc["output"])
-        if proc["returncode"] != 0:
-            raise _classify_failure(board, proc["output"])
-        build_dir = workspace_dir() / "build" / env_name
-        elf_src = next((p for p in (build_dir / "program.elf", build_dir / "program") if p.is_file()), None)
-        if elf_src is None:
-            raise BuildError(
-                f"PlatformIO reported success but left no program in {build_dir}", "run the build again with --clean"
-            )
-        elf = out_dir / ("firmware.elf" if elf_src.suffix == ".elf" else "firmware")
-        shutil.copy2(elf_src, elf)
-        binary = build_dir / "program.bin"
-        if binary.is_file():
-            shutil.copy2(binary, out_dir / "firmware.bin")
+    elf, args, log_path = _compile(job, env_vars, clean, jobs, on_line, timeout)
     seconds = time.monotonic() - t0
-
     info = read_elf(elf, cg.data_symbol)
     result = BuildResult(
         board=board_id,
-        env=env_name,
+        env=job.env,
         elf=elf,
-        model=model,
+        model=job.model,
         model_sha256=cg.model.sha256,
         model_symbol=cg.data_symbol,
         model_size=info["model_size"] or 0,
@@ -340,37 +425,18 @@ def build(
         arena_bytes=cg.arena.recommended,
         arena_symbol_bytes=info["arena_symbol_bytes"],
         flash_used=info["flash_used"],
-        flash_limit=board.flash_bytes,
+        flash_limit=job.board.flash_bytes,
         ram_used=info["ram_used"],
-        ram_limit=board.ram_bytes,
+        ram_limit=job.board.ram_bytes,
         sections=info["sections"],
         seconds=seconds,
         command=pio.pio_command() + args,
         env_vars=env_vars,
         log=log_path,
+        allocator_symbols=info["allocators"],
     )
-    if info["model_section"] is None:
-        raise BuildError(
-            f"the model array {cg.data_symbol} is not in the ELF {elf}",
-            "the firmware must reference kHilModelData (see docs/codegen.md)",
-        )
-    if not info["model_readonly"]:
-        raise BuildError(
-            f"the model array {cg.data_symbol} sits in the writable section "
-            f"{info['model_section']}: it would be copied to RAM",
-            "keep the generated `const` array; check the linker script",
-        )
-    if result.flash_used > result.flash_limit:
-        raise BuildError(
-            f"the firmware needs {result.flash_used} bytes of flash; {board_id} has {result.flash_limit}",
-            "use a smaller model or a board with more flash",
-        )
-    if result.ram_used > result.ram_limit:
-        raise BuildError(
-            f"the firmware needs {result.ram_used} bytes of RAM; {board_id} has {result.ram_limit}",
-            "use a model with a smaller arena or a bigger board",
-        )
-    write_json_atomic(out_dir / "build_report.json", result.to_json())
+    _check_image(result, info)
+    write_json_atomic(job.out_dir / "build_report.json", result.to_json())
     return result
 
 
@@ -381,8 +447,8 @@ def _run_streaming(args: list[str], env_extra: dict, on_line, timeout: float | N
     env.update(env_extra)
     cmd = pio.pio_command() + args
     lines: list[str] = []
-
     try:
+        # PlatformIO and its compilers die with tinyhil (harness/procs.py)
         proc = procs.popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
     except OSError as exc:
         raise ToolError(f"cannot run {cmd[0]}: {exc.strerror}", "pip install platformio") from exc

@@ -26,11 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.boards import load_board
 from harness.build import build
 from harness.codegen import generate
 from harness.convert import convert
 from harness.device.link import parse_faults
-from harness.device.sim import start_sim
+from harness.drivers import driver_for
 from harness.errors import ConfigError
 from harness.examples import EXAMPLES, ExamplePaths, build_example
 from harness.fileio import OutputSet, sha256_file, write_json_atomic
@@ -120,7 +121,7 @@ def _check_args(example: str, board: str, faults: str | None, baud: int, latency
             f"the demo cannot start board '{board}' itself",
             f"use {', '.join(DEMO_BOARDS)}; for a real board run hil build, hil flash and hil validate (README)",
         )
-    if board != "sim" and (faults or baud != 921600 or latency_ms != 1.0):
+    if "faults" not in driver_for(load_board(board)).settings and (faults or baud != 921600 or latency_ms != 1.0):
         raise ConfigError(
             "--faults, --baud and --latency_ms shape the simulated board's line", f"leave them out with --board {board}"
         )
@@ -202,35 +203,39 @@ def _codegen_step(tflite: Path, config: Path, out: Path, steps: _Steps):
     return fw, cg
 
 
-def _validate_on_sim(tflite, npz, cg, steps: _Steps, *, baud, latency_ms, faults, seed, **validate_kw):
-    """4. the simulated board on a pseudo-terminal, 5. validate over it."""
+def _validate_on_device(
+    board,
+    tflite,
+    npz,
+    cg,
+    out: Path,
+    steps: _Steps,
+    *,
+    baud,
+    latency_ms,
+    faults,
+    seed,
+    tflm_dir,
+    on_build_line,
+    **validate_kw,
+):
+    """4. the device, started by its driver (the simulated board on a
+    pseudo-terminal, or the built firmware: QEMU or the host program),
+    5. validate over it."""
 
-    with start_sim(
-        tflite,
-        listen="pty",
-        board="sim",
-        baud=baud,
-        latency_ms=latency_ms,
-        faults=faults,
-        seed=seed,
-        arena_size=cg.arena.measured,
-    ) as sim:
-        port = sim.url
-        line = f"{baud} baud, {latency_ms:g} ms latency" + (f", faults {faults}" if faults else "")
-        steps.end("device", False, f"simulated board on {port} ({line})")
-        return port, validate(port, tflite, npz, baud=baud, board="sim", **validate_kw)
-
-
-def _validate_on_firmware(board, tflite, npz, out: Path, steps: _Steps, *, tflm_dir, on_build_line, **validate_kw):
-    """4. the real firmware built and started (QEMU or the host program), 5. validate over it."""
-
-    built = build(board, tflite, tflm_dir=tflm_dir, out=out / "build" / board, on_line=on_build_line)
-    steps.end("build", False, f"{built.elf} (flash {built.flash_used:,} B, RAM {built.ram_used:,} B)")
-    dev = flash(board, elf=built.elf)
+    elf = None
+    if load_board(board).pio_env:  # a firmware to build (the simulated board has none)
+        built = build(board, tflite, tflm_dir=tflm_dir, out=out / "build" / board, on_line=on_build_line)
+        steps.end("build", False, f"{built.elf} (flash {built.flash_used:,} B, RAM {built.ram_used:,} B)")
+        elf = built.elf
+    line = {"baud": baud, "latency_ms": latency_ms, "faults": faults, "seed": seed, "arena_size": cg.arena.measured}
+    settings = driver_for(load_board(board)).settings
+    dev = flash(board, elf=elf, model=tflite, options={k: v for k, v in line.items() if k in settings})
     try:
         port = dev.port
-        steps.end("device", False, f"{board} firmware on {port}")
-        return port, validate(port, tflite, npz, board=board, **validate_kw)
+        shaped = f" ({baud} baud, {latency_ms:g} ms latency" + (f", faults {faults}" if faults else "") + ")"
+        steps.end("device", False, f"{board} board on {port}" + (shaped if "baud" in settings else ""))
+        return port, validate(port, tflite, npz, baud=baud, board=board, **validate_kw)
     finally:
         dev.stop()
 
@@ -289,14 +294,21 @@ def run_demo(
     tflite, npz = _convert_step(example, ex, out, seed, state, steps)
     fw, cg = _codegen_step(tflite, ex.config, out, steps)
     validate_kw = {"samples": samples, "gates": gates, "timeout": timeout, "progress": progress}
-    if board == "sim":
-        port, rep = _validate_on_sim(
-            tflite, npz, cg, steps, baud=baud, latency_ms=latency_ms, faults=faults, seed=seed, **validate_kw
-        )
-    else:
-        port, rep = _validate_on_firmware(
-            board, tflite, npz, out, steps, tflm_dir=tflm_dir, on_build_line=on_build_line, **validate_kw
-        )
+    port, rep = _validate_on_device(
+        board,
+        tflite,
+        npz,
+        cg,
+        out,
+        steps,
+        baud=baud,
+        latency_ms=latency_ms,
+        faults=faults,
+        seed=seed,
+        tflm_dir=tflm_dir,
+        on_build_line=on_build_line,
+        **validate_kw,
+    )
     reports = _write_reports(rep, out, report_set)
     steps.end("validate", False, f"{rep.status.upper()}, {rep.samples_done} samples")
     return DemoResult(

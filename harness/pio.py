@@ -23,6 +23,7 @@ from pathlib import Path
 
 from harness.errors import BuildError, ToolError
 from harness.fileio import write_text_atomic
+from harness.paths import cache_dir
 
 # PlatformIO 6.2 asks for tool-scons "~4.41101.0" (platformio/dependencies.py).
 SCONS_PACKAGE_VERSION = "4.41101.0"
@@ -40,15 +41,6 @@ except ImportError:
 
 sys.exit(SCons.Script.main())
 '''
-
-
-def cache_dir() -> Path:
-    """The harness's cache: `HIL_CACHE_DIR`, else `$XDG_CACHE_HOME/tinyhil`."""
-    env = os.environ.get("HIL_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tinyhil"
 
 
 def core_dir() -> Path:

@@ -4,9 +4,11 @@ find a port again after it re-enumerates."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from harness.boards import all_boards
+from harness.errors import DeviceError
 
 
 @dataclass(frozen=True)
@@ -70,3 +72,33 @@ def list_ports(boards=None, comports=None) -> list[SerialPort]:
             )
         )
     return sorted(ports, key=lambda p: p.device)
+
+
+def usb_ports_of(board, comports=None) -> list:
+    """pyserial's ports whose VID:PID is one of the board's."""
+    if comports is None:
+        from serial.tools.list_ports import comports
+    ids = set(board.usb_ids)
+    return [p for p in comports() if p.vid is not None and (p.vid, p.pid) in ids]
+
+
+def find_usb_port(board, serial_number: str | None = None, timeout: float = 15.0, running: bool = False) -> str:
+    """Wait for the board's USB port (by VID:PID, and serial number if known).
+    With `running`, only the application's VID:PID (the first in the board's
+    list) counts: after an upload the bootloader's port may still be there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ports = usb_ports_of(board)
+        if running and board.usb_ids:
+            ports = [p for p in ports if (p.vid, p.pid) == board.usb_ids[0]]
+        if serial_number:
+            ports = [p for p in ports if p.serial_number == serial_number]
+        if ports:
+            return ports[0].device
+        if time.monotonic() > deadline:
+            ids = ", ".join(f"{v:04x}:{p:04x}" for v, p in board.usb_ids)
+            raise DeviceError(
+                f"no {board.name} port appeared ({ids}{', serial ' + serial_number if serial_number else ''})",
+                "check the cable; double-tap reset enters the bootloader",
+            )
+        time.sleep(0.25)

@@ -111,15 +111,8 @@ def test_cli_build_error_exits_2(capsys, monkeypatch, tmp_path):
 def _tree(var: str) -> Path:
     value = os.environ.get(var)
     if not value:
-        pytest.skip(f"set {var}=/path/to/tflm_tree (create_tflm_tree.py output) to run real firmware builds")
+        pytest.skip(f"set {var}=/path/to/tflm_tree (create_tflm_tree.py output, see docs/build.md) to run real builds")
     return Path(value)
-
-
-def _fixture(request, name):
-    try:
-        return request.getfixturevalue(name)
-    except pytest.FixtureLookupError:
-        pytest.skip(f"fixture {name} (tests/conftest.py) is not available yet")
 
 
 OTHER = {"gesture_model": "audio_model", "audio_model": "gesture_model"}
@@ -130,12 +123,11 @@ OTHER = {"gesture_model": "audio_model", "audio_model": "gesture_model"}
 @pytest.mark.parametrize("example", ["gesture_model", "audio_model"])
 def test_built_firmware_validates_bit_exact(request, tmp_path_factory, board, var, example):
     tree = _tree(var)
-    model, data = _fixture(request, example)[:2]
-    if not (hb.firmware_dir() / "src" / "main.cpp").is_file():
-        pytest.skip("firmware/src/main.cpp is not there yet")
+    model, data = request.getfixturevalue(example)[:2]
     out = tmp_path_factory.mktemp(f"fw_{board}")
     res = hb.build(board, model, tflm_dir=tree, out=out)
     assert res.model_in_readonly_section
+    assert res.heap == "none" and res.allocator_symbols == []  # and the build checked it
     dev = hf.flash(board, elf=res.elf)
     try:
         proc = subprocess.run(
@@ -147,7 +139,7 @@ def test_built_firmware_validates_bit_exact(request, tmp_path_factory, board, va
         assert proc.returncode == 0, proc.stdout + proc.stderr
         # The same firmware asked to validate the other example: the
         # handshake refuses it (exit 2, one line naming the difference).
-        other_model, other_data = _fixture(request, OTHER[example])[:2]
+        other_model, other_data = request.getfixturevalue(OTHER[example])[:2]
         proc = subprocess.run(
             ["hil", "validate", "--port", dev.port, "--model", str(other_model), "--data", str(other_data)],
             capture_output=True,
@@ -188,7 +180,7 @@ def _fake_usb(monkeypatch, sequence):
 
 
 def test_nano_upload_finds_the_board_again_by_vid_pid_and_serial(monkeypatch):
-    from harness import pio
+    from harness import pio, ports
 
     app, boot = (0x2341, 0x805A), (0x2341, 0x005A)
     other = _Port("/dev/ttyACM0", *app, "OTHERBOARD")  # a second Nano on the rig
@@ -204,7 +196,7 @@ def test_nano_upload_finds_the_board_again_by_vid_pid_and_serial(monkeypatch):
     monkeypatch.setattr(
         pio, "run_pio", lambda args, **kw: ran.append(args) or subprocess.CompletedProcess(args, 0, "uploaded", "")
     )
-    monkeypatch.setattr(hf.time, "sleep", lambda s: None)
+    monkeypatch.setattr(ports.time, "sleep", lambda s: None)
     res = hf.flash("nano33ble", port="/dev/ttyACM1")
     assert ran[0][-4:] == ["-t", "upload", "--upload-port", "/dev/ttyACM1"] and "nano33ble" in ran[0]
     assert res.port == "/dev/ttyACM3"
@@ -250,3 +242,77 @@ def test_unreachable_registry_fails_before_platformio_runs(monkeypatch, tmp_path
     # behind a proxy the direct look proves nothing: PlatformIO is let try
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
     assert pio.registry_reachable() is True
+
+
+# --------------------------------------------------------------------------- no heap
+
+_WITH_MALLOC = "#include <stdlib.h>\nint main(void) { char *p = malloc(16); p[0] = 1; free(p); return p[0]; }\n"
+_WITHOUT = "static char buf[16];\nint main(void) { buf[0] = 1; return buf[0]; }\n"
+
+
+def _cross_elf(tmp_path: Path, name: str, source: str) -> Path:
+    if not shutil.which("arm-none-eabi-gcc"):
+        pytest.skip("arm-none-eabi-gcc is not installed: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi")
+    src = tmp_path / f"{name}.c"
+    src.write_text(source)
+    elf = tmp_path / f"{name}.elf"
+    cmd = ["arm-none-eabi-gcc", "-mcpu=cortex-m55", "-mthumb", "-O2", "--specs=nano.specs", "--specs=nosys.specs"]
+    subprocess.run([*cmd, str(src), "-o", str(elf)], check=True, capture_output=True)
+    return elf
+
+
+def test_allocator_check_finds_malloc_and_only_malloc(tmp_path):
+    found = hb.allocator_symbols(_cross_elf(tmp_path, "heap", _WITH_MALLOC))
+    assert {"malloc", "free", "_malloc_r", "_sbrk"} <= set(found)
+    assert hb.allocator_symbols(_cross_elf(tmp_path, "noheap", _WITHOUT)) == []
+
+
+def test_allocator_check_sees_a_host_programs_imports(tmp_path):
+    if not shutil.which("gcc"):
+        pytest.skip("gcc is not installed: apt-get install gcc")
+    src = tmp_path / "h.c"
+    src.write_text(_WITH_MALLOC)
+    subprocess.run(["gcc", "-O1", str(src), "-o", str(tmp_path / "h")], check=True)
+    assert "malloc" in hb.allocator_symbols(tmp_path / "h")
+
+
+def _result(tmp_path, **kw) -> hb.BuildResult:
+    base = dict(
+        board="qemu_m55",
+        env="qemu_m55",
+        elf=tmp_path / "firmware.elf",
+        model=tmp_path / "m.tflite",
+        model_sha256="0" * 64,
+        model_symbol="g_model_data",
+        model_size=16,
+        model_section=".hil_model",
+        model_address=0x11000000,
+        model_in_readonly_section=True,
+        arena_bytes=1024,
+        arena_symbol_bytes=1024,
+        flash_used=100,
+        flash_limit=1000,
+        ram_used=100,
+        ram_limit=1000,
+    )
+    return hb.BuildResult(**{**base, **kw})
+
+
+def test_a_firmware_that_links_an_allocator_fails_the_build(tmp_path):
+    info = {"model_section": ".hil_model", "model_readonly": True}
+    hb._check_image(_result(tmp_path), info)  # no allocator: fine
+    assert _result(tmp_path).heap == "none"
+    with pytest.raises(BuildError, match="links a heap allocator \\(_malloc_r, malloc\\)") as exc:
+        hb._check_image(_result(tmp_path, allocator_symbols=["_malloc_r", "malloc"]), info)
+    assert exc.value.exit_code == 2 and "trace-symbol" in exc.value.hint
+
+
+@pytest.mark.tflm
+@pytest.mark.parametrize("board", ["nucleo_n657x0_q", "stm32n6570_dk"])
+def test_stm32n6_firmware_links_without_a_heap(request, tmp_path_factory, board):
+    tree = _tree("HIL_TFLM_M55_DIR")
+    model = request.getfixturevalue("gesture_model")[0]
+    res = hb.build(board, model, tflm_dir=tree, out=tmp_path_factory.mktemp(board))
+    assert res.heap == "none" and res.model_in_readonly_section
+    assert hb.allocator_symbols(res.elf) == []
+    assert (res.elf.parent / "firmware.bin").is_file()

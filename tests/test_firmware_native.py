@@ -27,12 +27,14 @@ N_SAMPLES = 12
 @pytest.fixture(scope="session")
 def tflm_native(tmp_path_factory):
     if not os.environ.get("HIL_TFLM_DIR"):
-        pytest.skip("needs a TFLM tree: set HIL_TFLM_DIR=/path/to/tflm_tree (see docs/firmware.md)")
+        pytest.skip("needs a TFLM tree: set HIL_TFLM_DIR=/path/to/tflm_tree (see docs/build.md)")
     from harness import tflm
 
     tree = tflm.find_tree()
     if tree.has_cmsis_nn:
-        pytest.skip(f"HIL_TFLM_DIR={tree.root} holds CMSIS-NN kernels; the host build needs the reference tree")
+        pytest.skip(
+            f"HIL_TFLM_DIR={tree.root} holds CMSIS-NN kernels: set it to the reference tree (see docs/build.md)"
+        )
     lib = tflm.build_static_lib(tree, "g++", list(tflm.DEFAULT_FLAGS))
     common = fb.build_native_common(tree, tmp_path_factory.mktemp("native_common"))
     return tree, lib, common
@@ -47,10 +49,7 @@ def _model(request, name, sim_models):
     """(tflite path, validation npz or None)."""
     if name in sim_models:
         return sim_models[name], None
-    try:
-        value = request.getfixturevalue(name)
-    except pytest.FixtureLookupError:
-        pytest.skip(f"fixture {name} is not defined (tests/conftest.py)")
+    value = request.getfixturevalue(name)
     return value.tflite, value.npz
 
 
@@ -90,6 +89,7 @@ def random_sample(inputs, rng):
 
 @pytest.mark.parametrize("name", ["gesture_model", "audio_model", "float_io", "int8_io", "two_outputs"])
 def test_native_firmware_is_bit_exact_to_tflm(request, name, tflm_native, sim_models, tmp_path_factory):
+    from harness.boards import load_board
     from harness.model import inspect_model, read_model_bytes
     from harness.protocol.session import DeviceSession, check_device_matches
     from harness.runtime import HostInterpreter, prepare_input
@@ -113,6 +113,8 @@ def test_native_firmware_is_bit_exact_to_tflm(request, name, tflm_native, sim_mo
             assert check_device_matches(info, model) == []
             assert info.board == "native" and info.model_size == model_path.stat().st_size
             assert 0 < info.arena_used <= info.arena_size
+            board = load_board("native")  # the defines came from its JSON
+            assert (info.max_frame, info.rx_window) == (board.max_frame, board.rx_window)
             for x, y_tflm in samples:
                 got = s.infer(x)
                 want = ref.run(x)
@@ -184,3 +186,12 @@ def test_stdio_link_and_startup_log(tflm_native, sim_models, tmp_path_factory):
     kinds = [type(m).__name__ for m in msgs]
     assert kinds == ["Boot", "Log", "Info", "Pong"], kinds
     assert "ready" in msgs[1].text and msgs[2].board == "native" and msgs[3].data == b"abc"
+
+
+def test_native_firmware_links_no_allocator(tflm_native, sim_models, tmp_path_factory):
+    """What `hil build` checks on every ELF: no malloc/free/new/delete/_sbrk,
+    defined or imported from the C library."""
+    from harness.build import allocator_symbols
+
+    exe = build_for(sim_models["float_io"], tflm_native, tmp_path_factory)
+    assert allocator_symbols(exe) == []

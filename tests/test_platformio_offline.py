@@ -97,12 +97,16 @@ extra_scripts = pre:add_host.py
 
 [env:qemu_m55]
 board = hil_mps3_an547
+custom_hil_board = qemu_m55
+extra_scripts = pre:{FW / "scripts" / "hil_board.py"}
 board_build.ldscript = {FW / "src/boards/qemu_m55/qemu_m55.ld"}
 build_flags = {inc}
 build_src_filter = +<*> -<boards/> +<boards/cortex_m/> +<boards/qemu_m55/>
 
 [env:nucleo_n657x0_q]
 board = hil_nucleo_n657x0_q
+custom_hil_board = nucleo_n657x0_q
+extra_scripts = pre:{FW / "scripts" / "hil_board.py"}
 board_build.ldscript = {FW / "src/boards/stm32n6/stm32n6.ld"}
 build_flags = {inc}
 build_src_filter = +<*> -<boards/> +<boards/cortex_m/> +<boards/stm32n6/>

@@ -7,6 +7,14 @@
 #include <cstddef>
 #include <cstdint>
 
+// A board's facts come from boards/<id>.json, the one description of a
+// board: scripts/hil_model.py adds them to every PlatformIO build
+// (harness.boards.firmware_defines).
+#if !defined(HIL_BOARD_ID) || !defined(HIL_CPU_HZ) || !defined(HIL_BAUD)
+#error \
+    "HIL_BOARD_ID, HIL_CPU_HZ, HIL_BAUD come from boards/<id>.json: build with pio run or hil build"
+#endif
+
 namespace hil {
 namespace board {
 

@@ -9,6 +9,7 @@ The model:   HIL_MODEL=/path/model.tflite   (or `custom_hil_model` in the env)
 The folder:  HIL_MODEL_DIR (else $PROJECT_WORKSPACE_DIR/hil_model/<env>)
 `hil build` runs codegen itself and leaves a matching stamp, so nothing is
 generated twice.
+The board's own defines come from scripts/hil_board.py.
 """
 
 import hashlib

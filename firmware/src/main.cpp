@@ -19,7 +19,9 @@ namespace {
 
 class BoardSink : public hil::protocol::ByteSink {
  public:
-  void Write(const uint8_t* data, size_t length) override { hil::board::Write(data, length); }
+  void Write(const uint8_t* data, size_t length) override {
+    hil::board::Write(data, length);
+  }
 };
 
 BoardSink g_sink;
@@ -35,7 +37,9 @@ void Setup() {
   hil::runner::SetLogSink(LogToLink);
   // BOOT first: a host in the middle of a run learns of the reset at once.
   const uint64_t cycles = hil::board::CyclesNow();
-  g_dispatcher.SendBoot(hil::board::MicrosNow() ^ static_cast<uint32_t>(cycles) ^ static_cast<uint32_t>(cycles >> 32));
+  g_dispatcher.SendBoot(hil::board::MicrosNow() ^
+                        static_cast<uint32_t>(cycles) ^
+                        static_cast<uint32_t>(cycles >> 32));
   // A model that cannot run is not fatal: every request is answered with
   // ERROR NOT_READY and the reason, so the host can say what is wrong.
   g_backend.Init();

@@ -8,8 +8,8 @@
 //           1: int32   [300]   (1200 bytes: more than one DATA frame)
 //   Invoke: s = sum of all input bytes (mod 2^32);
 //           out0[k] = (s + k) & 0xFF; out1[j] = s + 7*j (little-endian)
-//           invoke_us = 1000 + n, cycles = 2^32 + n (n = invokes so far, from 0)
-//           input 1 byte 0 == 0x7F -> returns 1 (a failing interpreter)
+//           invoke_us = 1000 + n, cycles = 2^32 + n (n = invokes so far, from
+//           0) input 1 byte 0 == 0x7F -> returns 1 (a failing interpreter)
 #ifndef HIL_TEST_FAKE_BACKEND_H_
 #define HIL_TEST_FAKE_BACKEND_H_
 
@@ -42,7 +42,8 @@ class FakeBackend : public protocol::Backend {
   int NumInputs() override { return 2; }
   int NumOutputs() override { return 2; }
 
-  bool GetTensorSpec(bool output, int index, protocol::TensorSpec* spec) override {
+  bool GetTensorSpec(bool output, int index,
+                     protocol::TensorSpec* spec) override {
     *spec = protocol::TensorSpec{};
     if (!output && index == 0) {
       *spec = {1, 2, {1, 4}, 0.0f, 0, 16};

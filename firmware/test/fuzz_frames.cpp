@@ -1,7 +1,9 @@
 // libFuzzer target: the device's receiver + dispatcher on arbitrary input.
 //
-//   clang++ -std=c++17 -fsanitize=fuzzer,address,undefined -I../lib/hil_protocol/src \
-//       fuzz_frames.cpp ../lib/hil_protocol/src/*.cc -o fuzz_frames && ./fuzz_frames -runs=20000
+//   clang++ -std=c++17 -fsanitize=fuzzer,address,undefined
+//   -I../lib/hil_protocol/src \
+//       fuzz_frames.cpp ../lib/hil_protocol/src/*.cc -o fuzz_frames &&
+//       ./fuzz_frames -runs=20000
 //
 // Two input shapes, chosen by the first byte, so the fuzzer reaches the
 // dispatcher and not only the CRC check:
@@ -33,12 +35,16 @@ class CheckingSink : public hil::protocol::ByteSink {
   void Write(const uint8_t* data, size_t length) override {
     for (size_t i = 0; i < length; ++i) {
       const auto ev = receiver_.Push(data[i]);
-      if (ev == FrameReceiver::Event::kDropped) __builtin_trap();  // the device wrote a bad frame
+      if (ev == FrameReceiver::Event::kDropped)
+        __builtin_trap();  // the device wrote a bad frame
       if (ev != FrameReceiver::Event::kFrame) continue;
       const auto& f = receiver_.frame();
       if (f.type < 0x80) __builtin_trap();  // a request type from the device
-      if (hil::protocol::CheckMessage(f.type, f.payload, f.payload_length) != Status::kOk) __builtin_trap();
-      if (f.type != hil::protocol::kLog && f.type != hil::protocol::kBoot) ++responses;
+      if (hil::protocol::CheckMessage(f.type, f.payload, f.payload_length) !=
+          Status::kOk)
+        __builtin_trap();
+      if (f.type != hil::protocol::kLog && f.type != hil::protocol::kBoot)
+        ++responses;
     }
   }
   uint32_t responses = 0;
@@ -48,7 +54,8 @@ class CheckingSink : public hil::protocol::ByteSink {
   FrameReceiver receiver_;
 };
 
-alignas(hil::protocol::Dispatcher) uint8_t g_storage[sizeof(hil::protocol::Dispatcher)];
+alignas(hil::protocol::Dispatcher)
+    uint8_t g_storage[sizeof(hil::protocol::Dispatcher)];
 alignas(CheckingSink) uint8_t g_sink_storage[sizeof(CheckingSink)];
 
 }  // namespace
@@ -62,7 +69,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if ((data[0] & 1) == 0) {
     d->Feed(data + 1, size - 1);
   } else {
-    static uint8_t wire[hil::protocol::WireSize(hil::protocol::kMaxFrame + 300)];
+    static uint8_t
+        wire[hil::protocol::WireSize(hil::protocol::kMaxFrame + 300)];
     size_t i = 1;
     while (i < size) {
       size_t n = data[i++];
@@ -71,9 +79,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         d->Feed(data + i, n);
       } else if (n >= 4) {
         size_t wn = 0;
-        const uint16_t seq = static_cast<uint16_t>(data[i + 2] | (data[i + 3] << 8));
-        if (hil::protocol::EncodeFrame(data[i], data[i + 1], seq, data + i + 4, n - 4, wire, sizeof(wire), &wn) !=
-            Status::kOk) {
+        const uint16_t seq =
+            static_cast<uint16_t>(data[i + 2] | (data[i + 3] << 8));
+        if (hil::protocol::EncodeFrame(data[i], data[i + 1], seq, data + i + 4,
+                                       n - 4, wire, sizeof(wire),
+                                       &wn) != Status::kOk) {
           __builtin_trap();
         }
         d->Feed(wire, wn);
@@ -83,6 +93,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   d->SendBoot(0x12345678u);
   d->Log(hil::protocol::kLogInfo, "fuzz", 4);
-  if (sink->responses != d->counters().requests) __builtin_trap();  // a request without exactly one answer
+  if (sink->responses != d->counters().requests)
+    __builtin_trap();  // a request without exactly one answer
   return 0;
 }

@@ -9,7 +9,8 @@ namespace {
 class NullSink : public hil::protocol::ByteSink {
  public:
   void Write(const uint8_t* data, size_t length) override {
-    for (size_t i = 0; i < length; ++i) last = static_cast<uint8_t>(last ^ data[i]);
+    for (size_t i = 0; i < length; ++i)
+      last = static_cast<uint8_t>(last ^ data[i]);
   }
   volatile uint8_t last = 0;
 };

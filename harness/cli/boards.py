@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 from harness import console
-from harness.boards import all_boards
-from harness.cli._common import subcommand
+from harness.boards import all_boards, write_pio_manifests
+from harness.cli._common import add_option, subcommand
 
 
 def register(sub, common):
     p = subcommand(sub, common, "boards", "list the known boards and their limits")
+    add_option(
+        p,
+        "--write_pio",
+        action="store_true",
+        help="rewrite PlatformIO's board manifests (boards/pio/*.json) from boards/<id>.json",
+    )
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from rich.markup import escape
+
+    if args.write_pio:
+        for path in write_pio_manifests():
+            console.info(f"wrote {path}")
+        return 0
 
     # Ids, sizes and upload methods stay whole; on a narrow terminal each
     # board's long name goes on its own line instead of a squeezed column.

@@ -22,7 +22,8 @@ PlatformIO's registry (network). Builds share a cache (HIL_CACHE_DIR, default
 ~/.cache/tinyhil): TFLM is compiled once per tree. See docs/build.md.
 
 exit codes: 0 built, 2 could not (missing PlatformIO/toolchain/TFLM tree,
-registry unreachable, compile error, does not fit the board).
+registry unreachable, compile error, does not fit the board, the firmware
+links a heap allocator).
 """
 
 
@@ -64,6 +65,8 @@ def run(args) -> int:
         f"model {res.model_symbol}: {res.model_size} bytes in read-only {res.model_section} "
         f"at 0x{res.model_address:08x}; arena {res.arena_bytes} bytes"
     )
+    # The build fails when the ELF links an allocator, so this says "none".
+    console.info(f"heap: {res.heap} (no allocator linked)")
     console.info(f"built in {res.seconds:.1f} s")
     console.out.print(str(res.elf))
     return 0

@@ -16,6 +16,8 @@ examples:
   hil flash --board qemu_m55 --detach --pid_file qemu.pid
                                         same, in the background (stop: kill $(cat qemu.pid))
   hil flash --board native              start build/native/firmware on a pseudo-terminal
+  hil flash --board sim --model M.tflite
+                                        the simulated board (TFLM kernels in Python) on a pty
   hil flash --board nano33ble           PlatformIO upload (1200-baud touch, bossac), then
                                         the port is found again by VID:PID + serial number
   hil flash --board nucleo_n657x0_q -v  sign (STM32_SigningTool_CLI) + program the external
@@ -45,7 +47,9 @@ def register(sub, common):
     add_option(p, "--pid_file", metavar="PATH", help="with --detach: write the process id here")
     add_option(p, "--log", metavar="PATH", help="qemu_m55: QEMU's own output to this file")
     add_option(p, "--dry_run", action="store_true", help="STM32N6: only show the commands")
-    add_option(p, "--model", metavar="M.tflite", help="nano33ble: the model (rebuilds if needed)")
+    add_option(
+        p, "--model", metavar="M.tflite", help="nano33ble: the model (rebuilds if needed); sim: the model it runs"
+    )
     add_lab_options(p)
     p.set_defaults(func=run)
 
@@ -94,7 +98,7 @@ def _run(args) -> int:
         return 0
     console.info("running; Ctrl-C stops it")
     try:
-        code = res.process.wait()
+        code = res.wait()
         console.info(f"the firmware exited with code {code}")
         return 0 if code == 0 else 2
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the way a foreground run stops

@@ -80,8 +80,13 @@ def build_fuzzer(out_dir: Path, cxx: str = "clang++") -> Path:
 
 # --------------------------------------------------------------------- native program
 
-NATIVE_COMMON = [FIRMWARE / "src" / "main.cpp", FIRMWARE / "src" / "boards" / "native" / "board_native.cc", *SOURCES]
 RUNNER_SRC = FIRMWARE / "lib" / "hil_runner" / "src"
+NATIVE_COMMON = [
+    FIRMWARE / "src" / "main.cpp",
+    FIRMWARE / "src" / "boards" / "native" / "board_native.cc",
+    RUNNER_SRC / "hil_format.cc",
+    *SOURCES,
+]
 NATIVE_FLAGS = [
     "-std=c++17",
     "-O2",
@@ -92,6 +97,13 @@ NATIVE_FLAGS = [
     "-Wall",
     "-Wextra",
 ]
+
+
+def _board_flags() -> list[str]:
+    # The native board's facts, as `pio run` gets them (boards/native.json).
+    from harness.boards import define_flags, load_board
+
+    return define_flags(load_board("native"))
 
 
 def _includes(tree, model_dir: Path | None = None) -> list[str]:
@@ -108,7 +120,7 @@ def build_native_common(tree, out_dir: Path, cxx: str = "g++") -> list[Path]:
     objs = []
     for src in NATIVE_COMMON:
         obj = out_dir / (src.stem + ".o")
-        _run([cxx, *NATIVE_FLAGS, *tree.defines(), *_includes(tree), "-c", str(src), "-o", str(obj)])
+        _run([cxx, *NATIVE_FLAGS, *_board_flags(), *tree.defines(), *_includes(tree), "-c", str(src), "-o", str(obj)])
         objs.append(obj)
     return objs
 
@@ -128,7 +140,18 @@ def build_native(
     for src in (RUNNER_SRC / "hil_runner.cc", model_dir / "model_data.cc"):
         obj = out_dir / (src.stem + ".o")
         _run(
-            [cxx, *NATIVE_FLAGS, *defines, *tree.defines(), *_includes(tree, model_dir), "-c", str(src), "-o", str(obj)]
+            [
+                cxx,
+                *NATIVE_FLAGS,
+                *_board_flags(),
+                *defines,
+                *tree.defines(),
+                *_includes(tree, model_dir),
+                "-c",
+                str(src),
+                "-o",
+                str(obj),
+            ]
         )
         objs.append(obj)
     exe = out_dir / "firmware"

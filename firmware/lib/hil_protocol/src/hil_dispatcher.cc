@@ -13,7 +13,8 @@ constexpr size_t kMaxDataChunk = MaxChunk(kMaxFrame);
 constexpr size_t kMaxErrorText = kMaxFrame - kMinBody - 4;
 
 bool IsRequest(uint8_t type) {
-  return type == kHello || type == kWrite || type == kInvoke || type == kRead || type == kPing;
+  return type == kHello || type == kWrite || type == kInvoke || type == kRead ||
+         type == kPing;
 }
 
 // The ERROR text for a request whose payload CheckMessage refused.
@@ -42,12 +43,18 @@ size_t BoundedLength(const char* text, size_t limit) {
 }  // namespace
 
 Dispatcher::Dispatcher(Backend* backend, ByteSink* sink)
-    : backend_(backend), writer_(sink), rx_{}, receiver_(rx_, sizeof(rx_)), coverage_{}, memory_{} {}
+    : backend_(backend),
+      writer_(sink),
+      rx_{},
+      receiver_(rx_, sizeof(rx_)),
+      coverage_{},
+      memory_{} {}
 
 Status Dispatcher::Feed(const uint8_t* data, size_t length) {
   if (data == nullptr && length > 0) return Status::kBadArgument;
   for (size_t i = 0; i < length; ++i) {
-    if (receiver_.Push(data[i]) == FrameReceiver::Event::kFrame) Handle(receiver_.frame());
+    if (receiver_.Push(data[i]) == FrameReceiver::Event::kFrame)
+      Handle(receiver_.frame());
   }
   return Status::kOk;
 }
@@ -86,9 +93,11 @@ void Dispatcher::Handle(const FrameView& request) {
     // A HELLO starts a session. A new host process numbers its requests
     // from 1 again, so the old session's memory must go; the HELLO's nonce
     // tells a new session from a retransmitted HELLO of the current one.
-    const bool well_formed = CheckMessage(kHello, request.payload, request.payload_length) == Status::kOk;
-    const bool same =
-        hello_seen_ && well_formed && request.seq == hello_seq_ && LoadU32(request.payload + 4) == hello_nonce_;
+    const bool well_formed =
+        CheckMessage(kHello, request.payload, request.payload_length) ==
+        Status::kOk;
+    const bool same = hello_seen_ && well_formed && request.seq == hello_seq_ &&
+                      LoadU32(request.payload + 4) == hello_nonce_;
     if (same) {
       ++counters_.duplicates;
     } else {
@@ -113,7 +122,8 @@ void Dispatcher::Handle(const FrameView& request) {
     }
     return;
   }
-  if (seen != nullptr) seen->used = false;  // the seq was reused for another request
+  if (seen != nullptr)
+    seen->used = false;  // the seq was reused for another request
   Remembered& slot = memory_[next_memory_];
   next_memory_ = (next_memory_ + 1) % kDupEntries;
   slot.used = false;
@@ -125,11 +135,13 @@ void Dispatcher::Handle(const FrameView& request) {
   slot.request_type = request.type;
   slot.response_type = response_type_;
   slot.stored = writer_.payload_length() <= sizeof(slot.payload);
-  slot.length = slot.stored ? static_cast<uint8_t>(writer_.payload_length()) : 0;
+  slot.length =
+      slot.stored ? static_cast<uint8_t>(writer_.payload_length()) : 0;
 }
 
 void Dispatcher::Execute(const FrameView& request) {
-  const Status check = CheckMessage(request.type, request.payload, request.payload_length);
+  const Status check =
+      CheckMessage(request.type, request.payload, request.payload_length);
   if (check == Status::kUnknownType || !IsRequest(request.type)) {
     SendError(request.seq, kErrUnknownType, "unknown request type");
     return;
@@ -167,8 +179,9 @@ bool Dispatcher::RefuseNotReady(uint16_t seq) {
   if (reason == nullptr && backend_->NumInputs() > kMaxInputs) {
     reason = "the model has more inputs than HIL_MAX_INPUTS";
   }
-  if (reason == nullptr && (backend_->NumInputs() > 255 || backend_->NumOutputs() > 255 ||
-                            backend_->NumInputs() < 0 || backend_->NumOutputs() < 0)) {
+  if (reason == nullptr &&
+      (backend_->NumInputs() > 255 || backend_->NumOutputs() > 255 ||
+       backend_->NumInputs() < 0 || backend_->NumOutputs() < 0)) {
     reason = "tensor count out of range";
   }
   if (reason == nullptr) return false;
@@ -180,7 +193,8 @@ void Dispatcher::HandleHello(const FrameView& request) {
   const uint16_t version_min = LoadU16(request.payload);
   const uint16_t version_max = LoadU16(request.payload + 2);
   if (version_min > kProtocolVersion || version_max < kProtocolVersion) {
-    SendError(request.seq, kErrVersion, "device speaks protocol version 1 only");
+    SendError(request.seq, kErrVersion,
+              "device speaks protocol version 1 only");
     return;
   }
   if (RefuseNotReady(request.seq)) return;
@@ -188,7 +202,8 @@ void Dispatcher::HandleHello(const FrameView& request) {
   const int n_out = backend_->NumOutputs();
   TensorSpec spec;
   for (int i = 0; i < n_in + n_out; ++i) {
-    if (!backend_->GetTensorSpec(i >= n_in, i >= n_in ? i - n_in : i, &spec) || spec.ndims > kMaxDims) {
+    if (!backend_->GetTensorSpec(i >= n_in, i >= n_in ? i - n_in : i, &spec) ||
+        spec.ndims > kMaxDims) {
       SendError(request.seq, kErrNotReady, "tensor description unavailable");
       return;
     }
@@ -236,12 +251,14 @@ void Dispatcher::HandleWrite(const FrameView& request) {
   const uint32_t offset = LoadU32(request.payload + 4);
   const size_t length = request.payload_length - kChunkHeaderSize;
   TensorSpec spec;
-  if (tensor >= backend_->NumInputs() || !backend_->GetTensorSpec(false, tensor, &spec)) {
+  if (tensor >= backend_->NumInputs() ||
+      !backend_->GetTensorSpec(false, tensor, &spec)) {
     SendError(request.seq, kErrBadTensor, "no such input tensor");
     return;
   }
   if (offset > spec.nbytes || length > spec.nbytes - offset) {
-    SendError(request.seq, kErrOutOfRange, "WRITE beyond the end of the tensor");
+    SendError(request.seq, kErrOutOfRange,
+              "WRITE beyond the end of the tensor");
     return;
   }
   uint8_t* buffer = backend_->InputBuffer(tensor);
@@ -262,8 +279,10 @@ void Dispatcher::HandleInvoke(const FrameView& request) {
   const int n_in = backend_->NumInputs();
   for (int i = 0; i < n_in; ++i) {
     TensorSpec spec;
-    if (!backend_->GetTensorSpec(false, i, &spec) || !Complete(i, spec.nbytes)) {
-      SendError(request.seq, kErrIncompleteInput, "an input was not fully written");
+    if (!backend_->GetTensorSpec(false, i, &spec) ||
+        !Complete(i, spec.nbytes)) {
+      SendError(request.seq, kErrIncompleteInput,
+                "an input was not fully written");
       return;
     }
   }
@@ -291,7 +310,8 @@ void Dispatcher::HandleRead(const FrameView& request) {
   const uint32_t offset = LoadU32(request.payload + 4);
   uint32_t length = LoadU32(request.payload + 8);
   TensorSpec spec;
-  if (tensor >= backend_->NumOutputs() || !backend_->GetTensorSpec(true, tensor, &spec)) {
+  if (tensor >= backend_->NumOutputs() ||
+      !backend_->GetTensorSpec(true, tensor, &spec)) {
     SendError(request.seq, kErrBadTensor, "no such output tensor");
     return;
   }
@@ -327,7 +347,8 @@ void Dispatcher::SendError(uint16_t seq, uint16_t code, const char* message) {
   writer_.Begin(kError, 0, seq);
   writer_.PutU16(code);
   writer_.PutU16(0);
-  writer_.Put(reinterpret_cast<const uint8_t*>(message), BoundedLength(message, kMaxErrorText));
+  writer_.Put(reinterpret_cast<const uint8_t*>(message),
+              BoundedLength(message, kMaxErrorText));
   writer_.End();
 }
 

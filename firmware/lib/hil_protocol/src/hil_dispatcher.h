@@ -41,8 +41,10 @@ constexpr size_t kDupPayload = HIL_DUP_PAYLOAD;
 constexpr size_t kMaxLog = HIL_MAX_LOG;
 constexpr int kDupEntries = 2 * kRxWindow;
 
-static_assert(kDupPayload >= 24 && kDupPayload <= 255, "HIL_DUP_PAYLOAD must hold a RESULT");
-static_assert(kMaxLog + 1 + kMinBody <= kMaxFrame, "HIL_MAX_LOG does not fit a frame");
+static_assert(kDupPayload >= 24 && kDupPayload <= 255,
+              "HIL_DUP_PAYLOAD must hold a RESULT");
+static_assert(kMaxLog + 1 + kMinBody <= kMaxFrame,
+              "HIL_MAX_LOG does not fit a frame");
 
 // A tensor as the handshake describes it (docs/protocol.md 3.1).
 struct TensorSpec {
@@ -56,14 +58,14 @@ struct TensorSpec {
 
 // The rest of INFO.
 struct DeviceInfo {
-  const char* firmware;          // firmware version
-  const char* board;             // board id (boards/<id>.json)
-  const uint8_t* model_sha256;   // 32 bytes
+  const char* firmware;         // firmware version
+  const char* board;            // board id (boards/<id>.json)
+  const uint8_t* model_sha256;  // 32 bytes
   uint32_t model_size;
   uint32_t arena_size;
   uint32_t arena_used;
-  uint32_t cpu_hz;               // 0 when unknown
-  uint16_t flags;                // kInfoCyclesReal, kInfoHostTime
+  uint32_t cpu_hz;  // 0 when unknown
+  uint16_t flags;   // kInfoCyclesReal, kInfoHostTime
 };
 
 // What the dispatcher needs from the model. Implemented by hil_runner's
@@ -109,7 +111,9 @@ class Dispatcher {
     uint32_t logs_dropped;
   };
   const Counters& counters() const { return counters_; }
-  const FrameReceiver::Counters& link_counters() const { return receiver_.counters(); }
+  const FrameReceiver::Counters& link_counters() const {
+    return receiver_.counters();
+  }
 
  private:
   struct Range {

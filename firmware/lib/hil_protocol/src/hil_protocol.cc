@@ -36,8 +36,10 @@ const char* StatusName(Status status) {
 namespace {
 // Nibble table: 64 bytes of flash instead of 1 KiB, two lookups a byte.
 constexpr uint32_t kCrcNibble[16] = {
-    0x00000000u, 0x1DB71064u, 0x3B6E20C8u, 0x26D930ACu, 0x76DC4190u, 0x6B6B51F4u, 0x4DB26158u, 0x5005713Cu,
-    0xEDB88320u, 0xF00F9344u, 0xD6D6A3E8u, 0xCB61B38Cu, 0x9B64C2B0u, 0x86D3D2D4u, 0xA00AE278u, 0xBDBDF21Cu,
+    0x00000000u, 0x1DB71064u, 0x3B6E20C8u, 0x26D930ACu,
+    0x76DC4190u, 0x6B6B51F4u, 0x4DB26158u, 0x5005713Cu,
+    0xEDB88320u, 0xF00F9344u, 0xD6D6A3E8u, 0xCB61B38Cu,
+    0x9B64C2B0u, 0x86D3D2D4u, 0xA00AE278u, 0xBDBDF21Cu,
 };
 }  // namespace
 
@@ -58,8 +60,10 @@ uint32_t Crc32::Of(const uint8_t* data, size_t length) {
 }
 
 // ---------------------------------------------------------------- COBS
-Status CobsEncode(const uint8_t* in, size_t length, uint8_t* out, size_t capacity, size_t* out_length) {
-  if ((in == nullptr && length > 0) || out == nullptr || out_length == nullptr) return Status::kBadArgument;
+Status CobsEncode(const uint8_t* in, size_t length, uint8_t* out,
+                  size_t capacity, size_t* out_length) {
+  if ((in == nullptr && length > 0) || out == nullptr || out_length == nullptr)
+    return Status::kBadArgument;
   *out_length = 0;
   if (capacity < length + length / 254 + 1) return Status::kNoSpace;
   size_t code_pos = 0;
@@ -83,8 +87,10 @@ Status CobsEncode(const uint8_t* in, size_t length, uint8_t* out, size_t capacit
   return Status::kOk;
 }
 
-Status CobsDecode(const uint8_t* in, size_t length, uint8_t* out, size_t capacity, size_t* out_length) {
-  if ((in == nullptr && length > 0) || out_length == nullptr) return Status::kBadArgument;
+Status CobsDecode(const uint8_t* in, size_t length, uint8_t* out,
+                  size_t capacity, size_t* out_length) {
+  if ((in == nullptr && length > 0) || out_length == nullptr)
+    return Status::kBadArgument;
   *out_length = 0;
   size_t o = 0;
   size_t i = 0;
@@ -121,17 +127,21 @@ Status ParseBody(const uint8_t* body, size_t length, FrameView* frame) {
   return Status::kOk;
 }
 
-Status BuildBody(uint8_t type, uint8_t flags, uint16_t seq, const uint8_t* payload, size_t payload_length,
-                 uint8_t* body, size_t capacity, size_t* body_length) {
-  if ((payload == nullptr && payload_length > 0) || body == nullptr || body_length == nullptr) {
+Status BuildBody(uint8_t type, uint8_t flags, uint16_t seq,
+                 const uint8_t* payload, size_t payload_length, uint8_t* body,
+                 size_t capacity, size_t* body_length) {
+  if ((payload == nullptr && payload_length > 0) || body == nullptr ||
+      body_length == nullptr) {
     return Status::kBadArgument;
   }
   *body_length = 0;
-  if (payload_length > capacity || capacity - payload_length < kMinBody) return Status::kNoSpace;
+  if (payload_length > capacity || capacity - payload_length < kMinBody)
+    return Status::kNoSpace;
   body[0] = type;
   body[1] = flags;
   StoreU16(body + 2, seq);
-  if (payload_length > 0) std::memmove(body + kHeaderSize, payload, payload_length);
+  if (payload_length > 0)
+    std::memmove(body + kHeaderSize, payload, payload_length);
   const size_t n = kHeaderSize + payload_length;
   StoreU32(body + n, Crc32::Of(body, n));
   *body_length = n + kCrcSize;
@@ -142,7 +152,8 @@ namespace {
 // Collects a FrameWriter's output in a caller's buffer.
 class BufferSink : public ByteSink {
  public:
-  BufferSink(uint8_t* buffer, size_t capacity) : buffer_(buffer), capacity_(capacity) {}
+  BufferSink(uint8_t* buffer, size_t capacity)
+      : buffer_(buffer), capacity_(capacity) {}
   void Write(const uint8_t* data, size_t length) override {
     if (length > capacity_ - used_) {
       overflow_ = true;
@@ -162,9 +173,11 @@ class BufferSink : public ByteSink {
 };
 }  // namespace
 
-Status EncodeFrame(uint8_t type, uint8_t flags, uint16_t seq, const uint8_t* payload, size_t payload_length,
-                   uint8_t* wire, size_t capacity, size_t* wire_length) {
-  if ((payload == nullptr && payload_length > 0) || wire == nullptr || wire_length == nullptr) {
+Status EncodeFrame(uint8_t type, uint8_t flags, uint16_t seq,
+                   const uint8_t* payload, size_t payload_length, uint8_t* wire,
+                   size_t capacity, size_t* wire_length) {
+  if ((payload == nullptr && payload_length > 0) || wire == nullptr ||
+      wire_length == nullptr) {
     return Status::kBadArgument;
   }
   *wire_length = 0;
@@ -180,8 +193,11 @@ Status EncodeFrame(uint8_t type, uint8_t flags, uint16_t seq, const uint8_t* pay
   return Status::kOk;
 }
 
-Status DecodeFrame(const uint8_t* wire, size_t length, uint8_t* body, size_t capacity, size_t* body_length) {
-  if ((wire == nullptr && length > 0) || body == nullptr || body_length == nullptr) return Status::kBadArgument;
+Status DecodeFrame(const uint8_t* wire, size_t length, uint8_t* body,
+                   size_t capacity, size_t* body_length) {
+  if ((wire == nullptr && length > 0) || body == nullptr ||
+      body_length == nullptr)
+    return Status::kBadArgument;
   *body_length = 0;
   if (length > 0 && wire[length - 1] == 0) --length;
   size_t n = 0;
@@ -234,7 +250,8 @@ Status CheckMessage(uint8_t type, const uint8_t* payload, size_t length) {
       size_t pos = 60;
       if (length < pos) return Status::kBadLength;
       for (int s = 0; s < 2; ++s) {
-        if (pos >= length || length - pos - 1 < payload[pos]) return Status::kBadLength;
+        if (pos >= length || length - pos - 1 < payload[pos])
+          return Status::kBadLength;
         pos += 1u + payload[pos];
       }
       if (length - pos < 2) return Status::kBadLength;
@@ -251,7 +268,8 @@ Status CheckMessage(uint8_t type, const uint8_t* payload, size_t length) {
     default:
       return Status::kUnknownType;
   }
-  if (at_least > 0) return length >= at_least ? Status::kOk : Status::kBadLength;
+  if (at_least > 0)
+    return length >= at_least ? Status::kOk : Status::kBadLength;
   return length == exact ? Status::kOk : Status::kBadLength;
 }
 
@@ -327,7 +345,8 @@ Status FrameWriter::Begin(uint8_t type, uint8_t flags, uint16_t seq) {
   code_pos_ = 0;
   run_ = 0;
   crc_ = Crc32();
-  uint8_t header[kHeaderSize] = {type, flags, static_cast<uint8_t>(seq), static_cast<uint8_t>(seq >> 8)};
+  uint8_t header[kHeaderSize] = {type, flags, static_cast<uint8_t>(seq),
+                                 static_cast<uint8_t>(seq >> 8)};
   crc_.Update(header, sizeof(header));
   PutRaw(header, sizeof(header));
   payload_length_ = 0;

@@ -36,7 +36,8 @@ constexpr size_t kMinBody = kHeaderSize + kCrcSize;
 // The host accepts bodies up to this size (docs/protocol.md section 1).
 constexpr size_t kHostMaxBody = 65535 + kMinBody;
 
-static_assert(kMaxFrame >= 64 && kMaxFrame <= kHostMaxBody, "HIL_MAX_FRAME out of range");
+static_assert(kMaxFrame >= 64 && kMaxFrame <= kHostMaxBody,
+              "HIL_MAX_FRAME out of range");
 static_assert(kRxWindow >= 1 && kRxWindow <= 64, "HIL_RX_WINDOW out of range");
 static_assert(kTxStage >= 256, "HIL_TX_STAGE must hold a whole COBS block");
 
@@ -47,7 +48,9 @@ constexpr size_t WireSize(size_t body) { return body + body / 254 + 2; }
 constexpr size_t kChunkHeaderSize = 8;
 // Tensor bytes one WRITE or DATA carries in a body of max_frame bytes
 // (harness.protocol.codec.max_chunk).
-constexpr size_t MaxChunk(size_t max_frame) { return max_frame - kMinBody - kChunkHeaderSize; }
+constexpr size_t MaxChunk(size_t max_frame) {
+  return max_frame - kMinBody - kChunkHeaderSize;
+}
 
 // Message types (section 3).
 enum MessageType : uint8_t {
@@ -97,19 +100,24 @@ enum Dtype : uint8_t {
   kDtypeBool = 8,
 };
 
-enum LogLevel : uint8_t { kLogError = 0, kLogWarn = 1, kLogInfo = 2, kLogDebug = 3 };
+enum LogLevel : uint8_t {
+  kLogError = 0,
+  kLogWarn = 1,
+  kLogInfo = 2,
+  kLogDebug = 3
+};
 
 // Result of every codec call. The first four are the spec's named codec
 // errors (what a receiver drops a frame for).
 enum class Status : uint8_t {
   kOk = 0,
-  kCobs,      // invalid COBS
-  kShort,     // body shorter than 8 bytes
-  kCrc,       // CRC mismatch
-  kTooLong,   // longer than the receiver's buffer
-  kNoSpace,   // the caller's output buffer is too small
+  kCobs,     // invalid COBS
+  kShort,    // body shorter than 8 bytes
+  kCrc,      // CRC mismatch
+  kTooLong,  // longer than the receiver's buffer
+  kNoSpace,  // the caller's output buffer is too small
   kBadArgument,
-  kBusy,      // a frame is being written already
+  kBusy,         // a frame is being written already
   kUnknownType,  // message level: a type the protocol does not define
   kBadLength,    // message level: a payload that does not fit its type
 };
@@ -136,9 +144,11 @@ class Crc32 {
 // StuffData: a run of 254 non-zero bytes ends its block (FF) and a new block
 // starts even at the end, so 254 x 55 is FF 55..55 01. Needs at most
 // length + length/254 + 1 bytes.
-Status CobsEncode(const uint8_t* in, size_t length, uint8_t* out, size_t capacity, size_t* out_length);
+Status CobsEncode(const uint8_t* in, size_t length, uint8_t* out,
+                  size_t capacity, size_t* out_length);
 // Decodes one frame's COBS bytes (without the 0x00 delimiter).
-Status CobsDecode(const uint8_t* in, size_t length, uint8_t* out, size_t capacity, size_t* out_length);
+Status CobsDecode(const uint8_t* in, size_t length, uint8_t* out,
+                  size_t capacity, size_t* out_length);
 
 // ---------------------------------------------------------------- frames
 struct FrameView {
@@ -152,18 +162,21 @@ struct FrameView {
 // Checks a decoded body (length, CRC) and splits it.
 Status ParseBody(const uint8_t* body, size_t length, FrameView* frame);
 // Builds the body (header, payload, CRC) into `body`.
-Status BuildBody(uint8_t type, uint8_t flags, uint16_t seq, const uint8_t* payload, size_t payload_length,
-                 uint8_t* body, size_t capacity, size_t* body_length);
+Status BuildBody(uint8_t type, uint8_t flags, uint16_t seq,
+                 const uint8_t* payload, size_t payload_length, uint8_t* body,
+                 size_t capacity, size_t* body_length);
 // Body -> wire: COBS(body) 0x00.
-Status EncodeFrame(uint8_t type, uint8_t flags, uint16_t seq, const uint8_t* payload, size_t payload_length,
-                   uint8_t* wire, size_t capacity, size_t* wire_length);
+Status EncodeFrame(uint8_t type, uint8_t flags, uint16_t seq,
+                   const uint8_t* payload, size_t payload_length, uint8_t* wire,
+                   size_t capacity, size_t* wire_length);
 // Message level: kUnknownType for a type the protocol does not define,
 // kBadLength for a payload that does not fit its type (docs/protocol.md 3).
 Status CheckMessage(uint8_t type, const uint8_t* payload, size_t length);
 // Wire -> body, checked exactly as the receiver checks it. `wire` may end
 // with its 0x00 delimiter or not; it must hold no other 0x00. A body longer
 // than `capacity` is kTooLong.
-Status DecodeFrame(const uint8_t* wire, size_t length, uint8_t* body, size_t capacity, size_t* body_length);
+Status DecodeFrame(const uint8_t* wire, size_t length, uint8_t* body,
+                   size_t capacity, size_t* body_length);
 
 // ---------------------------------------------------------------- receiver
 // Byte-at-a-time COBS decoding into a caller-owned buffer. A frame that is
@@ -172,7 +185,8 @@ class FrameReceiver {
  public:
   enum class Event : uint8_t { kNone, kFrame, kDropped };
 
-  FrameReceiver(uint8_t* buffer, size_t capacity) : buffer_(buffer), capacity_(capacity) {}
+  FrameReceiver(uint8_t* buffer, size_t capacity)
+      : buffer_(buffer), capacity_(capacity) {}
 
   // kFrame: frame() holds a CRC-checked frame until the next Push.
   // kDropped: last_error() says why.
@@ -261,9 +275,12 @@ class FrameWriter {
 };
 
 // ---------------------------------------------------------------- payloads
-inline uint16_t LoadU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+inline uint16_t LoadU16(const uint8_t* p) {
+  return static_cast<uint16_t>(p[0] | (p[1] << 8));
+}
 inline uint32_t LoadU32(const uint8_t* p) {
-  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+         (static_cast<uint32_t>(p[2]) << 16) |
          (static_cast<uint32_t>(p[3]) << 24);
 }
 inline void StoreU16(uint8_t* p, uint16_t v) {

@@ -5,11 +5,11 @@
 #include "hil_runner.h"
 
 #include <cstdarg>
-#include <cstdio>
 #include <cstring>
 #include <new>
 
 #include "hil_board.h"
+#include "hil_format.h"
 #include "model_data.h"
 #include "model_ops.h"
 #include "tensorflow/lite/micro/debug_log.h"
@@ -23,21 +23,26 @@ namespace runner {
 namespace {
 
 #ifdef HIL_ARENA_SIZE
-constexpr size_t kArenaSize = (static_cast<size_t>(HIL_ARENA_SIZE) + 15u) & ~static_cast<size_t>(15u);
+constexpr size_t kArenaSize =
+    (static_cast<size_t>(HIL_ARENA_SIZE) + 15u) & ~static_cast<size_t>(15u);
 #else
 constexpr size_t kArenaSize = kHilArenaSize;
 #endif
-static_assert(kArenaSize % 16 == 0 && kArenaSize > 0, "the arena must be a positive multiple of 16 bytes");
-static_assert(kHilMaxDims <= protocol::kMaxDims, "model_data.h allows more dims than the protocol");
+static_assert(kArenaSize % 16 == 0 && kArenaSize > 0,
+              "the arena must be a positive multiple of 16 bytes");
+static_assert(kHilMaxDims <= protocol::kMaxDims,
+              "model_data.h allows more dims than the protocol");
 
-// A board may place the arena in a given RAM (-DHIL_ARENA_SECTION=".bss.sram2").
+// A board may place the arena in a given RAM
+// (-DHIL_ARENA_SECTION=".bss.sram2").
 #ifdef HIL_ARENA_SECTION
 __attribute__((section(HIL_ARENA_SECTION)))
 #endif
 alignas(16) uint8_t g_arena[kArenaSize];
 
 HilOpResolver g_resolver;
-alignas(tflite::MicroInterpreter) uint8_t g_interpreter_storage[sizeof(tflite::MicroInterpreter)];
+alignas(tflite::MicroInterpreter) uint8_t
+    g_interpreter_storage[sizeof(tflite::MicroInterpreter)];
 
 LogSink g_log_sink = nullptr;
 
@@ -56,9 +61,11 @@ void FlushLine(protocol::LogLevel level) {
 // Appends formatted text; every '\n' ends a line.
 void AppendLog(protocol::LogLevel level, const char* format, va_list args) {
   char piece[protocol::kMaxLog + 1];
-  int n = vsnprintf(piece, sizeof(piece), format, args);
+  int n = FormatV(piece, sizeof(piece), format, args);
   if (n < 0) return;
-  size_t length = static_cast<size_t>(n) < sizeof(piece) ? static_cast<size_t>(n) : sizeof(piece) - 1;
+  size_t length = static_cast<size_t>(n) < sizeof(piece)
+                      ? static_cast<size_t>(n)
+                      : sizeof(piece) - 1;
   for (size_t i = 0; i < length; ++i) {
     if (piece[i] == '\n') {
       FlushLine(level);
@@ -93,7 +100,8 @@ uint8_t DtypeCode(TfLiteType type) {
 
 // Does TFLM's tensor match what codegen wrote into model_data.h?
 bool Matches(const TfLiteTensor* t, const HilTensorSpec& spec) {
-  if (t == nullptr || t->data.raw == nullptr || DtypeCode(t->type) != spec.dtype || t->bytes != spec.nbytes) {
+  if (t == nullptr || t->data.raw == nullptr ||
+      DtypeCode(t->type) != spec.dtype || t->bytes != spec.nbytes) {
     return false;
   }
   if (t->dims == nullptr || t->dims->size != spec.ndims) return false;
@@ -107,7 +115,8 @@ void FillSpec(const HilTensorSpec& in, protocol::TensorSpec* out) {
   *out = protocol::TensorSpec{};
   out->dtype = in.dtype;
   out->ndims = in.ndims;
-  for (int d = 0; d < in.ndims && d < protocol::kMaxDims; ++d) out->dims[d] = in.dims[d];
+  for (int d = 0; d < in.ndims && d < protocol::kMaxDims; ++d)
+    out->dims[d] = in.dims[d];
   out->scale = in.scale;
   out->zero_point = in.zero_point;
   out->nbytes = in.nbytes;
@@ -129,7 +138,7 @@ void Logf(protocol::LogLevel level, const char* format, ...) {
 bool TflmBackend::Fail(const char* format, ...) {
   va_list args;
   va_start(args, format);
-  vsnprintf(reason_, sizeof(reason_), format, args);
+  FormatV(reason_, sizeof(reason_), format, args);
   va_end(args);
   ready_ = false;
   Logf(protocol::kLogError, "model not ready: %s", reason_);
@@ -137,41 +146,57 @@ bool TflmBackend::Fail(const char* format, ...) {
 }
 
 bool TflmBackend::Init() {
-  if (HilRegisterOps(g_resolver) != kTfLiteOk) return Fail("registering the model's %d operators failed", kHilNumOps);
+  if (HilRegisterOps(g_resolver) != kTfLiteOk)
+    return Fail("registering the model's %d operators failed", kHilNumOps);
   const tflite::Model* model = tflite::GetModel(kHilModelData);
   if (model->version() != TFLITE_SCHEMA_VERSION) {
-    return Fail("model schema %u, TFLM supports %d", static_cast<unsigned>(model->version()), TFLITE_SCHEMA_VERSION);
+    return Fail("model schema %u, TFLM supports %d",
+                static_cast<unsigned>(model->version()), TFLITE_SCHEMA_VERSION);
   }
-  interpreter_ = new (g_interpreter_storage) tflite::MicroInterpreter(model, g_resolver, g_arena, kArenaSize);
+  interpreter_ = new (g_interpreter_storage)
+      tflite::MicroInterpreter(model, g_resolver, g_arena, kArenaSize);
   if (interpreter_->AllocateTensors() != kTfLiteOk) {
-    return Fail("AllocateTensors() failed with a %u-byte arena; rebuild with a larger HIL_ARENA_SIZE or "
-                "hil codegen --arena-margin", static_cast<unsigned>(kArenaSize));
+    return Fail(
+        "AllocateTensors() failed with a %u-byte arena; rebuild with a larger "
+        "HIL_ARENA_SIZE or "
+        "hil codegen --arena-margin",
+        static_cast<unsigned>(kArenaSize));
   }
   if (static_cast<int>(interpreter_->inputs_size()) != kHilNumInputs ||
       static_cast<int>(interpreter_->outputs_size()) != kHilNumOutputs) {
     return Fail("TFLM sees %u inputs/%u outputs, model_data.h says %d/%d",
                 static_cast<unsigned>(interpreter_->inputs_size()),
-                static_cast<unsigned>(interpreter_->outputs_size()), kHilNumInputs, kHilNumOutputs);
+                static_cast<unsigned>(interpreter_->outputs_size()),
+                kHilNumInputs, kHilNumOutputs);
   }
   for (int i = 0; i < kHilNumInputs; ++i) {
     if (!Matches(interpreter_->input(i), kHilInputs[i])) {
-      return Fail("input %d differs from model_data.h (type, shape or size): regenerate with hil codegen", i);
+      return Fail(
+          "input %d differs from model_data.h (type, shape or size): "
+          "regenerate with hil codegen",
+          i);
     }
   }
   for (int i = 0; i < kHilNumOutputs; ++i) {
     if (!Matches(interpreter_->output(i), kHilOutputs[i])) {
-      return Fail("output %d differs from model_data.h (type, shape or size): regenerate with hil codegen", i);
+      return Fail(
+          "output %d differs from model_data.h (type, shape or size): "
+          "regenerate with hil codegen",
+          i);
     }
   }
   ready_ = true;
-  Logf(protocol::kLogInfo, "model %s ready: %d ops, arena %u of %u bytes used", kHilModelName, kHilNumOps,
-       static_cast<unsigned>(arena_used()), static_cast<unsigned>(kArenaSize));
+  Logf(protocol::kLogInfo, "model %s ready: %d ops, arena %u of %u bytes used",
+       kHilModelName, kHilNumOps, static_cast<unsigned>(arena_used()),
+       static_cast<unsigned>(kArenaSize));
   return true;
 }
 
 size_t TflmBackend::arena_size() const { return kArenaSize; }
 
-size_t TflmBackend::arena_used() const { return interpreter_ != nullptr ? interpreter_->arena_used_bytes() : 0; }
+size_t TflmBackend::arena_used() const {
+  return interpreter_ != nullptr ? interpreter_->arena_used_bytes() : 0;
+}
 
 const char* TflmBackend::NotReadyReason() { return ready_ ? nullptr : reason_; }
 
@@ -190,8 +215,10 @@ int TflmBackend::NumInputs() { return kHilNumInputs; }
 
 int TflmBackend::NumOutputs() { return kHilNumOutputs; }
 
-bool TflmBackend::GetTensorSpec(bool output, int index, protocol::TensorSpec* spec) {
-  if (index < 0 || index >= (output ? kHilNumOutputs : kHilNumInputs)) return false;
+bool TflmBackend::GetTensorSpec(bool output, int index,
+                                protocol::TensorSpec* spec) {
+  if (index < 0 || index >= (output ? kHilNumOutputs : kHilNumInputs))
+    return false;
   FillSpec(output ? kHilOutputs[index] : kHilInputs[index], spec);
   return true;
 }
@@ -229,8 +256,9 @@ extern "C" void DebugLog(const char* format, va_list args) {
   hil::runner::AppendLog(hil::protocol::kLogWarn, format, args);
 }
 
-extern "C" int DebugVsnprintf(char* buffer, size_t buf_size, const char* format, va_list vlist) {
-  return vsnprintf(buffer, buf_size, format, vlist);
+extern "C" int DebugVsnprintf(char* buffer, size_t buf_size, const char* format,
+                              va_list vlist) {
+  return hil::FormatV(buffer, buf_size, format, vlist);
 }
 
 // TFLM's time seam (micro_time.h), used by its MicroProfiler: the board's
@@ -240,7 +268,8 @@ uint32_t ticks_per_second() {
   return hil::board::HasCycleCounter() ? hil::board::CpuHz() : 1000000u;
 }
 uint32_t GetCurrentTimeTicks() {
-  return hil::board::HasCycleCounter() ? static_cast<uint32_t>(hil::board::CyclesNow())
-                                       : hil::board::MicrosNow();
+  return hil::board::HasCycleCounter()
+             ? static_cast<uint32_t>(hil::board::CyclesNow())
+             : hil::board::MicrosNow();
 }
 }  // namespace tflite

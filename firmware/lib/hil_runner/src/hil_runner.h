@@ -29,10 +29,12 @@ namespace hil {
 namespace runner {
 
 // Receives every log line of TFLM and of the runner, without its line end.
-using LogSink = void (*)(protocol::LogLevel level, const char* text, size_t length);
+using LogSink = void (*)(protocol::LogLevel level, const char* text,
+                         size_t length);
 void SetLogSink(LogSink sink);
 // Logs one line through the sink (printf-style; cut to HIL_MAX_LOG).
-void Logf(protocol::LogLevel level, const char* format, ...) __attribute__((format(printf, 2, 3)));
+void Logf(protocol::LogLevel level, const char* format, ...)
+    __attribute__((format(printf, 2, 3)));
 
 class TflmBackend : public protocol::Backend {
  public:
@@ -49,7 +51,8 @@ class TflmBackend : public protocol::Backend {
   void GetInfo(protocol::DeviceInfo* info) override;
   int NumInputs() override;
   int NumOutputs() override;
-  bool GetTensorSpec(bool output, int index, protocol::TensorSpec* spec) override;
+  bool GetTensorSpec(bool output, int index,
+                     protocol::TensorSpec* spec) override;
   uint8_t* InputBuffer(int index) override;
   const uint8_t* OutputBuffer(int index) override;
   int32_t Invoke(uint32_t* invoke_us, uint64_t* cycles) override;

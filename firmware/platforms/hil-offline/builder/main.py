@@ -7,7 +7,8 @@ Two kinds of targets:
   board's linker script (`board_build.ldscript`).
 
 TensorFlow Lite Micro comes from a local source tree made by TFLM's
-`create_tflm_tree.py`: `HIL_TFLM_DIR` (or `custom_hil_tflm_dir`). It is
+`create_tflm_tree.py`: `HIL_TFLM_DIR` (or `custom_hil_tflm_dir`); its layout
+is described by `harness.tflm` (tinyhil must be importable). It is
 compiled once into `$BUILD_DIR/tflm` as a static library; SCons rebuilds
 only what changed, and PlatformIO's build cache (`build_cache_dir`, set by
 the harness) keeps the objects when the build folder is wiped.
@@ -77,7 +78,6 @@ env.Append(
     CFLAGS=["-std=gnu11"],
     CCFLAGS=common,
     CXXFLAGS=["-std=gnu++17", "-fno-rtti", "-fno-exceptions", "-fno-threadsafe-statics"],
-    CPPDEFINES=["TF_LITE_STATIC_MEMORY"],
 )
 
 if cross:
@@ -99,7 +99,6 @@ if cross:
             "-Wl,-Map,${BUILD_DIR}/firmware.map",
         ],
         LIBS=["m"],
-        CPPDEFINES=[("HIL_CPU_HZ", board.get("build.f_cpu", "0").rstrip("L") + "u")],
     )
     if board.get("build.ldscript", ""):
         env.Replace(LDSCRIPT_PATH=board.get("build.ldscript"))
@@ -116,66 +115,43 @@ else:
     env.Append(LINKFLAGS=["-Wl,--gc-sections"], LIBS=["m", "pthread"])
 
 # ------------------------------------------------------------------ TFLM tree
+# What a tree is made of (include folders, defines, the sources and the
+# platform seams the firmware implements itself: DebugLog as protocol
+# frames, time from the board's clock) is harness.tflm's to say; this only
+# turns it into a library.
 tflm_dir = os.environ.get("HIL_TFLM_DIR") or option("custom_hil_tflm_dir", "")
 if truthy(option("custom_hil_tflm", "yes")):
+    try:
+        from harness import tflm as hil_tflm
+        from harness.errors import HilError
+    except ImportError as exc:
+        fail("tinyhil is not importable by PlatformIO's Python (%s): pip install tinyhil" % exc)
     if not tflm_dir:
         fail(
             "no TensorFlow Lite Micro tree: set HIL_TFLM_DIR=/path/to/tflm_tree "
             "(made by TFLM's create_tflm_tree.py; see docs/build.md)"
         )
-    tflm_dir = os.path.abspath(os.path.expanduser(tflm_dir))
-    if not os.path.isfile(os.path.join(tflm_dir, "tensorflow", "lite", "micro", "micro_interpreter.h")):
-        fail(
-            "HIL_TFLM_DIR=%s is not a TFLM tree (no tensorflow/lite/micro/micro_interpreter.h) "
-            "-- point it at the output of create_tflm_tree.py" % tflm_dir
-        )
-    include = [tflm_dir]
-    for sub in (
-        "third_party/flatbuffers/include",
-        "third_party/gemmlowp",
-        "third_party/ruy",
-        "third_party/kissfft",
-        "third_party/cmsis_nn",
-        "third_party/cmsis_nn/Include",
-        "third_party/cmsis/CMSIS/Core/Include",
-        "third_party/cmsis/CMSIS/DSP/Include",
-    ):
-        if os.path.isdir(os.path.join(tflm_dir, sub)):
-            include.append(os.path.join(tflm_dir, sub))
-    has_cmsis_nn = os.path.isdir(os.path.join(tflm_dir, "tensorflow", "lite", "micro", "kernels", "cmsis_nn"))
-    if has_cmsis_nn and not cross:
-        fail(
-            "HIL_TFLM_DIR=%s holds CMSIS-NN kernels (Cortex-M); the host build needs the "
-            "reference tree (create_tflm_tree.py without OPTIMIZED_KERNEL_DIR)" % tflm_dir
-        )
-    env.Append(CPPPATH=include)
-    if has_cmsis_nn:
-        env.Append(CPPDEFINES=["CMSIS_NN"])
-    # The firmware implements TFLM's platform seams -- logging (DebugLog, as
-    # protocol frames) and time (the board's clock) -- so the tree's own
-    # debug_log.cc and micro_time.cc (host or cortex_m_generic) are left out.
-    src_filter = [
-        "+<tensorflow/>",
-        "-<tensorflow/lite/micro/debug_log.cc>",
-        "-<tensorflow/lite/micro/cortex_m_generic/debug_log.cc>",
-        "-<tensorflow/lite/micro/micro_time.cc>",
-        "-<tensorflow/lite/micro/cortex_m_generic/micro_time.cc>",
-    ]
-    if has_cmsis_nn:
-        src_filter.append("+<third_party/cmsis_nn/Source/>")
+    try:
+        tree = hil_tflm.check_tree(tflm_dir, "HIL_TFLM_DIR", host=not cross)
+    except HilError as exc:
+        fail(str(exc))
+    include = [str(d) for d in tree.include_dirs()]
+    env.Append(CPPPATH=include, CPPDEFINES=tree.define_names())
+    src_filter = tree.src_filter()
     extra = option("custom_hil_tflm_src_filter", "")
     if extra:
         src_filter.append(extra)
     tflm_env = env.Clone()
-    # Only the tree's own include folders: a path added for the firmware
-    # (the model's sources) must not change TFLM's command lines, or every
-    # new model would recompile the whole library.
-    tflm_env.Replace(CPPPATH=list(include))
+    # Only the tree's own include folders and defines: a path or a board
+    # define added for the firmware (the model's sources, HIL_BOARD_ID) must
+    # not change TFLM's command lines, or every new model would recompile
+    # the whole library.
+    tflm_env.Replace(CPPPATH=list(include), CPPDEFINES=tree.define_names())
     # TFLM is third-party code: its warnings are not ours to fix.
     tflm_env.Append(CCFLAGS=["-w"])
-    tflm_lib = tflm_env.BuildLibrary(os.path.join("$BUILD_DIR", "tflm"), tflm_dir, src_filter=src_filter)
+    tflm_lib = tflm_env.BuildLibrary(os.path.join("$BUILD_DIR", "tflm"), str(tree.root), src_filter=src_filter)
     env.Prepend(LIBS=[tflm_lib])
-    env.Replace(HIL_TFLM_DIR=tflm_dir)
+    env.Replace(HIL_TFLM_DIR=str(tree.root))
 
 # ------------------------------------------------------------------ targets
 target_elf = env.BuildProgram()

@@ -17,7 +17,7 @@ namespace hil {
 namespace board {
 
 void Init() {
-  Serial.begin(921600);
+  Serial.begin(HIL_BAUD);
   // Wait (bounded) for the host to open the port: bytes sent before are lost.
   const unsigned long start = millis();
   while (!Serial && millis() - start < 5000) {
@@ -47,7 +47,7 @@ uint32_t MicrosNow() { return micros(); }
 uint64_t CyclesNow() { return hil::cortex_m::Cycles64(); }
 bool HasCycleCounter() { return g_has_cycle_counter; }
 uint32_t CpuHz() { return 64000000u; }
-const char* BoardId() { return "nano33ble"; }
+const char* BoardId() { return HIL_BOARD_ID; }
 
 void Halt(int code) {
   (void)code;

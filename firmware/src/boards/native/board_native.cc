@@ -34,7 +34,8 @@ bool g_stdio = false;
 const char* g_link_path = nullptr;
 int g_in = -1;
 int g_out = -1;
-int g_slave = -1;  // kept open: the master never sees a hang-up between host sessions
+int g_slave =
+    -1;  // kept open: the master never sees a hang-up between host sessions
 
 void Die(const char* what) {
   fprintf(stderr, "native firmware: %s: %s\n", what, strerror(errno));
@@ -51,13 +52,15 @@ void OnSignal(int) {
 }
 
 void Usage(const char* argv0) {
-  fprintf(stderr,
-          "usage: %s [--stdio] [--link PATH]\n"
-          "  Serves the tinyhil protocol on a new pseudo-terminal, whose path it prints\n"
-          "  first on stdout as `HIL_PORT /dev/pts/N`.\n"
-          "  --stdio      use stdin/stdout as the link instead\n"
-          "  --link PATH  also create PATH as a symlink to the pseudo-terminal\n",
-          argv0);
+  fprintf(
+      stderr,
+      "usage: %s [--stdio] [--link PATH]\n"
+      "  Serves the tinyhil protocol on a new pseudo-terminal, whose path it "
+      "prints\n"
+      "  first on stdout as `HIL_PORT /dev/pts/N`.\n"
+      "  --stdio      use stdin/stdout as the link instead\n"
+      "  --link PATH  also create PATH as a symlink to the pseudo-terminal\n",
+      argv0);
 }
 
 }  // namespace
@@ -70,7 +73,8 @@ extern "C" void HilBoardArgs(int argc, char** argv) {
       g_link_path = argv[++i];
     } else {
       Usage(argv[0]);
-      exit(strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0 ? 0 : 2);
+      exit(strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0 ? 0
+                                                                        : 2);
     }
   }
 }
@@ -88,21 +92,24 @@ void Init() {
     return;
   }
   const int master = posix_openpt(O_RDWR | O_NOCTTY);
-  if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0) Die("cannot create a pseudo-terminal");
+  if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0)
+    Die("cannot create a pseudo-terminal");
   const char* name = ptsname(master);
   if (name == nullptr) Die("ptsname");
   g_slave = open(name, O_RDWR | O_NOCTTY);
   if (g_slave < 0) Die("cannot open the pseudo-terminal");
   termios tio;
   if (tcgetattr(g_slave, &tio) == 0) {
-    cfmakeraw(&tio);  // binary frames: no echo, no line editing, no CR/LF mapping
+    cfmakeraw(
+        &tio);  // binary frames: no echo, no line editing, no CR/LF mapping
     tcsetattr(g_slave, TCSANOW, &tio);
   }
   fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK);
   g_in = g_out = master;
   if (g_link_path != nullptr) {
     unlink(g_link_path);
-    if (symlink(name, g_link_path) != 0) Die("cannot create the --link symlink");
+    if (symlink(name, g_link_path) != 0)
+      Die("cannot create the --link symlink");
     atexit(RemoveLink);
   }
   printf("HIL_PORT %s\n", name);
@@ -110,7 +117,8 @@ void Init() {
 }
 
 size_t Read(uint8_t* buffer, size_t capacity) {
-  // Wait a little for data instead of spinning: the loop has nothing else to do.
+  // Wait a little for data instead of spinning: the loop has nothing else to
+  // do.
   pollfd p{g_in, POLLIN, 0};
   if (poll(&p, 1, 20) <= 0) return 0;
   const ssize_t n = read(g_in, buffer, capacity);
@@ -138,13 +146,14 @@ void Write(const uint8_t* data, size_t length) {
 uint32_t MicrosNow() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint32_t>(static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u);
+  return static_cast<uint32_t>(static_cast<uint64_t>(ts.tv_sec) * 1000000u +
+                               static_cast<uint64_t>(ts.tv_nsec) / 1000u);
 }
 
 uint64_t CyclesNow() { return 0; }
 bool HasCycleCounter() { return false; }
 uint32_t CpuHz() { return 0; }
-const char* BoardId() { return "native"; }
+const char* BoardId() { return HIL_BOARD_ID; }
 
 void Halt(int code) {
   fflush(stdout);

@@ -16,7 +16,8 @@ namespace {
 
 using hil::cortex_m::Reg;
 
-// CMSDK APB UART (Arm CMSDK technical reference): DATA, STATE, CTRL, INTSTATUS, BAUDDIV.
+// CMSDK APB UART (Arm CMSDK technical reference): DATA, STATE, CTRL, INTSTATUS,
+// BAUDDIV.
 constexpr uintptr_t kUart0 = 0x49303000;
 constexpr uintptr_t kUartData = kUart0 + 0x00;
 constexpr uintptr_t kUartState = kUart0 + 0x04;
@@ -27,9 +28,6 @@ constexpr uint32_t kStateRxFull = 1u << 1;
 constexpr uint32_t kCtrlTxEnable = 1u << 0;
 constexpr uint32_t kCtrlRxEnable = 1u << 1;
 
-#ifndef HIL_CPU_HZ
-#define HIL_CPU_HZ 32000000u
-#endif
 constexpr uint32_t kTicksPerMicro = HIL_CPU_HZ / 1000000u;
 
 constexpr uint32_t kSysTickReload = 0x00FFFFFF;  // 24 bits
@@ -51,7 +49,9 @@ uint32_t Semihost(uint32_t op, const void* arg) {
 extern "C" void SysTick_Handler() { g_systick_wraps = g_systick_wraps + 1; }
 
 // A fault ends the run with 128 + exception number instead of a silent lock-up.
-extern "C" void HilBoardFault(uint32_t ipsr) { hil::board::Halt(128 + static_cast<int>(ipsr & 0x1FF)); }
+extern "C" void HilBoardFault(uint32_t ipsr) {
+  hil::board::Halt(128 + static_cast<int>(ipsr & 0x1FF));
+}
 
 // newlib's exit() ends here: leave QEMU with the same code.
 extern "C" void _exit(int code) {
@@ -68,8 +68,9 @@ void Init() {
   Reg(kUartCtrl) = kCtrlTxEnable | kCtrlRxEnable;
   Reg(hil::cortex_m::kSysTickLoad) = kSysTickReload;
   Reg(hil::cortex_m::kSysTickVal) = 0;
-  Reg(hil::cortex_m::kSysTickCtrl) =
-      hil::cortex_m::kSysTickEnable | hil::cortex_m::kSysTickInterrupt | hil::cortex_m::kSysTickCoreClock;
+  Reg(hil::cortex_m::kSysTickCtrl) = hil::cortex_m::kSysTickEnable |
+                                     hil::cortex_m::kSysTickInterrupt |
+                                     hil::cortex_m::kSysTickCoreClock;
   // VAL reads 0 until the first reload; MicrosNow() would jump back by a wrap.
   while (Reg(hil::cortex_m::kSysTickVal) == 0) {
   }
@@ -106,10 +107,11 @@ uint32_t MicrosNow() {
 uint64_t CyclesNow() { return 0; }
 bool HasCycleCounter() { return false; }
 uint32_t CpuHz() { return HIL_CPU_HZ; }
-const char* BoardId() { return "qemu_m55"; }
+const char* BoardId() { return HIL_BOARD_ID; }
 
 void Halt(int code) {
-  const uint32_t block[2] = {kAdpStoppedApplicationExit, static_cast<uint32_t>(code)};
+  const uint32_t block[2] = {kAdpStoppedApplicationExit,
+                             static_cast<uint32_t>(code)};
   Semihost(kSysExitExtended, block);
   for (;;) {
   }

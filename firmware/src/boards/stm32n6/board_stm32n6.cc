@@ -18,14 +18,9 @@ namespace {
 
 using hil::cortex_m::Reg;
 
-#ifndef HIL_CPU_HZ
-#define HIL_CPU_HZ 64000000u
-#endif
 #ifndef HIL_PCLK2_HZ
-#define HIL_PCLK2_HZ 64000000u  // reset clock tree: HSI 64 MHz, APB2 prescaler 1
-#endif
-#ifndef HIL_BAUD
-#define HIL_BAUD 921600u
+#define HIL_PCLK2_HZ \
+  64000000u  // reset clock tree: HSI 64 MHz, APB2 prescaler 1
 #endif
 
 constexpr uintptr_t kRcc = 0x56028000;
@@ -57,7 +52,7 @@ constexpr uint32_t kCr1Ue = 1u << 0;
 constexpr uint32_t kCr1Re = 1u << 2;
 constexpr uint32_t kCr1Te = 1u << 3;
 constexpr uint32_t kCr1FifoEn = 1u << 29;
-constexpr uint32_t kIsrErrors = 0xFu;      // PE, FE, NE, ORE
+constexpr uint32_t kIsrErrors = 0xFu;  // PE, FE, NE, ORE
 constexpr uint32_t kIsrRxNotEmpty = 1u << 5;
 constexpr uint32_t kIsrTxNotFull = 1u << 7;
 
@@ -90,19 +85,22 @@ void Init() {
   Reg(kRccBusEnSet) = kBusAhb4 | kBusApb2;
   Reg(kRccAhb4EnSet) = kAhb4GpioE;
   Reg(kRccApb2EnSet) = kApb2Usart1;
-  const uint32_t readback = Reg(kRccApb2EnSet);  // the clock is on before the first access
+  const uint32_t readback =
+      Reg(kRccApb2EnSet);  // the clock is on before the first access
   (void)readback;
 
   const int pins[] = {kTxPin, kRxPin};
   for (int pin : pins) {
-    SetField(kGpioModer, 2 * pin, 0x3, 0x2);      // alternate function
-    SetField(kGpioOspeedr, 2 * pin, 0x3, 0x2);    // high speed
-    SetField(kGpioPupdr, 2 * pin, 0x3, pin == kRxPin ? 0x1 : 0x0);  // RX pulled up
+    SetField(kGpioModer, 2 * pin, 0x3, 0x2);    // alternate function
+    SetField(kGpioOspeedr, 2 * pin, 0x3, 0x2);  // high speed
+    SetField(kGpioPupdr, 2 * pin, 0x3,
+             pin == kRxPin ? 0x1 : 0x0);  // RX pulled up
     SetField(kGpioAfrl, 4 * pin, 0xF, kAfUsart1);
   }
 
   Reg(kUsartCr1) = 0;
-  Reg(kUsartBrr) = (HIL_PCLK2_HZ + HIL_BAUD / 2) / HIL_BAUD;  // oversampling by 16
+  Reg(kUsartBrr) =
+      (HIL_PCLK2_HZ + HIL_BAUD / 2) / HIL_BAUD;  // oversampling by 16
   Reg(kUsartCr1) = kCr1FifoEn | kCr1Te | kCr1Re | kCr1Ue;
 
   g_has_cycle_counter = hil::cortex_m::StartCycleCounter();
@@ -112,7 +110,8 @@ size_t Read(uint8_t* buffer, size_t capacity) {
   size_t n = 0;
   for (;;) {
     const uint32_t isr = Reg(kUsartIsr);
-    if (isr & kIsrErrors) Reg(kUsartIcr) = kIsrErrors;  // the protocol's CRC catches the loss
+    if (isr & kIsrErrors)
+      Reg(kUsartIcr) = kIsrErrors;  // the protocol's CRC catches the loss
     if (n >= capacity || !(isr & kIsrRxNotEmpty)) break;
     buffer[n++] = static_cast<uint8_t>(Reg(kUsartRdr));
   }
@@ -128,20 +127,15 @@ void Write(const uint8_t* data, size_t length) {
 }
 
 uint32_t MicrosNow() {
-  return static_cast<uint32_t>(hil::cortex_m::Cycles64() / (HIL_CPU_HZ / 1000000u));
+  return static_cast<uint32_t>(hil::cortex_m::Cycles64() /
+                               (HIL_CPU_HZ / 1000000u));
 }
 
 uint64_t CyclesNow() { return hil::cortex_m::Cycles64(); }
 bool HasCycleCounter() { return g_has_cycle_counter; }
 uint32_t CpuHz() { return HIL_CPU_HZ; }
 
-const char* BoardId() {
-#if defined(HIL_BOARD_STM32N6570_DK)
-  return "stm32n6570_dk";
-#else
-  return "nucleo_n657x0_q";
-#endif
-}
+const char* BoardId() { return HIL_BOARD_ID; }
 
 void Halt(int code) {
   (void)code;
