@@ -154,3 +154,34 @@ def deferred_signals() -> Iterator[None]:
         if pending[0] == signal.SIGINT:
             raise KeyboardInterrupt
         raise Cancelled(pending[0])
+
+
+@contextlib.contextmanager
+def first_cancel_only() -> Iterator[list[int]]:
+    """The first Ctrl-C, SIGTERM or SIGHUP of the block cancels as usual
+    (KeyboardInterrupt / `Cancelled`); the ones after it are recorded and
+    ignored, so a second Ctrl-C cannot stop the partial report of a run the
+    first one cancelled. Yields the list of the signals that were ignored."""
+    ignored: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield ignored
+        return
+    fired = False
+
+    def handler(signum, frame):
+        nonlocal fired
+        if fired:
+            ignored.append(signum)
+            return
+        fired = True
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Cancelled(signum)
+
+    sigs = (signal.SIGINT, *CANCEL_SIGNALS)
+    old = {s: signal.signal(s, handler) for s in sigs}
+    try:
+        yield ignored
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)

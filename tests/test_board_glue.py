@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.boards import define_flags, load_board
+
 ROOT = Path(__file__).resolve().parents[1]
 FW = ROOT / "firmware"
 STUBS = Path(__file__).resolve().parent / "stubs" / "arduino"
@@ -23,7 +25,8 @@ FLAGS = [
     "-Werror",
     "-fno-exceptions",
     "-fno-rtti",
-    "-DHIL_ARDUINO",
+    # The board's facts as PlatformIO's pre-script passes them (HIL_BOARD_ID, HIL_BAUD, HIL_ARDUINO, ...).
+    *define_flags(load_board("nano33ble")),
     f"-I{STUBS}",
     f"-I{FW / 'include'}",
     f"-I{FW / 'lib' / 'hil_protocol' / 'src'}",

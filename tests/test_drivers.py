@@ -91,11 +91,11 @@ def test_sim_driver_needs_the_model_and_stays_in_process(tmp_path):
 
 
 def test_sim_driver_serves_the_model_on_a_port(tmp_path):
-    simmodels = pytest.importorskip("simmodels")
     from harness.flash import flash
     from harness.protocol.session import DeviceSession
+    from harness.testing.models import tiny_models
 
-    model = simmodels.build_tiny_models(tmp_path)["float_io"]
+    model = tiny_models()["float_io"]
     res = flash("sim", model=model, options={"baud": 0, "latency_ms": 0})
     try:
         assert res.port and res.process is not None

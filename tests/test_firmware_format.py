@@ -9,7 +9,7 @@ import shutil
 import subprocess
 
 import pytest
-from firmware_build import FIRMWARE, SANITIZE
+from helpers.firmware_build import FIRMWARE, SANITIZE
 
 RUNNER_SRC = FIRMWARE / "lib" / "hil_runner" / "src"
 

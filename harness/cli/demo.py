@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness import console
+from harness import console, procs
 from harness.cli._common import (
     add_option,
     cosine_gate,
@@ -125,27 +125,29 @@ def run(args) -> int:
     import time
 
     started = time.time()
-    try:
-        with console.make_progress(extra_columns=[link_column()]) as progress:
-            res = run_demo(
-                args.example,
-                args.out,
-                fresh=args.fresh,
-                seed=args.seed,
-                samples=args.samples,
-                baud=args.baud,
-                latency_ms=args.latency_ms,
-                faults=args.faults,
-                gates=gates,
-                progress=progress,
-                on_step=on_step,
-                board=args.board,
-                tflm_dir=args.tflm,
-                on_build_line=(lambda line: console.detail(escape(line))) if console.VERBOSITY >= 1 else None,
-            )
-    except KeyboardInterrupt:
-        _replace_reports_cancelled(args, gates, started)
-        raise
+    # Only the first Ctrl-C cancels: a second one must not stop the partial report.
+    with procs.first_cancel_only():
+        try:
+            with console.make_progress(extra_columns=[link_column()]) as progress:
+                res = run_demo(
+                    args.example,
+                    args.out,
+                    fresh=args.fresh,
+                    seed=args.seed,
+                    samples=args.samples,
+                    baud=args.baud,
+                    latency_ms=args.latency_ms,
+                    faults=args.faults,
+                    gates=gates,
+                    progress=progress,
+                    on_step=on_step,
+                    board=args.board,
+                    tflm_dir=args.tflm,
+                    on_build_line=(lambda line: console.detail(escape(line))) if console.VERBOSITY >= 1 else None,
+                )
+        except KeyboardInterrupt:
+            _replace_reports_cancelled(args, gates, started)
+            raise
     d = res.report.to_dict()
     if console.VERBOSITY >= 0 and (d["outputs"] or d["device"]):
         console.out.print(summary(d))

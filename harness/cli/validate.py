@@ -257,30 +257,32 @@ def execute(port, model, data, args, *, reports: dict, progress_label: str | Non
             "pass --port URL or set HIL_PORT; `hil ports` lists serial ports, "
             "`hil device sim` starts a simulated board",
         )
-    outs = report_outputs(reports, validation_inputs(port, model, data))
-    try:
-        with console.make_progress(extra_columns=[link_column()]) as progress:
-            rep = validate(
-                port,
-                model,
-                data,
-                samples=args.samples,
-                gates=gates_from_args(args),
-                reference=args.reference,
-                baud=args.baud,
-                timeout=args.timeout,
-                retries=args.retries,
-                worst_k=args.worst_k,
-                progress=progress,
-                board=getattr(args, "board", None),
-                on_log=lambda level, text: console.detail(f"device: {text}"),
-            )
-    except KeyboardInterrupt:  # before validation could start: still replace the report set
-        rep = cancelled_validation(port, model, data, samples=args.samples, gates=gates_from_args(args))
-    d = rep.to_dict()
-    if console.VERBOSITY >= 0 and (d["outputs"] or d["device"]):
-        console.out.print(summary(d))
-    written = write_reports(d, reports, outs)
+    # A second Ctrl-C (or a SIGTERM after it) must not stop the partial report of the run the first cancelled.
+    with procs.first_cancel_only():
+        outs = report_outputs(reports, validation_inputs(port, model, data))
+        try:
+            with console.make_progress(extra_columns=[link_column()]) as progress:
+                rep = validate(
+                    port,
+                    model,
+                    data,
+                    samples=args.samples,
+                    gates=gates_from_args(args),
+                    reference=args.reference,
+                    baud=args.baud,
+                    timeout=args.timeout,
+                    retries=args.retries,
+                    worst_k=args.worst_k,
+                    progress=progress,
+                    board=getattr(args, "board", None),
+                    on_log=lambda level, text: console.detail(f"device: {text}"),
+                )
+        except KeyboardInterrupt:  # before validation could start: still replace the report set
+            rep = cancelled_validation(port, model, data, samples=args.samples, gates=gates_from_args(args))
+        d = rep.to_dict()
+        if console.VERBOSITY >= 0 and (d["outputs"] or d["device"]):
+            console.out.print(summary(d))
+        written = write_reports(d, reports, outs)
     for w in written:
         if console.VERBOSITY >= 0:
             console.err.print(f"report: {w}", soft_wrap=True, highlight=False, markup=False)

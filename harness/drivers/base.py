@@ -66,6 +66,10 @@ class Driver:
     firmware_name: ClassVar[str] = "firmware.elf"
     # The keys of FlashOptions.options this driver takes (none by default).
     settings: ClassVar[tuple[str, ...]] = ()
+    # False for a driver that starts a device of its own instead of
+    # programming one that is already there (the simulated board): a lab's
+    # running instance of such a board holds what it was started with.
+    programs_existing_board: ClassVar[bool] = True
 
     def __init__(self, board: Board):
         self.board = board

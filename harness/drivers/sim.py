@@ -17,6 +17,7 @@ SIM_OPTIONS = ("listen", "baud", "latency_ms", "faults", "seed", "arena_size", "
 @register("sim")
 class SimDriver(Driver):
     settings = SIM_OPTIONS
+    programs_existing_board = False
 
     def flash(self, opts: FlashOptions) -> FlashResult:
         # The simulator imports TFLM's Python interpreter: only when it runs.

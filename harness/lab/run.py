@@ -28,6 +28,7 @@ from pathlib import Path
 from harness.boards import load_board
 from harness.build import build
 from harness.console import NullProgress
+from harness.drivers import driver_for
 from harness.errors import ConfigError, DeviceError, FlashError, HilError
 from harness.flash import flash
 from harness.lab.labfile import Instance, Lab, expand
@@ -37,7 +38,6 @@ from harness.report import write_html, write_json, write_junit
 from harness.validate import validate
 
 PASS, DRIFT, ERROR = "PASS", "DRIFT", "ERROR"
-SKIP_FLASH = ("none",)  # boards whose device holds what it was started with (the simulated board)
 
 
 @dataclass(frozen=True)
@@ -428,7 +428,7 @@ class LabRunner:
                 run_command(argv, f"{inst.name}: flash", inst.flash.timeout)
                 cell.steps.append("flashed: " + " ".join(argv))
                 port = reach.url()  # it may have re-enumerated (a new /dev node, a new TCP port)
-            elif board.upload_method not in SKIP_FLASH:
+            elif driver_for(board).programs_existing_board:
                 if inst.place is not None:
                     raise ConfigError(
                         f"{inst.name}: flashing {inst.board} on a remote labgrid exporter is not built in",
