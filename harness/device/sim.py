@@ -130,8 +130,12 @@ class SimDevice:
             self._interp = HostInterpreter(self.model, "tflm")
         self._ins = self.info_model.inputs
         self._outs = self.info_model.outputs
-        # the staging buffer holds one set of outputs (the previous sample's)
-        self.staging_bytes = sum(t.nbytes for t in self._outs) if staging else 0
+        # staging (version 2): two input slots, so the next sample streams in
+        # while one waits or runs, and one set of outputs (the previous sample's)
+        self.input_slots = 2 if staging else 0
+        self.staging_bytes = (
+            (self.input_slots * sum(t.nbytes for t in self._ins) + sum(t.nbytes for t in self._outs)) if staging else 0
+        )
         self.stats = SimStats()
         self.boot_nonce = 0
         self._reset_state()
@@ -140,6 +144,8 @@ class SimDevice:
     def _reset_state(self) -> None:
         self._in_bufs = [bytearray(t.nbytes) for t in self._ins]
         self._in_marks = [np.zeros(t.nbytes, bool) for t in self._ins]
+        self._slot_bufs = [[bytearray(t.nbytes) for t in self._ins] for _ in range(self.input_slots)]
+        self._slot_marks = [[np.zeros(t.nbytes, bool) for t in self._ins] for _ in range(self.input_slots)]
         self._out_bufs: list[bytes] | None = None  # None until an INVOKE succeeds
         self._out_sample: int | None = None  # the INVOKE (version 2 sample_id) they belong to
         self._staged: tuple[int, list[bytes]] | None = None  # the outputs before them
@@ -175,6 +181,7 @@ class SimDevice:
             line_baud=self.line_baud,
             staging_bytes=self.staging_bytes,
             features=(c.FEATURE_STAGED_OUTPUTS if self.staging_bytes else 0) | c.FEATURE_NAK,
+            input_slots=self.input_slots,
         )
 
     # ------------------------------------------------------------- NAK
@@ -282,21 +289,33 @@ class SimDevice:
             return self._error(
                 frame, c.E_OUT_OF_RANGE, f"input {m.tensor}: bytes {m.offset}..{m.offset + len(m.data)} beyond its {n}"
             )
-        self._in_bufs[m.tensor][m.offset : m.offset + len(m.data)] = m.data
-        self._in_marks[m.tensor][m.offset : m.offset + len(m.data)] = True
+        bufs, marks = self._buffers(m.slot)
+        if bufs is None:
+            return self._error(frame, c.E_BAD_TENSOR, f"slot {m.slot}: the device has {self.input_slots} input slots")
+        bufs[m.tensor][m.offset : m.offset + len(m.data)] = m.data
+        marks[m.tensor][m.offset : m.offset + len(m.data)] = True
         return c.message_body(c.Ack(), frame.seq)
 
+    def _buffers(self, slot: int):
+        """Where a WRITE's bytes go: an input slot (version 2 with staging) or the tensors."""
+        if self.version >= 2 and self.input_slots:
+            return (self._slot_bufs[slot], self._slot_marks[slot]) if slot < self.input_slots else (None, None)
+        return (self._in_bufs, self._in_marks) if slot == 0 else (None, None)
+
     def _invoke(self, frame: c.Frame, m: c.Invoke) -> bytes:
-        for i, marks in enumerate(self._in_marks):
+        bufs, all_marks = self._buffers(m.slot)
+        if bufs is None:
+            return self._error(frame, c.E_BAD_TENSOR, f"slot {m.slot}: the device has {self.input_slots} input slots")
+        for i, marks in enumerate(all_marks):
             have = int(marks.sum())
             if have != marks.size:
                 return self._error(frame, c.E_INCOMPLETE_INPUT, f"input {i}: {have} of {marks.size} bytes written")
         if m.input_crc is not None:
-            have = c.input_crc(self._in_bufs)
+            have = c.input_crc(bufs)
             if have != m.input_crc:
                 self.stats.mismatches += 1
                 return self._error(frame, c.E_INPUT_MISMATCH, f"input CRC {have:08x}, INVOKE expects {m.input_crc:08x}")
-        arrays = [np.frombuffer(bytes(b), t.np_dtype).reshape(t.shape) for b, t in zip(self._in_bufs, self._ins)]
+        arrays = [np.frombuffer(bytes(b), t.np_dtype).reshape(t.shape) for b, t in zip(bufs, self._ins)]
         t0 = time.perf_counter()
         try:
             outs = self._interp.run(arrays)
@@ -312,7 +331,7 @@ class SimDevice:
             self._staged = (self._out_sample, self._out_bufs)
         self._out_bufs = [np.ascontiguousarray(o, t.np_dtype).tobytes() for o, t in zip(outs, self._outs)]
         self._out_sample = m.sample_id
-        for marks in self._in_marks:
+        for marks in all_marks:
             marks[:] = False
         self.stats.invokes += 1
         self.stats.invoke_us.append(us)

@@ -241,39 +241,46 @@ class Hello:
 
 @dataclass(frozen=True)
 class Write:
+    """Version 2 uses the second byte as `slot`: which of the device's input
+    staging buffers the bytes go to (0 in version 1)."""
+
     tensor: int
     offset: int
     data: bytes
+    slot: int = 0
     TYPE = WRITE
 
     def payload(self) -> bytes:
-        return _pack("<BBHI", self.tensor, 0, 0, self.offset) + bytes(self.data)
+        return _pack("<BBHI", self.tensor, self.slot, 0, self.offset) + bytes(self.data)
 
     @classmethod
     def parse(cls, p: bytes) -> Write:
-        t, _, _, off = _u("<BBHI", p, WRITE, exact=False)
-        return cls(t, off, bytes(p[CHUNK_HEADER:]))
+        t, slot, _, off = _u("<BBHI", p, WRITE, exact=False)
+        return cls(t, off, bytes(p[CHUNK_HEADER:]), slot)
 
 
 @dataclass(frozen=True)
 class Invoke:
     """Version 1: `u32 sample_id`. Version 2 adds `u32 input_crc`, the CRC-32
-    of every input tensor's bytes in order: the device runs only on exactly
-    that input (else ERROR INPUT_MISMATCH)."""
+    of every input tensor's bytes in order, and `u8 slot, u8 0, u16 0`: the
+    device runs only on exactly that input, taken from that staging slot
+    (else ERROR INPUT_MISMATCH)."""
 
     sample_id: int
     input_crc: int | None = None
+    slot: int = 0
     TYPE = INVOKE
 
     def payload(self) -> bytes:
         if self.input_crc is None:
             return _pack("<I", self.sample_id)
-        return _pack("<II", self.sample_id, self.input_crc)
+        return _pack("<IIBBH", self.sample_id, self.input_crc, self.slot, 0, 0)
 
     @classmethod
     def parse(cls, p: bytes) -> Invoke:
-        if len(p) == 8:
-            return cls(*_u("<II", p, INVOKE))
+        if len(p) == 12:
+            sid, crc, slot, _, _ = _u("<IIBBH", p, INVOKE)
+            return cls(sid, crc, slot)
         return cls(*_u("<I", p, INVOKE))
 
 
@@ -404,7 +411,7 @@ def _read_str8(p: bytes, pos: int) -> tuple[str, int]:
 
 
 _INFO_FIXED = "<HHIHHIII32sI"
-_INFO_V2 = "<IIII"  # line_baud, staging_bytes, features, reserved
+_INFO_V2 = "<IIIBBH"  # line_baud, staging_bytes, features, input_slots, 0, 0
 
 
 @dataclass(frozen=True)
@@ -429,6 +436,7 @@ class Info:
     line_baud: int = 0  # the device's line rate (0: unknown, e.g. USB CDC)
     staging_bytes: int = 0  # RAM of the device's output staging buffer
     features: int = 0  # FEATURE_*
+    input_slots: int = 0  # input staging buffers (WRITE/INVOKE `slot` below this); 0 or 1: none
     TYPE = INFO
 
     @property
@@ -474,7 +482,7 @@ class Info:
         for t in (*self.inputs, *self.outputs):
             out += t.encode()
         if self.version >= 2:
-            out += _pack(_INFO_V2, self.line_baud, self.staging_bytes, self.features, 0)
+            out += _pack(_INFO_V2, self.line_baud, self.staging_bytes, self.features, self.input_slots, 0, 0)
         return out
 
     @property
@@ -498,11 +506,11 @@ class Info:
         for _ in range(n_in + n_out):
             t, pos = TensorDescriptor.parse_from(p, pos)
             tensors.append(t)
-        v2 = (0, 0, 0)
+        v2 = (0, 0, 0, 0)
         if version >= 2:
             if len(p) - pos < struct.calcsize(_INFO_V2):
                 raise CodecError("BAD_LENGTH", "version-2 INFO ends before its line_baud/staging/features")
-            v2 = struct.unpack_from(_INFO_V2, p, pos)[:3]
+            v2 = struct.unpack_from(_INFO_V2, p, pos)[:4]
         # bytes past this point belong to later versions and are ignored
         return cls(
             version,

@@ -216,6 +216,7 @@ class _Req:
     last_idx: int = 0  # order of its latest transmission
     base: float = 0.0  # when its answer could arrive at the earliest, but for the round trip
     nak_try: int = -1  # `tries` when a NAK last resent it
+    gate: Callable[[], bool] | None = None  # not sent (nor its job's later requests) until true
 
 
 def _errno(exc: BaseException) -> int | None:
@@ -272,7 +273,7 @@ class DeviceSession:
         on_log: Callable[[int, str], None] | None = None,
         max_version: int = c.VERSION,
         adaptive: bool = True,
-        min_rto: float = 0.010,
+        min_rto: float = 0.020,
         clock: Callable[[], float] = time.monotonic,
     ):
         if timeout <= 0:
@@ -516,7 +517,9 @@ class DeviceSession:
                 self._boots.clear()
                 raise _Redo("device reset (BOOT)", reset=True)
             while pending and len(inflight) < self.window:
-                r = pending.popleft()
+                r = _take_ready(pending)
+                if r is None:
+                    break
                 self._send(r)
                 inflight[r.seq] = r
             if not inflight and not pending and self._deferred:
@@ -911,8 +914,8 @@ class DeviceSession:
         return InferenceResult(outputs=sample.arrays(), invoke_us=res.invoke_us, cycles=res.cycles, status=res.status)
 
 
-def _write_req(tensor: int, offset: int, data: bytes) -> _Req:
-    return _Req(c.Write(tensor, offset, data), reply_bytes=c.MIN_BODY)
+def _write_req(tensor: int, offset: int, data: bytes, slot: int = 0) -> _Req:
+    return _Req(c.Write(tensor, offset, data, slot), reply_bytes=c.MIN_BODY)
 
 
 def _read_req(tensor: int, offset: int, length: int, sample_id: int | None = None) -> _Req:
@@ -1027,6 +1030,9 @@ class _Job:
     outs: list[bytearray] = field(default_factory=list)
     got: int = 0  # output bytes received
     deferred: list[_Req] = field(default_factory=list)  # READs refused before the RESULT
+    slot: int = -1  # the device's input slot it holds until its RESULT
+    acked: int = 0  # input bytes acknowledged in this attempt
+    invoke_wait: _Req | None = None  # an INVOKE refused while WRITEs were still unanswered
     retransmits: int = 0
     repeats: int = 0
     resets: int = 0
@@ -1055,9 +1061,27 @@ class _Stream:
         self.ready: deque[InferenceResult] = deque()
         self.next_index = 0
         self.out_total = sum(t.nbytes for t in session.info.outputs)
+        self.in_total = sum(t.nbytes for t in session.info.inputs)
         self.d0 = session.stats.dropped_frames
+        # A slot holds one sample's input from its first WRITE to its RESULT:
+        # the next sample streams into the other one (one slot: it waits).
+        self.slot_owner: list[_Job | None] = [None] * max(1, session.info.input_slots)
+        self.waiting: deque[_Job] = deque()  # restarted jobs waiting for a slot
+
+    def _lossy(self) -> bool:
+        z = self.s.sizer
+        return z is not None and z.ber * 8 * (self.s.chunk + z.overhead) > 0.005
+
+    def _free_slot(self) -> int | None:
+        return next((i for i, j in enumerate(self.slot_owner) if j is None), None)
 
     def refill(self) -> bool:
+        slot = self._free_slot()
+        if slot is None:
+            return False
+        if self.waiting:
+            self._start(self.waiting.popleft(), slot)
+            return True
         if self.exhausted or len(self.open) >= self.MAX_OPEN:
             return False
         try:
@@ -1069,22 +1093,30 @@ class _Stream:
         job = _Job(self.next_index, bufs, c.input_crc(bufs))
         self.next_index += 1
         self.open.append(job)
-        self._start(job)
+        self._start(job, slot)
         return True
 
-    def _start(self, job: _Job) -> None:
+    def _start(self, job: _Job, slot: int) -> None:
         s = self.s
+        job.slot = slot
+        self.slot_owner[slot] = job
+        job.acked, job.invoke_wait = 0, None
         s._size_frames()
         s._sample_id = (s._sample_id + 1) & 0xFFFFFFFF
         job.sample_id, job.result, job.got, job.deferred = s._sample_id, None, 0, []
         job.outs = [bytearray(t.nbytes) for t in s.info.outputs]
         tag = _Attempt(job, job.attempt)
         reqs = [
-            _write_req(ti, off, b[off : off + s.chunk])
+            _write_req(ti, off, b[off : off + s.chunk], slot)
             for ti, b in enumerate(job.bufs)
             for off in range(0, len(b), s.chunk)
         ]
-        reqs.append(_Req(c.Invoke(job.sample_id, job.crc), reply_bytes=c.MIN_BODY + 24))
+        invoke = _Req(c.Invoke(job.sample_id, job.crc, slot), reply_bytes=c.MIN_BODY + 24)
+        # On a lossy line an INVOKE right behind its WRITEs often overtakes
+        # a resent one (and is refused): there it waits for their ACKs, while
+        # the next sample streams into the other slot.
+        invoke.gate = lambda: job.acked >= self.in_total or not self._lossy()
+        reqs.append(invoke)
         for ti, t in enumerate(s.info.outputs):
             for off in range(0, t.nbytes, s.read_chunk):
                 reqs.append(_read_req(ti, off, min(s.read_chunk, t.nbytes - off), job.sample_id))
@@ -1097,14 +1129,17 @@ class _Stream:
         after it keep their inputs), under a new sample_id."""
         job.repeats += 1
         self.s.stats.repeats += 1
-        if job.repeats > self.s.retries:
+        if job.repeats > 4 * self.s.retries:
             raise DeviceError(
                 f"device at {self.s.url} could not complete sample {job.index} in {job.repeats} attempts (last: {why})",
                 "check the link (cable, baud) and the board's power",
             )
         self._forget(job)
         job.attempt += 1
-        self._start(job)
+        if self.slot_owner[job.slot] is job:
+            self._start(job, job.slot)
+        else:  # its slot went to a later sample after its RESULT
+            self.waiting.append(job)
 
     def _forget(self, job: _Job) -> None:
         s = self.s
@@ -1118,11 +1153,12 @@ class _Stream:
         """The device lost its state: every open sample starts again."""
         self.s._pending.clear()
         self.s._inflight.clear()
+        self.slot_owner = [None] * max(1, self.s.info.input_slots)
+        self.waiting.clear()
         for job in self.open:
             job.resets += 1
             job.attempt += 1
-        for job in self.open:
-            self._start(job)
+            self.waiting.append(job)
 
     def handle(self, r: _Req, msg) -> None:
         tag = r.tag
@@ -1133,6 +1169,9 @@ class _Stream:
             self._error(job, r, msg)
         elif isinstance(msg, c.Ack):
             self.s.stats.payload_bytes_sent += len(r.msg.data)
+            job.acked += len(r.msg.data)
+            if job.acked >= self.in_total and job.invoke_wait is not None:
+                self._reinvoke(job)
         elif isinstance(msg, c.Result):
             self._on_result(job, msg)
         else:
@@ -1143,8 +1182,14 @@ class _Stream:
     def _error(self, job: _Job, r: _Req, msg: c.Error) -> None:
         kind = c.TYPE_NAMES[r.msg.TYPE]
         if isinstance(r.msg, c.Invoke) and msg.code in (c.E_INPUT_MISMATCH, c.E_INCOMPLETE_INPUT):
-            # a WRITE was lost or came too late: the device ran nothing
-            self._restart(job, f"{kind}: {msg.name} ({msg.message})")
+            # a WRITE was lost or is still on its way again: the device ran
+            # nothing. Its slot is the sample's alone, so once every WRITE is
+            # answered the INVOKE is sent again; if they all were, the whole
+            # sample is (the slot holds something else).
+            if job.acked < self.in_total:
+                job.invoke_wait = r
+            else:
+                self._restart(job, f"{kind}: {msg.name} ({msg.message})")
         elif isinstance(r.msg, c.Read) and msg.code == c.E_STALE:
             if job.result is None:  # the READ overtook its INVOKE's retransmission
                 r.tries = 0
@@ -1156,6 +1201,18 @@ class _Stream:
                 f"device at {self.s.url} answered {kind} with {msg.name}: {msg.message}",
                 _ERROR_HINTS.get(msg.code, "check that the firmware matches the model"),
             )
+
+    def _reinvoke(self, job: _Job) -> None:
+        r, job.invoke_wait = job.invoke_wait, None
+        job.repeats += 1
+        self.s.stats.repeats += 1
+        if job.repeats > 4 * self.s.retries:
+            raise DeviceError(
+                f"device at {self.s.url} refused sample {job.index}'s input {job.repeats} times",
+                "check the link (cable, baud) and the board's power",
+            )
+        r.tries = 0
+        self.s._pending.appendleft(r)
 
     def _on_result(self, job: _Job, msg: c.Result) -> None:
         if msg.sample_id != job.sample_id:
@@ -1169,6 +1226,8 @@ class _Stream:
                 "check the firmware's op resolver and arena",
             )
         job.result = msg
+        if self.slot_owner[job.slot] is job:
+            self.slot_owner[job.slot] = None
         if job.deferred:
             self.s._pending.extendleft(reversed(job.deferred))
             job.deferred = []
@@ -1213,6 +1272,24 @@ class _Stream:
             self.d0 = dropped
 
 
+def _take_ready(pending: deque[_Req]) -> _Req | None:
+    """The first pending request that may go: one whose gate is shut holds
+    back the later requests of its own job only."""
+    held: list = []
+    for i, r in enumerate(pending):
+        if i >= 256:
+            return None
+        job = r.tag.job if isinstance(r.tag, _Attempt) else None
+        if job is not None and any(h is job for h in held):
+            continue
+        if r.gate is not None and not r.gate():
+            held.append(job)
+            continue
+        del pending[i]
+        return r
+    return None
+
+
 MIN_CHUNK = 64
 
 
@@ -1220,7 +1297,10 @@ def _split(r: _Req) -> list[_Req] | None:
     m = r.msg
     if isinstance(m, c.Write) and len(m.data) >= 2 * MIN_CHUNK:
         h = len(m.data) // 2
-        return [_write_req(m.tensor, m.offset, m.data[:h]), _write_req(m.tensor, m.offset + h, m.data[h:])]
+        return [
+            _write_req(m.tensor, m.offset, m.data[:h], m.slot),
+            _write_req(m.tensor, m.offset + h, m.data[h:], m.slot),
+        ]
     if isinstance(m, c.Read) and m.length >= 2 * MIN_CHUNK:
         h = m.length // 2
         return [
