@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import subprocess
 import sys
@@ -156,7 +155,6 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as d:
         small = build_model(Path(d) / "gesture_in.tflite", (100, 3))
         large = build_model(Path(d) / "link96k.tflite", (64, 96, 4))
-        wire_small = None
 
         def pair(name, model, n, n_base, **kw):
             print(f"{name}: v1 flow, {n_base} samples ...", flush=True)
@@ -172,7 +170,6 @@ def main(argv=None) -> int:
 
         b, v = pair("small_clean", small, n_small, n_small)
         clean_fraction = v["line_fraction"]
-        wire_small = 1000 * 1200 / LINE / clean_fraction  # ms a sample of transfer, as the clean v2 run sees it
         transfer_ms = 1000 * 1200 / LINE
         for ms in (5, 20):
             b, v = pair(f"small_invoke_{ms}ms", small, n_small // 2, n_small // 2, invoke_ms=ms)
@@ -211,7 +208,6 @@ def main(argv=None) -> int:
             r.get("exact", True) for k, p in res.items() if isinstance(p, dict) and "v2" in p for r in (p["v2"],)
         ),
     }
-    _ = (math, wire_small)
     from harness.fileio import write_json_atomic
 
     write_json_atomic(args.out, res)

@@ -38,7 +38,10 @@ class CheckingSink : public hil::protocol::ByteSink {
       const auto& f = receiver_.frame();
       if (f.type < 0x80) __builtin_trap();  // a request type from the device
       if (hil::protocol::CheckMessage(f.type, f.payload, f.payload_length) != Status::kOk) __builtin_trap();
-      if (f.type != hil::protocol::kLog && f.type != hil::protocol::kBoot) ++responses;
+      // LOG, BOOT and NAK are unsolicited; everything else answers one request
+      if (f.type != hil::protocol::kLog && f.type != hil::protocol::kBoot && f.type != hil::protocol::kNak) {
+        ++responses;
+      }
     }
   }
   uint32_t responses = 0;
