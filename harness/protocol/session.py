@@ -149,11 +149,11 @@ def optimal_chunk(ber: float, overhead: int, lo: int, hi: int) -> int:
 
 class FrameSizer:
     """The chunk size from the loss seen: every exchange (a request and its
-    answer, `wire_bytes` on the line) succeeded or failed; the bit-error
-    rate is estimated as failures / bits, both decayed so the estimate
-    follows the line (`half_life_bits`), and the chunk is `optimal_chunk`
-    of it. A prior of `prior_bits` clean bits keeps one loss from shrinking
-    the frames of a clean line."""
+    answer, `wire_bytes` on the line) succeeded or failed. From the share q
+    of exchanges that failed and their mean size of b bits, the bit-error
+    rate is -ln(1 - q) / b; the counts decay (`half_life_bits`) so the
+    estimate follows the line, and the chunk is `optimal_chunk` of it.
+    `prior` clean exchanges keep one loss from shrinking a clean line's frames."""
 
     def __init__(
         self,
@@ -161,23 +161,28 @@ class FrameSizer:
         lo: int = 32,
         overhead: int = c.CHUNK_OVERHEAD + 4 + c.MIN_BODY + 3,
         half_life_bits: float = 2e6,
-        prior_bits: float = 2e5,
+        prior: float = 50.0,
     ):
         self.hi, self.lo, self.overhead = int(hi), int(min(lo, hi)), int(overhead)
         self._decay_per_bit = math.log(2) / half_life_bits
-        self.prior_bits = float(prior_bits)
+        self.prior = float(prior)
         self.fails = 0.0
+        self.attempts = 0.0
         self.bits = 0.0
 
     def record(self, wire_bytes: int, failed: bool) -> None:
         b = 8.0 * wire_bytes
         keep = math.exp(-self._decay_per_bit * b)
         self.fails = self.fails * keep + (1.0 if failed else 0.0)
+        self.attempts = self.attempts * keep + 1.0
         self.bits = self.bits * keep + b
 
     @property
     def ber(self) -> float:
-        return self.fails / (self.bits + self.prior_bits)
+        if self.attempts <= 0 or self.fails <= 0:
+            return 0.0
+        q = min(self.fails / (self.attempts + self.prior), 0.99)
+        return -math.log1p(-q) / (self.bits / self.attempts)
 
     @property
     def chunk(self) -> int:
@@ -217,6 +222,7 @@ class _Req:
     base: float = 0.0  # when its answer could arrive at the earliest, but for the round trip
     nak_try: int = -1  # `tries` when a NAK last resent it
     gate: Callable[[], bool] | None = None  # not sent (nor its job's later requests) until true
+    timeouts: int = 0  # retransmissions after its timeout (a NAK shows the device alive)
 
 
 def _errno(exc: BaseException) -> int | None:
@@ -273,7 +279,7 @@ class DeviceSession:
         on_log: Callable[[int, str], None] | None = None,
         max_version: int = c.VERSION,
         adaptive: bool = True,
-        min_rto: float = 0.020,
+        min_rto: float = 0.040,
         clock: Callable[[], float] = time.monotonic,
     ):
         if timeout <= 0:
@@ -571,6 +577,7 @@ class DeviceSession:
                 self.rto.backoff()
             for r in late:
                 self.stats.timeouts += 1
+                r.timeouts += 1
                 self._retry(r, inflight, pending, what)
             yield None
 
@@ -619,7 +626,10 @@ class DeviceSession:
                 p.tag = r.tag
             self.stats.retransmits += 1
             return
-        if r.tries > self.retries:
+        # Given up after `retries` timeouts in a row; resends the device asked
+        # for (NAK) or that a later answer revealed show it alive and count
+        # only against a looser bound.
+        if (r.timeouts > self.retries or r.tries > 8 * (self.retries + 1)) if self.adaptive else r.tries > self.retries:
             raise _NoAnswer(
                 f"device at {self.url} stopped answering ({what}: "
                 f"{c.TYPE_NAMES[r.msg.TYPE]} unanswered after {r.tries} tries, "
