@@ -33,6 +33,11 @@
 #ifndef HIL_STAGING_BYTES
 #define HIL_STAGING_BYTES 4096
 #endif
+// The board's UART rate for INFO.line_baud (0: unknown, e.g. USB CDC);
+// a board's build flags set it (-DHIL_LINE_BAUD=115200).
+#ifndef HIL_LINE_BAUD
+#define HIL_LINE_BAUD 0
+#endif
 // Longest LOG text, bytes (longer text is cut).
 #ifndef HIL_MAX_LOG
 #define HIL_MAX_LOG 160
