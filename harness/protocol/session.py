@@ -801,15 +801,13 @@ class DeviceSession:
             if self.info is None:
                 self._handshake()
             if self.info.version < 2:
-                for x in samples:
-                    self.stats.elapsed += time.monotonic() - t0
-                    res = self._infer(x)
-                    t0 = time.monotonic()
-                    yield res
-                return
-            for res in self._stream_v2(iter(samples)):
+                results = (self._infer(x) for x in samples)
+            else:
+                results = self._stream_v2(iter(samples))
+            for res in results:
                 self.stats.elapsed += time.monotonic() - t0
-                yield res
+                t0 = time.monotonic()
+                yield res  # the caller's time between results is not the link's
                 t0 = time.monotonic()
         finally:
             self.stats.elapsed += time.monotonic() - t0
