@@ -175,6 +175,32 @@ def _plot_context():
     )
 
 
+DENSE_POINTS = 400  # above this a scatter becomes a percentile band plus the points that matter
+MAX_MARKED = 300  # samples outside the gate drawn (the worst first)
+WORST_MARKED = 20  # the worst samples within the gate drawn
+BAND_BINS = 120
+
+
+def _band(ax, pts: list[tuple[int, float]]) -> None:
+    import numpy as np
+
+    x = np.array([p[0] for p in pts], dtype=float)
+    y = np.array([p[1] for p in pts], dtype=float)
+    edges = np.linspace(x.min(), x.max() + 1, BAND_BINS + 1)
+    idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, BAND_BINS - 1)
+    centers, lo, mid, hi = [], [], [], []
+    for b in range(BAND_BINS):
+        yb = y[idx == b]
+        if yb.size:
+            centers.append((edges[b] + edges[b + 1]) / 2)
+            p5, p50, p95 = np.percentile(yb, [5, 50, 95])
+            lo.append(p5)
+            mid.append(p50)
+            hi.append(p95)
+    ax.fill_between(centers, lo, hi, color="#90caf9", alpha=0.6, linewidth=0, label="5–95th percentile")
+    ax.plot(centers, mid, color="#1565c0", linewidth=0.8, label="median")
+
+
 def svg_scatter(
     values: list[float | None],
     *,
@@ -186,7 +212,9 @@ def svg_scatter(
     integer: bool = False,
 ) -> str:
     """Per-sample values as dots, the gate's threshold as a dashed line; the
-    samples outside the gate in red, the worst ones labelled."""
+    samples outside the gate in red, the worst ones labelled. Above
+    `DENSE_POINTS` samples: a percentile band, the samples outside the gate
+    (the `MAX_MARKED` worst) and the `WORST_MARKED` worst within it."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
@@ -208,6 +236,13 @@ def svg_scatter(
 
         bad = [p for p in pts if outside(p[1])]
         good = [p for p in pts if not outside(p[1])]
+        if len(pts) > DENSE_POINTS:
+            # Thousands of dots cost seconds and megabytes and show nothing a
+            # band does not: the 5-95th percentile (and median) per bin, and as
+            # dots only the samples that matter (outside the gate, the worst).
+            _band(ax, pts)
+            bad = sorted(bad, key=lambda p: p[1], reverse=integer)[:MAX_MARKED]
+            good = sorted(good, key=lambda p: p[1], reverse=integer)[:WORST_MARKED]
         if good:
             ax.scatter([i for i, _ in good], [v for _, v in good], s=6, color="#1565c0")
         if bad:
@@ -216,6 +251,7 @@ def svg_scatter(
             ax.axhline(
                 threshold, color="#c62828", linestyle="--", linewidth=0.8, label=f"gate {_tick(threshold, integer)}"
             )
+        if threshold is not None or len(pts) > DENSE_POINTS:
             ax.legend(loc="best", frameon=False)
         # name the worst samples outside the gate on the plot
         for i, v in sorted(bad, key=lambda p: p[1], reverse=integer)[:3]:

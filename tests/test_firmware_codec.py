@@ -11,6 +11,7 @@ import re
 import shutil
 import struct
 import subprocess
+from dataclasses import replace
 
 import pytest
 from helpers import firmware_build as fb
@@ -21,6 +22,7 @@ from harness.protocol import footprint
 GOLDEN_FRAMES = fb.REPO / "tests" / "golden" / "frames.txt"
 MAX_FRAME = 1024  # HIL_MAX_FRAME of the test build (the library's default)
 RX_WINDOW = 4
+STAGING_BYTES = 4096  # HIL_STAGING_BYTES of the test build (the library's default)
 
 
 @pytest.fixture(scope="session")
@@ -99,9 +101,10 @@ class Device:
     """Drives `test_codec dispatch`: each step feeds bytes and yields the
     device's frames (wire bytes) for that step."""
 
-    def __init__(self, exe, not_ready: bool = False):
+    def __init__(self, exe, not_ready: bool = False, max_version: int | None = None):
         self.exe = exe
         self.not_ready = not_ready
+        self.max_version = max_version
         self.steps: list[str] = []
 
     def feed(self, data: bytes) -> int:
@@ -121,6 +124,7 @@ class Device:
 
     def run(self) -> list[list[bytes]]:
         args = ["dispatch"] + (["--not-ready"] if self.not_ready else [])
+        args += ["--max-version", str(self.max_version)] if self.max_version else []
         proc = run_bin(self.exe, *args, stdin="\n".join(self.steps) + "\n")
         assert proc.returncode == 0, proc.stderr
         out, cur = [], []
@@ -147,7 +151,95 @@ def test_handshake_info_is_what_the_python_codec_encodes(codec_bin):
     dev.request(c.Hello(1, 3, 7), seq=2)
     (r1,), (r2,) = dev.run()
     assert r1 == c.encode_message(FakeModel.info, seq=1)
-    assert r2 == c.encode_message(FakeModel.info, seq=2)
+    assert r2 == c.encode_message(INFO_V2, seq=2)
+
+
+# 2 x 22 input bytes + 1205 output bytes fit HIL_STAGING_BYTES (4096): two slots, staged outputs
+INFO_V2 = replace(
+    FakeModel.info,
+    version=2,
+    line_baud=115200,
+    staging_bytes=4096,
+    features=c.FEATURE_STAGED_OUTPUTS | c.FEATURE_NAK,
+    input_slots=2,
+)
+
+
+def test_v2_samples_overlap_in_two_slots_and_outputs_stay_readable(codec_bin):
+    a0, a1 = bytes(range(16)), bytes([1, 2, 3, 4, 5, 6])
+    b0, b1 = bytes([9] * 16), bytes([8] * 6)
+    out_a, out_b = FakeModel.outputs_for(a0, a1)[0], FakeModel.outputs_for(b0, b1)[0]
+    dev = Device(codec_bin)
+    dev.request(c.Hello(1, 2), 1)
+    dev.request(c.Write(0, 0, a0, 0), 2)
+    dev.request(c.Write(1, 0, a1, 0), 3)
+    inv_a = dev.request(c.Invoke(11, c.input_crc([a0, a1]), 0), 4)
+    dev.request(c.Write(0, 0, b0, 1), 5)  # sample B streams into slot 1 ...
+    read_a = dev.request(c.Read(0, 0, 5, 11), 6)  # ... while A's outputs are read
+    dev.request(c.Write(1, 0, b1, 1), 7)
+    inv_b = dev.request(c.Invoke(12, c.input_crc([b0, b1]), 1), 8)
+    read_a_late = dev.request(c.Read(0, 0, 5, 11), 9)  # A again, after B ran: from staging
+    read_b = dev.request(c.Read(0, 0, 5, 12), 10)
+    stale = dev.request(c.Read(0, 0, 5, 10), 11)
+    res = dev.run()
+    assert res[inv_a] == [c.encode_message(FakeModel.result(11, 0), 4)]
+    assert res[read_a] == [c.encode_message(c.Data(0, 0, out_a), 6)]
+    assert res[inv_b] == [c.encode_message(FakeModel.result(12, 1), 8)]
+    assert res[read_a_late] == [c.encode_message(c.Data(0, 0, out_a), 9)]
+    assert res[read_b] == [c.encode_message(c.Data(0, 0, out_b), 10)]
+    assert error_of(res[stale][0]) == ("STALE", 11)
+
+
+def test_v2_invoke_refuses_an_input_whose_crc_differs(codec_bin):
+    """The no-mix guarantee: a lost WRITE leaves the previous sample's bytes
+    in its place; the INVOKE names the input it wants and runs nothing else."""
+    old0, new0, in1 = bytes([7] * 16), bytes(range(16)), bytes(6)
+    dev = Device(codec_bin)
+    dev.request(c.Hello(1, 2), 1)
+    dev.request(c.Write(0, 0, old0, 0), 2)
+    dev.request(c.Write(1, 0, in1, 0), 3)
+    dev.request(c.Invoke(1, c.input_crc([old0, in1]), 0), 4)
+    # sample 2: the WRITE of input 0 is "lost" (never fed), input 1 arrives
+    dev.request(c.Write(1, 0, in1, 0), 6)
+    incomplete = dev.request(c.Invoke(2, c.input_crc([new0, in1]), 0), 7)
+    dev.request(c.Write(0, 0, old0, 0), 8)  # a stale retransmission of sample 1's bytes
+    mismatch = dev.request(c.Invoke(2, c.input_crc([new0, in1]), 0), 9)
+    dev.request(c.Write(0, 0, new0, 0), 10)
+    ok = dev.request(c.Invoke(2, c.input_crc([new0, in1]), 0), 11)
+    res = dev.run()
+    assert c.decode_message(res[incomplete][-1])[0].name == "INCOMPLETE_INPUT"
+    assert c.decode_message(res[mismatch][-1])[0].name == "INPUT_MISMATCH"
+    assert res[ok] == [c.encode_message(FakeModel.result(2, 1), 11)]  # the model ran twice, not three times
+
+
+def test_v2_nak_on_a_gap_and_on_a_bad_frame(codec_bin):
+    dev = Device(codec_bin)
+    dev.request(c.Hello(1, 2), 1)
+    gap = dev.request(c.Ping(b"a"), 4)  # 2 and 3 never came
+    bad = bytearray(c.encode_message(c.Ping(b"b"), 5))
+    bad[4] ^= 0x10
+    corrupt = dev.feed(bytes(bad))
+    after = dev.request(c.Ping(b"c"), 6)
+    res = dev.run()
+    assert res[gap] == [c.encode_message(c.Nak(2, 2, c.NAK_GAP), 0), c.encode_message(c.Pong(b"a"), 4)]
+    assert res[corrupt] == [c.encode_message(c.Nak(5, 1, c.NAK_BAD_FRAME), 0)]
+    assert res[after] == [c.encode_message(c.Pong(b"c"), 6)]  # 5 was NAKed already: no second NAK
+
+
+def test_a_v1_only_device_answers_a_v2_host_in_version_1(codec_bin):
+    in0, in1 = bytes(range(16)), bytes(6)
+    dev = Device(codec_bin, max_version=1)
+    hello = dev.request(c.Hello(1, 2), 1)
+    dev.request(c.Write(0, 0, in0), 2)
+    dev.request(c.Write(1, 0, in1), 3)
+    v2_invoke = dev.request(c.Invoke(1, c.input_crc([in0, in1]), 0), 4)
+    v1_invoke = dev.request(c.Invoke(1), 5)
+    gap = dev.request(c.Ping(b""), 9)
+    res = dev.run()
+    assert res[hello] == [c.encode_message(FakeModel.info, seq=1)]
+    assert error_of(res[v2_invoke][0]) == ("BAD_LENGTH", 4)
+    assert res[v1_invoke] == [c.encode_message(FakeModel.result(1, 0), 5)]
+    assert res[gap] == [c.encode_message(c.Pong(b""), 9)]  # no NAK in version 1
 
 
 def test_a_whole_sample_bit_exact(codec_bin):
@@ -259,7 +351,7 @@ def test_a_new_session_is_not_answered_from_the_old_ones_memory(codec_bin):
 def test_errors(codec_bin):
     dev = Device(codec_bin)
     cases = {
-        dev.request(c.Hello(2, 5), 1): "VERSION",
+        dev.request(c.Hello(3, 5), 1): "VERSION",
         dev.request(c.Write(2, 0, b"x"), 2): "BAD_TENSOR",
         dev.request(c.Write(0, 10, bytes(7)), 3): "OUT_OF_RANGE",
         dev.request(c.Write(0, 0xFFFFFFFF, b"x"), 4): "OUT_OF_RANGE",
@@ -286,8 +378,8 @@ def test_bad_length_is_checked_by_check_message_and_names_the_request(codec_bin)
     cases = {
         dev.feed(c.encode_wire(c.encode_body(c.HELLO, 0, 1, bytes(7)))): "HELLO takes 8 bytes",
         dev.feed(c.encode_wire(c.encode_body(c.WRITE, 0, 2, bytes(7)))): "WRITE takes 8 bytes + data",
-        dev.feed(c.encode_wire(c.encode_body(c.INVOKE, 0, 3, bytes(5)))): "INVOKE takes 4 bytes",
-        dev.feed(c.encode_wire(c.encode_body(c.READ, 0, 4, bytes(11)))): "READ takes 12 bytes",
+        dev.feed(c.encode_wire(c.encode_body(c.INVOKE, 0, 3, bytes(5)))): "INVOKE takes 4 bytes (12 in version 2)",
+        dev.feed(c.encode_wire(c.encode_body(c.READ, 0, 4, bytes(11)))): "READ takes 12 bytes (16 in version 2)",
     }
     res = dev.run()
     for step, text in cases.items():
@@ -403,7 +495,8 @@ def test_cross_build_links_without_heap(cross_results, cpu):
         f"{r['dispatcher_bytes']} B"
     )
     assert r["library_static_ram"] == 0  # all state lives in the caller's Dispatcher
-    assert 0 < r["dispatcher_bytes"] < 3 * MAX_FRAME
+    # the version-2 staging buffer is the RAM INFO reports (HIL_STAGING_BYTES); the rest stays small
+    assert 0 < r["dispatcher_bytes"] - STAGING_BYTES < 3 * MAX_FRAME
 
 
 def test_heap_check_can_fail(tmp_path):

@@ -164,3 +164,16 @@ def test_console_summary_renders(reports):
     c = Console(width=100, record=True)
     c.print(summary(reports["partial"]))
     assert "partial" in c.export_text()
+
+
+def test_a_dense_scatter_is_a_band_and_the_points_that_matter():
+    from harness import report as rp
+
+    rng = np.random.default_rng(0)
+    vals = list(1 - np.abs(rng.normal(0, 1e-4, 5000)))
+    vals[1234] = 0.5  # the one sample outside the gate
+    svg = rp.svg_scatter(vals, title="cosine", threshold=0.99)
+    assert "5–95th percentile" in svg and "sample 1234" in svg
+    sparse = rp.svg_scatter(vals[: rp.DENSE_POINTS], title="cosine", threshold=0.99)
+    assert "percentile" not in sparse
+    assert len(svg) < 200_000  # every dot drawn would be ~1 MB

@@ -82,7 +82,7 @@ def test_error_answers(sim_models):
     assert req(dev, c.Write(0, 0, bytes(n // 2)), 7) == c.Ack()
     e = req(dev, c.Invoke(1), 8)
     assert e.name == "INCOMPLETE_INPUT" and f"{n // 2} of {n}" in e.message
-    assert req(dev, c.Hello(2, 3, 0), 9).name == "VERSION"
+    assert req(dev, c.Hello(3, 4, 0), 9).name == "VERSION"
     assert req(dev, c.Ping(b"\x00\x01"), 10) == c.Pong(b"\x00\x01")
     # valid frames that are not valid requests
     body = dev.handle(c.decode_body(c.encode_body(0x42, 0, 11, b"")))

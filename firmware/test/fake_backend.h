@@ -37,6 +37,7 @@ class FakeBackend : public protocol::Backend {
     info->arena_used = 5000;
     info->cpu_hz = 64000000;
     info->flags = protocol::kInfoCyclesReal;
+    info->line_baud = 115200;
   }
 
   int NumInputs() override { return 2; }

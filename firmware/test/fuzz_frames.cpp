@@ -43,8 +43,11 @@ class CheckingSink : public hil::protocol::ByteSink {
       if (hil::protocol::CheckMessage(f.type, f.payload, f.payload_length) !=
           Status::kOk)
         __builtin_trap();
-      if (f.type != hil::protocol::kLog && f.type != hil::protocol::kBoot)
+      // LOG, BOOT and NAK are unsolicited; everything else answers one request
+      if (f.type != hil::protocol::kLog && f.type != hil::protocol::kBoot &&
+          f.type != hil::protocol::kNak) {
         ++responses;
+      }
     }
   }
   uint32_t responses = 0;

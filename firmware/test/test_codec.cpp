@@ -2,7 +2,7 @@
 //
 //   test_codec selftest            unit checks that need nothing else
 //   test_codec vectors FRAMES.txt  the golden vectors (tests/golden/frames.txt)
-//   test_codec dispatch [--not-ready]
+//   test_codec dispatch [--not-ready] [--max-version N]
 //       a Dispatcher over the fake backend (fake_backend.h) driven by stdin:
 //         feed HEX        bytes received from the host
 //         boot N          send BOOT with nonce N
@@ -331,9 +331,9 @@ void SelfTestDispatcher() {
   r = Roundtrip(d, sink, Request(kInvoke, 7, {9, 0, 0, 0}));
   Check(ErrorCode(r) == kErrIncompleteInput,
         "after HELLO the old seq is a new request");
-  const Bytes hello_v2 = {2, 0, 3, 0, 0, 0, 0, 0};
-  r = Roundtrip(d, sink, Request(kHello, 2, hello_v2));
-  Check(ErrorCode(r) == kErrVersion, "HELLO 2..3: VERSION");
+  const Bytes hello_v3 = {3, 0, 4, 0, 0, 0, 0, 0};
+  r = Roundtrip(d, sink, Request(kHello, 2, hello_v3));
+  Check(ErrorCode(r) == kErrVersion, "HELLO 3..4: VERSION");
   backend.not_ready = "arena too small";
   r = Roundtrip(d, sink, Request(kHello, 3, hello));
   Check(ErrorCode(r) == kErrNotReady, "not ready: NOT_READY");
@@ -460,11 +460,12 @@ int Vectors(const char* path) {
 }
 
 // ---------------------------------------------------------------- dispatch
-int Dispatch(bool not_ready) {
+int Dispatch(bool not_ready, int max_version) {
   hil::test::FakeBackend backend;
   if (not_ready) backend.not_ready = "arena too small for the model";
   VectorSink sink;
   static Dispatcher d(&backend, &sink);
+  if (max_version > 0) d.SetMaxVersion(static_cast<uint16_t>(max_version));
   std::string line;
   while (std::getline(std::cin, line)) {
     if (line.empty()) continue;
@@ -496,11 +497,20 @@ int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   if (mode == "selftest") return SelfTest();
   if (mode == "vectors" && argc == 3) return Vectors(argv[2]);
-  if (mode == "dispatch")
-    return Dispatch(argc > 2 && std::string(argv[2]) == "--not-ready");
-  std::fprintf(
-      stderr,
-      "usage: %s selftest | vectors FRAMES.txt | dispatch [--not-ready]\n",
-      argv[0]);
+  if (mode == "dispatch") {
+    bool not_ready = false;
+    int max_version = 0;
+    for (int i = 2; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (a == "--not-ready") not_ready = true;
+      if (a == "--max-version" && i + 1 < argc)
+        max_version = std::atoi(argv[++i]);
+    }
+    return Dispatch(not_ready, max_version);
+  }
+  std::fprintf(stderr,
+               "usage: %s selftest | vectors FRAMES.txt | dispatch "
+               "[--not-ready] [--max-version N]\n",
+               argv[0]);
   return 2;
 }

@@ -29,6 +29,10 @@ faults: ber=RATE bit-error rate; drop=RATE lost bytes; garbage=P random bytes
 after a frame (per frame); reset_after=N the board resets once after N frames
 (sends BOOT, loses its state); reset_every=N; stall=P:DURATION the board stalls
 (per frame), e.g. stall=0.001:200ms. Seeded by --seed.
+
+--invoke-ms 20 --invoke-jitter-ms 1 makes each invoke take 20 ± 1 ms (a
+slower device), so overlap of transfer and compute can be measured;
+--protocol-version 1 serves an older firmware's protocol.
 """
 
 
@@ -75,6 +79,25 @@ def register(sub, common):
         metavar="BYTES",
         help="skip measuring the arena; report this many bytes",
     )
+    add_option(
+        s,
+        "--invoke_ms",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="emulate a device whose invoke takes MS ms (default 0: TFLM's own time on this host)",
+    )
+    add_option(
+        s, "--invoke_jitter_ms", type=float, default=0.0, metavar="MS", help="standard deviation of that time, ms"
+    )
+    add_option(
+        s,
+        "--protocol_version",
+        type=int,
+        default=None,
+        metavar="V",
+        help="the highest protocol version the board speaks (default the newest; 1 emulates an older firmware)",
+    )
     s.set_defaults(func=run_sim)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -95,6 +118,9 @@ def run_sim(args) -> int:
         faults=args.faults,
         seed=args.seed,
         arena_size=args.arena_size,
+        invoke_ms=args.invoke_ms,
+        invoke_jitter_ms=args.invoke_jitter_ms,
+        **({"max_version": args.protocol_version} if args.protocol_version else {}),
     )
     stop = threading.Event()
     try:

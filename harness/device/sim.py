@@ -11,7 +11,11 @@ on a real pseudo-terminal or a TCP socket, in background threads:
             s.handshake()
 
 Its `invoke_us` is the host's wall time for TFLM's `Invoke()` (INFO flags
-bit 1 says so); `cycles` is 0.
+bit 1 says so), or the emulated compute time (`invoke_ms`, with its jitter)
+when that is longer; `cycles` is 0. It speaks protocol versions 1 and 2
+(`max_version=1` makes a version-1 board); in version 2 it keeps the previous
+sample's outputs in a staging buffer and sends NAK on a sequence gap or a
+corrupt frame.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ class SimStats:
     stalls: int = 0
     errors: dict = field(default_factory=dict)
     invoke_us: list = field(default_factory=list)  # host time of each Invoke()
+    naks: int = 0
+    mismatches: int = 0  # INVOKEs refused: the input's CRC did not match
 
 
 class SimDevice:
@@ -83,7 +89,27 @@ class SimDevice:
         max_frame: int | None = None,
         rx_window: int | None = None,
         arena_size: int | None = None,
+        max_version: int = c.VERSION,
+        invoke_ms: float = 0.0,
+        invoke_jitter_ms: float = 0.0,
+        seed: int = 0,
+        staging: bool = True,
+        line_baud: int = 0,
+        sleep=time.sleep,
     ):
+        if not c.VERSION_MIN <= int(max_version) <= c.VERSION:
+            raise ConfigError(
+                f"protocol version {max_version} is not one this board speaks",
+                f"use {c.VERSION_MIN}..{c.VERSION}",
+            )
+        if invoke_ms < 0 or invoke_jitter_ms < 0:
+            raise ConfigError("invoke time and jitter must be 0 or more ms", "use e.g. --invoke-ms 5")
+        self.max_version = int(max_version)
+        self.invoke_ms = float(invoke_ms)
+        self.invoke_jitter_ms = float(invoke_jitter_ms)
+        self._jitter_rng = np.random.default_rng(int(seed) + 104729)
+        self._sleep = sleep
+        self.line_baud = int(line_baud)
         self.model = bytes(model)
         self.info_model = inspect_bytes(self.model)
         self.board = board if isinstance(board, Board) else load_board(board)
@@ -104,6 +130,12 @@ class SimDevice:
             self._interp = HostInterpreter(self.model, "tflm")
         self._ins = self.info_model.inputs
         self._outs = self.info_model.outputs
+        # staging (version 2): two input slots, so the next sample streams in
+        # while one waits or runs, and one set of outputs (the previous sample's)
+        self.input_slots = 2 if staging else 0
+        self.staging_bytes = (
+            (self.input_slots * sum(t.nbytes for t in self._ins) + sum(t.nbytes for t in self._outs)) if staging else 0
+        )
         self.stats = SimStats()
         self.boot_nonce = 0
         self._reset_state()
@@ -112,7 +144,13 @@ class SimDevice:
     def _reset_state(self) -> None:
         self._in_bufs = [bytearray(t.nbytes) for t in self._ins]
         self._in_marks = [np.zeros(t.nbytes, bool) for t in self._ins]
+        self._slot_bufs = [[bytearray(t.nbytes) for t in self._ins] for _ in range(self.input_slots)]
+        self._slot_marks = [[np.zeros(t.nbytes, bool) for t in self._ins] for _ in range(self.input_slots)]
         self._out_bufs: list[bytes] | None = None  # None until an INVOKE succeeds
+        self._out_sample: int | None = None  # the INVOKE (version 2 sample_id) they belong to
+        self._staged: tuple[int, list[bytes]] | None = None  # the outputs before them
+        self.version = 1  # negotiated by HELLO
+        self._expect: int | None = None  # the seq the next new request should carry (version 2)
         # seq -> (type, payload digest, response body): 2 x rx_window requests
         self._memory: OrderedDict[int, tuple[int, bytes, bytes]] = OrderedDict()
 
@@ -127,7 +165,7 @@ class SimDevice:
             return c.TensorDescriptor(t.dtype, tuple(t.shape), float(t.scale), int(t.zero_point), t.nbytes)
 
         return c.Info(
-            version=c.VERSION,
+            version=self.version,
             flags=c.INFO_HOST_TIME,
             max_frame=self.max_frame,
             rx_window=self.rx_window,
@@ -140,9 +178,43 @@ class SimDevice:
             board=self.board.id,
             inputs=tuple(desc(t) for t in self._ins),
             outputs=tuple(desc(t) for t in self._outs),
+            line_baud=self.line_baud,
+            staging_bytes=self.staging_bytes,
+            features=(c.FEATURE_STAGED_OUTPUTS if self.staging_bytes else 0) | c.FEATURE_NAK,
+            input_slots=self.input_slots,
         )
 
+    # ------------------------------------------------------------- NAK
+    def nak_bad_frame(self) -> bytes | None:
+        """A frame was dropped (CRC, COBS, ...): in version 2, NAK the
+        request expected next — most likely the one that was garbled."""
+        if self.version < 2 or self._expect is None:
+            return None
+        seq, self._expect = self._expect, c.next_seq(self._expect)
+        self.stats.naks += 1
+        return c.message_body(c.Nak(seq, 1, c.NAK_BAD_FRAME), 0)
+
+    def _track(self, frame: c.Frame) -> bytes | None:
+        """Version 2: a request that skips numbers reveals lost ones."""
+        if self.version < 2 or self._expect is None or frame.type not in c.REQUEST_TYPES:
+            return None
+        first = self._expect
+        d = c.seq_distance(first, frame.seq)
+        if d < 0:
+            return None  # a retransmission
+        self._expect = c.next_seq(frame.seq)
+        if 0 < d <= 4 * self.rx_window:
+            self.stats.naks += 1
+            return c.message_body(c.Nak(first, d, c.NAK_GAP), 0)
+        return None
+
     # ------------------------------------------------------------- requests
+    def handle_all(self, frame: c.Frame) -> list[bytes]:
+        """The bodies to send for `frame`: a NAK first when it revealed a gap."""
+        nak = self._track(frame)
+        resp = self.handle(frame)
+        return [b for b in (nak, resp) if b is not None]
+
     def handle(self, frame: c.Frame) -> bytes | None:
         st = self.stats
         st.frames_received += 1
@@ -161,13 +233,17 @@ class SimDevice:
             return self._error(frame, code, str(exc.args[0]))
         st.requests += 1
         if isinstance(msg, c.Hello):
-            if msg.version_min <= c.VERSION <= msg.version_max:
+            chosen = min(self.max_version, msg.version_max)
+            if chosen >= max(msg.version_min, c.VERSION_MIN):
+                self.version = chosen
+                self._expect = c.next_seq(frame.seq)
                 resp = c.message_body(self.info(), frame.seq)
             else:
                 return self._error(
                     frame,
                     c.E_VERSION,
-                    f"device speaks {c.VERSION}..{c.VERSION}, host asked {msg.version_min}..{msg.version_max}",
+                    f"device speaks {c.VERSION_MIN}..{self.max_version}, "
+                    f"host asked {msg.version_min}..{msg.version_max}",
                 )
         elif isinstance(msg, c.Ping):
             resp = c.message_body(c.Pong(msg.data), frame.seq)
@@ -175,6 +251,11 @@ class SimDevice:
             return self._error(frame, c.E_UNKNOWN_TYPE, f"type 0x{frame.type:02X} is not a request")
         elif self.not_ready:
             return self._error(frame, c.E_NOT_READY, self.not_ready)
+        elif self.version < 2 and (
+            (isinstance(msg, c.Invoke) and msg.input_crc is not None)
+            or (isinstance(msg, c.Read) and msg.sample_id is not None)
+        ):
+            return self._error(frame, c.E_BAD_LENGTH, f"{c.TYPE_NAMES[frame.type]}: a version-2 form in version 1")
         elif isinstance(msg, c.Write):
             resp = self._write(frame, msg)
         elif isinstance(msg, c.Invoke):
@@ -208,24 +289,49 @@ class SimDevice:
             return self._error(
                 frame, c.E_OUT_OF_RANGE, f"input {m.tensor}: bytes {m.offset}..{m.offset + len(m.data)} beyond its {n}"
             )
-        self._in_bufs[m.tensor][m.offset : m.offset + len(m.data)] = m.data
-        self._in_marks[m.tensor][m.offset : m.offset + len(m.data)] = True
+        bufs, marks = self._buffers(m.slot)
+        if bufs is None:
+            return self._error(frame, c.E_BAD_TENSOR, f"slot {m.slot}: the device has {self.input_slots} input slots")
+        bufs[m.tensor][m.offset : m.offset + len(m.data)] = m.data
+        marks[m.tensor][m.offset : m.offset + len(m.data)] = True
         return c.message_body(c.Ack(), frame.seq)
 
+    def _buffers(self, slot: int):
+        """Where a WRITE's bytes go: an input slot (version 2 with staging) or the tensors."""
+        if self.version >= 2 and self.input_slots:
+            return (self._slot_bufs[slot], self._slot_marks[slot]) if slot < self.input_slots else (None, None)
+        return (self._in_bufs, self._in_marks) if slot == 0 else (None, None)
+
     def _invoke(self, frame: c.Frame, m: c.Invoke) -> bytes:
-        for i, marks in enumerate(self._in_marks):
+        bufs, all_marks = self._buffers(m.slot)
+        if bufs is None:
+            return self._error(frame, c.E_BAD_TENSOR, f"slot {m.slot}: the device has {self.input_slots} input slots")
+        for i, marks in enumerate(all_marks):
             have = int(marks.sum())
             if have != marks.size:
                 return self._error(frame, c.E_INCOMPLETE_INPUT, f"input {i}: {have} of {marks.size} bytes written")
-        arrays = [np.frombuffer(bytes(b), t.np_dtype).reshape(t.shape) for b, t in zip(self._in_bufs, self._ins)]
+        if m.input_crc is not None:
+            have = c.input_crc(bufs)
+            if have != m.input_crc:
+                self.stats.mismatches += 1
+                return self._error(frame, c.E_INPUT_MISMATCH, f"input CRC {have:08x}, INVOKE expects {m.input_crc:08x}")
+        arrays = [np.frombuffer(bytes(b), t.np_dtype).reshape(t.shape) for b, t in zip(bufs, self._ins)]
         t0 = time.perf_counter()
         try:
             outs = self._interp.run(arrays)
         except Exception as exc:  # the interpreter's failure is the device's answer
             return self._error(frame, c.E_INVOKE_FAILED, f"{type(exc).__name__}: {exc}".splitlines()[0])
+        want = self._compute_s()
+        if want > 0:
+            left = want - (time.perf_counter() - t0)
+            if left > 0:
+                self._sleep(left)
         us = int(round((time.perf_counter() - t0) * 1e6))
+        if self.staging_bytes and self._out_bufs is not None and self._out_sample is not None:
+            self._staged = (self._out_sample, self._out_bufs)
         self._out_bufs = [np.ascontiguousarray(o, t.np_dtype).tobytes() for o, t in zip(outs, self._outs)]
-        for marks in self._in_marks:
+        self._out_sample = m.sample_id
+        for marks in all_marks:
             marks[:] = False
         self.stats.invokes += 1
         self.stats.invoke_us.append(us)
@@ -239,10 +345,24 @@ class SimDevice:
             return self._error(
                 frame, c.E_OUT_OF_RANGE, f"output {m.tensor}: bytes {m.offset}..{m.offset + m.length} beyond its {n}"
             )
-        if self._out_bufs is None:
+        if self._out_bufs is None and m.sample_id is None:
             return self._error(frame, c.E_INCOMPLETE_INPUT, "no INVOKE since the device started")
+        bufs = self._out_bufs
+        if m.sample_id is not None and m.sample_id != self._out_sample:
+            if self._staged is None or self._staged[0] != m.sample_id:
+                return self._error(frame, c.E_STALE, f"no outputs of sample {m.sample_id} held")
+            bufs = self._staged[1]
         k = min(m.length, c.max_chunk(self.max_frame))
-        return c.message_body(c.Data(m.tensor, m.offset, self._out_bufs[m.tensor][m.offset : m.offset + k]), frame.seq)
+        return c.message_body(c.Data(m.tensor, m.offset, bufs[m.tensor][m.offset : m.offset + k]), frame.seq)
+
+    def _compute_s(self) -> float:
+        """The emulated compute time of one invoke, seconds."""
+        if not self.invoke_ms and not self.invoke_jitter_ms:
+            return 0.0
+        ms = self.invoke_ms
+        if self.invoke_jitter_ms:
+            ms += float(self._jitter_rng.normal(0.0, self.invoke_jitter_ms))
+        return max(0.0, ms) / 1000.0
 
 
 def _model_bytes(model) -> bytes:
@@ -330,15 +450,20 @@ class SimHandle:
             chunk = self.rx.pop_frame(0.1)
             if not chunk:
                 continue
-            for frame in self._decoder.feed(chunk):
+            dropped = self._decoder.dropped
+            frames = self._decoder.feed(chunk)
+            if self._decoder.dropped > dropped:
+                nak = self.device.nak_bad_frame()
+                if nak is not None:
+                    self._send(nak)
+            for frame in frames:
                 if self._stop.is_set():
                     return
                 if f.stall_p and self._rng.random() < f.stall_p:
                     self.device.stats.stalls += 1
                     self._stop.wait(f.stall_s)
-                resp = self.device.handle(frame)
-                if resp is not None:
-                    self._send(resp)
+                for body in self.device.handle_all(frame):
+                    self._send(body)
                 self._frames_since_reset += 1
                 if (f.reset_after and not self._reset_done and self._frames_since_reset >= f.reset_after) or (
                     f.reset_every and self._frames_since_reset >= f.reset_every
@@ -371,6 +496,9 @@ class SimHandle:
             "rx_high_water": self.rx.high_water,
             "rx_capacity": self.rx.capacity,
             "invoke_us_host_median": us[len(us) // 2] if us else None,
+            "protocol_version": self.device.version,
+            "naks": s.naks,
+            "input_mismatches": s.mismatches,
         }
 
     def close(self) -> None:
@@ -403,13 +531,20 @@ def start_sim(
     rx_window: int | None = None,
     arena_size: int | None = None,
     rx_buffer: int | None = None,
+    max_version: int = c.VERSION,
+    invoke_ms: float = 0.0,
+    invoke_jitter_ms: float = 0.0,
+    staging: bool = True,
 ) -> SimHandle:
     """Start a simulated board in background threads of this process.
 
     `model`: path or bytes of a .tflite. `listen`: "pty" or "tcp:PORT"
     ("tcp:0" picks a free port). `baud`: line rate (8N1: baud/10 bytes/s per
     direction; 0 = unlimited). `faults`: see `link.FAULTS_HELP`.
-    `arena_size` skips the arena measurement (bytes)."""
+    `arena_size` skips the arena measurement (bytes). `max_version` 1 makes
+    a version-1 board; `invoke_ms` (± `invoke_jitter_ms`, one standard
+    deviation) emulates the device's compute time; `staging=False` keeps no
+    previous outputs."""
     if baud < 0:
         raise ConfigError(f"baud {baud} is negative", "use a positive baud rate, or 0 for an unlimited line")
     if not (latency_ms >= 0 and latency_ms != float("inf")):  # NaN fails the first test
@@ -417,5 +552,17 @@ def start_sim(
     if arena_size is not None and int(arena_size) < 1:
         raise ConfigError(f"arena size {arena_size} must be a positive number of bytes", "leave it out to measure it")
     faults = parse_faults(faults)
-    dev = SimDevice(_model_bytes(model), board, max_frame=max_frame, rx_window=rx_window, arena_size=arena_size)
+    dev = SimDevice(
+        _model_bytes(model),
+        board,
+        max_frame=max_frame,
+        rx_window=rx_window,
+        arena_size=arena_size,
+        max_version=max_version,
+        invoke_ms=invoke_ms,
+        invoke_jitter_ms=invoke_jitter_ms,
+        seed=int(seed),
+        staging=staging,
+        line_baud=int(baud),
+    )
     return SimHandle(dev, listen, baud, latency_ms, faults, int(seed), rx_buffer)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from harness.errors import ProtocolError
 
-VERSION = 1
+VERSION = 2  # the highest version this codec speaks
+VERSION_MIN = 1  # the lowest
 HEADER = 4  # type, flags, seq
 TRAILER = 4  # crc
 MIN_BODY = HEADER + TRAILER
@@ -24,6 +25,25 @@ MAX_BODY_HOST = 65535 + MIN_BODY  # the largest body a host accepts
 CHUNK_HEADER = 8  # WRITE/DATA: tensor, 0, 0, offset
 CHUNK_OVERHEAD = MIN_BODY + CHUNK_HEADER  # body bytes around a WRITE's or DATA's tensor bytes
 FLAG_RETRY = 0x01
+
+
+def next_seq(seq: int) -> int:
+    """The request number after `seq` (1 .. 65535, 0 never used)."""
+    return seq % 0xFFFF + 1
+
+
+def seq_distance(a: int, b: int) -> int:
+    """How many requests `b` comes after `a` (mod 65535), in -32767 .. 32767."""
+    d = (b - a) % 0xFFFF
+    return d - 0xFFFF if d > 0x7FFF else d
+
+
+def input_crc(bufs) -> int:
+    """CRC-32 of every input tensor's bytes in order (version 2 INVOKE)."""
+    crc = 0
+    for b in bufs:
+        crc = zlib.crc32(b, crc)
+    return crc & 0xFFFFFFFF
 
 
 def max_chunk(max_frame: int) -> int:
@@ -35,14 +55,23 @@ def max_chunk(max_frame: int) -> int:
 INFO_CYCLES_REAL = 0x0001
 INFO_HOST_TIME = 0x0002
 
+# INFO (version 2) features: bits a device sets for what it does beyond the
+# version's mandatory behaviour. Later versions add bits; never renumbered.
+FEATURE_STAGED_OUTPUTS = 0x0001  # the previous sample's outputs stay readable (staging buffer)
+FEATURE_NAK = 0x0002  # the device sends NAK on a sequence gap or a bad frame
+
+# NAK reasons
+NAK_GAP, NAK_BAD_FRAME = 1, 2
+
 # message types
 HELLO, WRITE, INVOKE, READ, PING = 0x01, 0x02, 0x03, 0x04, 0x06
-ACK, INFO, RESULT, DATA, PONG = 0x80, 0x81, 0x83, 0x84, 0x86
+ACK, INFO, RESULT, DATA, PONG, NAK = 0x80, 0x81, 0x83, 0x84, 0x86, 0x87
 ERROR, LOG, BOOT = 0xE0, 0xF0, 0xF1
 
 # ERROR codes
 E_UNKNOWN_TYPE, E_BAD_LENGTH, E_BAD_TENSOR, E_OUT_OF_RANGE = 1, 2, 3, 4
 E_INCOMPLETE_INPUT, E_INVOKE_FAILED, E_VERSION, E_NOT_READY = 5, 6, 7, 8
+E_INPUT_MISMATCH, E_STALE = 9, 10  # version 2
 ERROR_NAMES = {
     1: "UNKNOWN_TYPE",
     2: "BAD_LENGTH",
@@ -52,6 +81,8 @@ ERROR_NAMES = {
     6: "INVOKE_FAILED",
     7: "VERSION",
     8: "NOT_READY",
+    9: "INPUT_MISMATCH",
+    10: "STALE",
 }
 
 # Tensor dtypes on the wire (docs/protocol.md 3.1; hil_protocol.h kDtype*;
@@ -195,7 +226,7 @@ def _pack(fmt: str, *values) -> bytes:
 
 @dataclass(frozen=True)
 class Hello:
-    version_min: int = VERSION
+    version_min: int = VERSION_MIN
     version_max: int = VERSION
     nonce: int = 0
     TYPE = HELLO
@@ -210,45 +241,70 @@ class Hello:
 
 @dataclass(frozen=True)
 class Write:
+    """Version 2 uses the second byte as `slot`: which of the device's input
+    staging buffers the bytes go to (0 in version 1)."""
+
     tensor: int
     offset: int
     data: bytes
+    slot: int = 0
     TYPE = WRITE
 
     def payload(self) -> bytes:
-        return _pack("<BBHI", self.tensor, 0, 0, self.offset) + bytes(self.data)
+        return _pack("<BBHI", self.tensor, self.slot, 0, self.offset) + bytes(self.data)
 
     @classmethod
     def parse(cls, p: bytes) -> Write:
-        t, _, _, off = _u("<BBHI", p, WRITE, exact=False)
-        return cls(t, off, bytes(p[CHUNK_HEADER:]))
+        t, slot, _, off = _u("<BBHI", p, WRITE, exact=False)
+        return cls(t, off, bytes(p[CHUNK_HEADER:]), slot)
 
 
 @dataclass(frozen=True)
 class Invoke:
+    """Version 1: `u32 sample_id`. Version 2 adds `u32 input_crc`, the CRC-32
+    of every input tensor's bytes in order, and `u8 slot, u8 0, u16 0`: the
+    device runs only on exactly that input, taken from that staging slot
+    (else ERROR INPUT_MISMATCH)."""
+
     sample_id: int
+    input_crc: int | None = None
+    slot: int = 0
     TYPE = INVOKE
 
     def payload(self) -> bytes:
-        return _pack("<I", self.sample_id)
+        if self.input_crc is None:
+            return _pack("<I", self.sample_id)
+        return _pack("<IIBBH", self.sample_id, self.input_crc, self.slot, 0, 0)
 
     @classmethod
     def parse(cls, p: bytes) -> Invoke:
+        if len(p) == 12:
+            sid, crc, slot, _, _ = _u("<IIBBH", p, INVOKE)
+            return cls(sid, crc, slot)
         return cls(*_u("<I", p, INVOKE))
 
 
 @dataclass(frozen=True)
 class Read:
+    """Version 2 adds `u32 sample_id`: the outputs of that INVOKE, or ERROR
+    STALE when the device no longer (or not yet) holds them."""
+
     tensor: int
     offset: int
     length: int
+    sample_id: int | None = None
     TYPE = READ
 
     def payload(self) -> bytes:
-        return _pack("<BBHII", self.tensor, 0, 0, self.offset, self.length)
+        if self.sample_id is None:
+            return _pack("<BBHII", self.tensor, 0, 0, self.offset, self.length)
+        return _pack("<BBHIII", self.tensor, 0, 0, self.offset, self.length, self.sample_id)
 
     @classmethod
     def parse(cls, p: bytes) -> Read:
+        if len(p) == 16:
+            t, _, _, off, n, sid = _u("<BBHIII", p, READ)
+            return cls(t, off, n, sid)
         t, _, _, off, n = _u("<BBHII", p, READ)
         return cls(t, off, n)
 
@@ -355,6 +411,7 @@ def _read_str8(p: bytes, pos: int) -> tuple[str, int]:
 
 
 _INFO_FIXED = "<HHIHHIII32sI"
+_INFO_V2 = "<IIIBBH"  # line_baud, staging_bytes, features, input_slots, 0, 0
 
 
 @dataclass(frozen=True)
@@ -375,6 +432,11 @@ class Info:
     board: str
     inputs: tuple[TensorDescriptor, ...] = ()
     outputs: tuple[TensorDescriptor, ...] = ()
+    # version 2, after the descriptors (absent from a version-1 INFO)
+    line_baud: int = 0  # the device's line rate (0: unknown, e.g. USB CDC)
+    staging_bytes: int = 0  # RAM of the device's output staging buffer
+    features: int = 0  # FEATURE_*
+    input_slots: int = 0  # input staging buffers (WRITE/INVOKE `slot` below this); 0 or 1: none
     TYPE = INFO
 
     @property
@@ -419,7 +481,13 @@ class Info:
         out += bytes([len(self.inputs), len(self.outputs)])
         for t in (*self.inputs, *self.outputs):
             out += t.encode()
+        if self.version >= 2:
+            out += _pack(_INFO_V2, self.line_baud, self.staging_bytes, self.features, self.input_slots, 0, 0)
         return out
+
+    @property
+    def staged_outputs(self) -> bool:
+        return bool(self.features & FEATURE_STAGED_OUTPUTS)
 
     @classmethod
     def parse(cls, p: bytes) -> Info:
@@ -438,6 +506,11 @@ class Info:
         for _ in range(n_in + n_out):
             t, pos = TensorDescriptor.parse_from(p, pos)
             tensors.append(t)
+        v2 = (0, 0, 0, 0)
+        if version >= 2:
+            if len(p) - pos < struct.calcsize(_INFO_V2):
+                raise CodecError("BAD_LENGTH", "version-2 INFO ends before its line_baud/staging/features")
+            v2 = struct.unpack_from(_INFO_V2, p, pos)[:4]
         # bytes past this point belong to later versions and are ignored
         return cls(
             version,
@@ -453,6 +526,7 @@ class Info:
             board,
             tuple(tensors[:n_in]),
             tuple(tensors[n_in:]),
+            *v2,
         )
 
 
@@ -503,6 +577,27 @@ class Pong:
 
 
 @dataclass(frozen=True)
+class Nak:
+    """Version 2, unsolicited (seq 0): requests `first_seq` .. `first_seq +
+    count - 1` did not arrive (a gap in the sequence) or arrived corrupt
+    (`reason` NAK_BAD_FRAME; then `first_seq` is the one the device expected
+    next). The host resends those still unanswered at once."""
+
+    first_seq: int
+    count: int
+    reason: int = NAK_GAP
+    TYPE = NAK
+
+    def payload(self) -> bytes:
+        return _pack("<HHHH", self.first_seq, self.count, self.reason, 0)
+
+    @classmethod
+    def parse(cls, p: bytes) -> Nak:
+        first, count, reason, _ = _u("<HHHH", p, NAK)
+        return cls(first, count, reason)
+
+
+@dataclass(frozen=True)
 class Error:
     code: int
     message: str = ""
@@ -549,9 +644,9 @@ class Boot:
         return cls(*_u("<I", p, BOOT))
 
 
-Message = Hello | Write | Invoke | Read | Ping | Ack | Info | Result | Data | Pong | Error | Log | Boot
+Message = Hello | Write | Invoke | Read | Ping | Ack | Info | Result | Data | Pong | Nak | Error | Log | Boot
 MESSAGE_CLASSES = {
-    c.TYPE: c for c in (Hello, Write, Invoke, Read, Ping, Ack, Info, Result, Data, Pong, Error, Log, Boot)
+    c.TYPE: c for c in (Hello, Write, Invoke, Read, Ping, Ack, Info, Result, Data, Pong, Nak, Error, Log, Boot)
 }
 REQUEST_TYPES = frozenset({HELLO, WRITE, INVOKE, READ, PING})
 TYPE_NAMES = {c.TYPE: c.__name__.upper() for c in MESSAGE_CLASSES.values()}

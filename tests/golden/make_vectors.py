@@ -47,6 +47,8 @@ def from_fields(mtype: int, d: dict):
         v = d[f.name]
         if f.name == "data":
             v = bytes.fromhex(v)
+        elif f.name not in d:  # a field of a later version: its default
+            continue
         elif f.name in ("inputs", "outputs"):
             v = tuple(
                 c.TensorDescriptor(t["dtype"], tuple(t["shape"]), t["scale"], t["zero_point"], t["nbytes"]) for t in v
@@ -129,6 +131,28 @@ def frame_vectors() -> list[tuple[str, object, int, int]]:
         ("log_info", c.Log(2, "model loaded"), 0, 0),
         ("log_error_utf8", c.Log(0, "überlauf ✗"), 0, 0),
         ("boot", c.Boot(0xCAFEBABE), 0, 0),
+        # version 2
+        ("hello_v1_v2", c.Hello(1, 2, 0x0BADF00D), 1, 0),
+        ("write_v2_slot1", c.Write(0, 96, bytes(range(24)), 1), 14, 0),
+        ("invoke_v2", c.Invoke(43, 0xDEADBEEF, 1), 15, 0),
+        ("read_v2", c.Read(0, 0, 16, 43), 16, 0),
+        ("nak_gap", c.Nak(17, 2, c.NAK_GAP), 0, 0),
+        ("nak_bad_frame", c.Nak(0xFFFF, 1, c.NAK_BAD_FRAME), 0, 0),
+        ("error_input_mismatch", c.Error(c.E_INPUT_MISMATCH, "input CRC 00000000, INVOKE expects deadbeef"), 15, 0),
+        ("error_stale", c.Error(c.E_STALE, "no outputs of sample 43 held"), 16, 0),
+        (
+            "info_v2",
+            _info(
+                version=2,
+                line_baud=921600,
+                staging_bytes=2 * 98304 + 20,
+                features=c.FEATURE_STAGED_OUTPUTS | c.FEATURE_NAK,
+                input_slots=2,
+            ),
+            1,
+            0,
+        ),
+        ("info_v2_no_staging", _info(version=2, board="qemu_m55", features=c.FEATURE_NAK), 1, 0),
     ]
 
 
@@ -172,6 +196,10 @@ def message_error_vectors() -> list[tuple[str, bytes, str]]:
         ("hello_short", c.encode_body(c.HELLO, 0, 11, bytes(6)), "BAD_LENGTH"),
         ("ack_with_payload", c.encode_body(c.ACK, 0, 12, b"\x00"), "BAD_LENGTH"),
         ("info_truncated", c.encode_body(c.INFO, 0, 1, _info().payload()[:60]), "BAD_LENGTH"),
+        ("invoke_v2_short", c.encode_body(c.INVOKE, 0, 17, bytes(8)), "BAD_LENGTH"),
+        ("read_v2_long", c.encode_body(c.READ, 0, 18, bytes(17)), "BAD_LENGTH"),
+        ("nak_short", c.encode_body(c.NAK, 0, 0, bytes(6)), "BAD_LENGTH"),
+        ("info_v2_without_tail", c.encode_body(c.INFO, 0, 1, _info(version=2).payload()[:-16]), "BAD_LENGTH"),
     ]
 
 

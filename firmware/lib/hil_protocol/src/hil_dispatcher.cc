@@ -25,12 +25,23 @@ const char* BadLengthText(uint8_t type) {
     case kWrite:
       return "WRITE takes 8 bytes + data";
     case kInvoke:
-      return "INVOKE takes 4 bytes";
+      return "INVOKE takes 4 bytes (12 in version 2)";
     case kRead:
-      return "READ takes 12 bytes";
+      return "READ takes 12 bytes (16 in version 2)";
     default:
       return "payload does not fit its type";
   }
+}
+
+uint16_t NextSeq(uint16_t seq) {
+  return static_cast<uint16_t>(seq % 0xFFFFu + 1u);
+}
+
+// How many requests `b` comes after `a` (mod 65535), in -32767 .. 32767.
+int32_t SeqDistance(uint16_t a, uint16_t b) {
+  int32_t d = (static_cast<int32_t>(b) - static_cast<int32_t>(a)) % 0xFFFF;
+  if (d < 0) d += 0xFFFF;
+  return d > 0x7FFF ? d - 0xFFFF : d;
 }
 
 size_t BoundedLength(const char* text, size_t limit) {
@@ -48,15 +59,47 @@ Dispatcher::Dispatcher(Backend* backend, ByteSink* sink)
       rx_{},
       receiver_(rx_, sizeof(rx_)),
       coverage_{},
-      memory_{} {}
+      memory_{},
+      staging_{},
+      slot_coverage_{} {}
 
 Status Dispatcher::Feed(const uint8_t* data, size_t length) {
   if (data == nullptr && length > 0) return Status::kBadArgument;
   for (size_t i = 0; i < length; ++i) {
-    if (receiver_.Push(data[i]) == FrameReceiver::Event::kFrame)
+    const FrameReceiver::Event event = receiver_.Push(data[i]);
+    if (event == FrameReceiver::Event::kFrame) {
       Handle(receiver_.frame());
+    } else if (event == FrameReceiver::Event::kDropped && version_ >= 2 &&
+               expect_valid_) {
+      // Most likely the request expected next was garbled: ask for it now
+      // rather than at the host's timeout.
+      SendNak(expect_, 1, kNakBadFrame);
+      expect_ = NextSeq(expect_);
+    }
   }
   return Status::kOk;
+}
+
+void Dispatcher::SendNak(uint16_t first, uint16_t count, uint16_t reason) {
+  if (writer_.open()) return;
+  ++counters_.naks;
+  writer_.Begin(kNak, 0, 0);
+  writer_.PutU16(first);
+  writer_.PutU16(count);
+  writer_.PutU16(reason);
+  writer_.PutU16(0);
+  writer_.End();
+}
+
+// Version 2: a request that skips numbers reveals the ones lost before it.
+void Dispatcher::Track(const FrameView& request) {
+  if (version_ < 2 || !expect_valid_ || !IsRequest(request.type)) return;
+  const uint16_t first = expect_;
+  const int32_t d = SeqDistance(first, request.seq);
+  if (d < 0) return;  // a retransmission
+  expect_ = NextSeq(request.seq);
+  if (d > 0 && d <= 4 * kRxWindow)
+    SendNak(first, static_cast<uint16_t>(d), kNakGap);
 }
 
 Status Dispatcher::SendBoot(uint32_t boot_nonce) {
@@ -103,6 +146,9 @@ void Dispatcher::Handle(const FrameView& request) {
     } else {
       for (Remembered& m : memory_) m.used = false;
       ClearInputs();
+      for (auto& slot : slot_coverage_) {
+        for (Coverage& c : slot) c.count = 0;
+      }
       hello_seen_ = well_formed;
       hello_seq_ = request.seq;
       hello_nonce_ = hello_seen_ ? LoadU32(request.payload + 4) : 0;
@@ -110,6 +156,7 @@ void Dispatcher::Handle(const FrameView& request) {
     Execute(request);  // no side effect: INFO (or the error) again
     return;
   }
+  Track(request);
   Remembered* seen = Find(request.seq);
   if (seen != nullptr && seen->request_type == request.type) {
     ++counters_.duplicates;
@@ -192,12 +239,19 @@ bool Dispatcher::RefuseNotReady(uint16_t seq) {
 void Dispatcher::HandleHello(const FrameView& request) {
   const uint16_t version_min = LoadU16(request.payload);
   const uint16_t version_max = LoadU16(request.payload + 2);
-  if (version_min > kProtocolVersion || version_max < kProtocolVersion) {
+  const uint16_t chosen =
+      version_max < max_version_ ? version_max : max_version_;
+  if (chosen < version_min || chosen < kProtocolVersionMin) {
     SendError(request.seq, kErrVersion,
-              "device speaks protocol version 1 only");
+              max_version_ >= 2 ? "device speaks protocol versions 1..2"
+                                : "device speaks protocol version 1 only");
     return;
   }
   if (RefuseNotReady(request.seq)) return;
+  version_ = chosen;
+  expect_ = NextSeq(request.seq);
+  expect_valid_ = true;
+  ComputeLayout();
   const int n_in = backend_->NumInputs();
   const int n_out = backend_->NumOutputs();
   TensorSpec spec;
@@ -216,7 +270,7 @@ void Dispatcher::HandleHello(const FrameView& request) {
 
   response_type_ = kInfo;
   writer_.Begin(kInfo, 0, request.seq);
-  writer_.PutU16(kProtocolVersion);
+  writer_.PutU16(version_);
   writer_.PutU16(info.flags);
   writer_.PutU32(static_cast<uint32_t>(kMaxFrame));
   writer_.PutU16(kRxWindow);
@@ -242,7 +296,68 @@ void Dispatcher::HandleHello(const FrameView& request) {
     writer_.PutI32(spec.zero_point);
     writer_.PutU32(spec.nbytes);
   }
+  if (version_ >= 2) {
+    writer_.PutU32(info.line_baud);
+    writer_.PutU32(static_cast<uint32_t>(kStagingBytes));
+    writer_.PutU32(kFeatureNak |
+                   (staged_outputs_ ? kFeatureStagedOutputs : 0u));
+    writer_.PutU8(static_cast<uint8_t>(slots_));
+    writer_.PutU8(0);
+    writer_.PutU16(0);
+  }
   writer_.End();
+}
+
+// Staging layout: [slot 0: every input][slot 1: every input][outputs].
+void Dispatcher::ComputeLayout() {
+  input_total_ = 0;
+  output_total_ = 0;
+  TensorSpec spec;
+  for (int i = 0; i < backend_->NumInputs(); ++i) {
+    if (backend_->GetTensorSpec(false, i, &spec)) input_total_ += spec.nbytes;
+  }
+  for (int i = 0; i < backend_->NumOutputs(); ++i) {
+    if (backend_->GetTensorSpec(true, i, &spec)) output_total_ += spec.nbytes;
+  }
+  const uint64_t both = 2ull * input_total_ + output_total_;
+  slots_ = both <= kStagingBytes ? kInputSlots : 0;
+  staged_outputs_ = (slots_ > 0 ? both : output_total_) <= kStagingBytes;
+  if (!layout_done_) {
+    outputs_valid_ = false;
+    staged_valid_ = false;
+  }
+  layout_done_ = true;
+}
+
+uint8_t* Dispatcher::SlotInput(int slot, int input) {
+  uint32_t offset = static_cast<uint32_t>(slot) * input_total_;
+  TensorSpec spec;
+  for (int i = 0; i < input; ++i) {
+    if (backend_->GetTensorSpec(false, i, &spec)) offset += spec.nbytes;
+  }
+  return staging_ + offset;
+}
+
+uint8_t* Dispatcher::StagedOutput(int output) {
+  uint32_t offset = static_cast<uint32_t>(slots_) * input_total_;
+  TensorSpec spec;
+  for (int i = 0; i < output; ++i) {
+    if (backend_->GetTensorSpec(true, i, &spec)) offset += spec.nbytes;
+  }
+  return staging_ + offset;
+}
+
+bool Dispatcher::InputCrcMatches(int slot, uint32_t want) {
+  Crc32 crc;
+  TensorSpec spec;
+  for (int i = 0; i < backend_->NumInputs(); ++i) {
+    if (!backend_->GetTensorSpec(false, i, &spec)) return false;
+    const uint8_t* data =
+        slots_ > 0 ? SlotInput(slot, i) : backend_->InputBuffer(i);
+    if (data == nullptr) return false;
+    crc.Update(data, spec.nbytes);
+  }
+  return crc.Value() == want;
 }
 
 void Dispatcher::HandleWrite(const FrameView& request) {
@@ -261,35 +376,88 @@ void Dispatcher::HandleWrite(const FrameView& request) {
               "WRITE beyond the end of the tensor");
     return;
   }
-  uint8_t* buffer = backend_->InputBuffer(tensor);
+  // Version 2 with staging: the bytes go to the slot the WRITE names, so the
+  // next sample streams in while this one waits for its INVOKE.
+  const uint8_t slot = version_ >= 2 ? request.payload[1] : 0;
+  if (version_ >= 2 && slot >= (slots_ > 0 ? slots_ : 1)) {
+    SendError(request.seq, kErrBadTensor, "no such input slot");
+    return;
+  }
+  uint8_t* buffer = slots_ > 0 && version_ >= 2 ? SlotInput(slot, tensor)
+                                                : backend_->InputBuffer(tensor);
   if (buffer == nullptr) {
     SendError(request.seq, kErrNotReady, "input tensor has no buffer");
     return;
   }
   if (length > 0) {
     std::memcpy(buffer + offset, request.payload + kChunkHeaderSize, length);
-    Cover(tensor, offset, static_cast<uint32_t>(offset + length));
+    Cover(slots_ > 0 && version_ >= 2 ? slot_coverage_[slot] : coverage_,
+          tensor, offset, static_cast<uint32_t>(offset + length));
   }
   SendEmpty(kAck, request.seq);
 }
 
 void Dispatcher::HandleInvoke(const FrameView& request) {
   if (RefuseNotReady(request.seq)) return;
+  const bool v2 = request.payload_length == kInvokeV2Size;
+  if (v2 && version_ < 2) {
+    SendError(request.seq, kErrBadLength, "INVOKE takes 4 bytes");
+    return;
+  }
   const uint32_t sample_id = LoadU32(request.payload);
+  const uint8_t slot = v2 ? request.payload[8] : 0;
+  // In version 2 every WRITE went to a slot (0 in the version-1 form).
+  const bool staged_in = version_ >= 2 && slots_ > 0;
+  if (slot >= (staged_in ? slots_ : 1)) {
+    SendError(request.seq, kErrBadTensor, "no such input slot");
+    return;
+  }
+  Coverage* set = staged_in ? slot_coverage_[slot] : coverage_;
   const int n_in = backend_->NumInputs();
   for (int i = 0; i < n_in; ++i) {
     TensorSpec spec;
     if (!backend_->GetTensorSpec(false, i, &spec) ||
-        !Complete(i, spec.nbytes)) {
+        !Complete(set, i, spec.nbytes)) {
       SendError(request.seq, kErrIncompleteInput,
                 "an input was not fully written");
       return;
     }
   }
+  // Version 2: run on exactly the input the host names, never on a mix.
+  if (v2 && !InputCrcMatches(slot, LoadU32(request.payload + 4))) {
+    ++counters_.mismatches;
+    SendError(request.seq, kErrInputMismatch,
+              "the inputs' CRC-32 is not the INVOKE's");
+    return;
+  }
+  if (staged_in) {
+    for (int i = 0; i < n_in; ++i) {
+      TensorSpec spec;
+      uint8_t* tensor = backend_->InputBuffer(i);
+      if (!backend_->GetTensorSpec(false, i, &spec) || tensor == nullptr) {
+        SendError(request.seq, kErrNotReady, "input tensor has no buffer");
+        return;
+      }
+      std::memcpy(tensor, SlotInput(slot, i), spec.nbytes);
+    }
+  }
+  // The previous sample's outputs stay readable while this one runs.
+  if (staged_outputs_ && outputs_valid_) {
+    for (int i = 0; i < backend_->NumOutputs(); ++i) {
+      TensorSpec spec;
+      const uint8_t* out = backend_->OutputBuffer(i);
+      if (backend_->GetTensorSpec(true, i, &spec) && out != nullptr)
+        std::memcpy(StagedOutput(i), out, spec.nbytes);
+    }
+    staged_sample_ = live_sample_;
+    staged_valid_ = true;
+  }
   uint32_t invoke_us = 0;
   uint64_t cycles = 0;
   const int32_t status = backend_->Invoke(&invoke_us, &cycles);
-  ClearInputs();
+  for (int i = 0; i < kMaxInputs; ++i) set[i].count = 0;
+  outputs_valid_ = status == 0;
+  live_sample_ = sample_id;
   if (status != 0) {
     SendError(request.seq, kErrInvokeFailed, "Invoke() failed");
     return;
@@ -320,6 +488,23 @@ void Dispatcher::HandleRead(const FrameView& request) {
     return;
   }
   const uint8_t* buffer = backend_->OutputBuffer(tensor);
+  if (request.payload_length == kReadV2Size) {
+    if (version_ < 2) {
+      SendError(request.seq, kErrBadLength, "READ takes 12 bytes");
+      return;
+    }
+    // Version 2: the outputs of the sample named, from the tensors or staging.
+    const uint32_t sample_id = LoadU32(request.payload + 12);
+    if (outputs_valid_ && live_sample_ == sample_id) {
+      // the tensors hold them
+    } else if (staged_valid_ && staged_sample_ == sample_id) {
+      buffer = StagedOutput(tensor);
+    } else {
+      SendError(request.seq, kErrStale,
+                "the outputs of that sample are not held");
+      return;
+    }
+  }
   if (buffer == nullptr) {
     SendError(request.seq, kErrNotReady, "output tensor has no buffer");
     return;
@@ -357,9 +542,9 @@ void Dispatcher::ClearInputs() {
   for (Coverage& c : coverage_) c.count = 0;
 }
 
-void Dispatcher::Cover(int input, uint32_t begin, uint32_t end) {
+void Dispatcher::Cover(Coverage* set, int input, uint32_t begin, uint32_t end) {
   if (input < 0 || input >= kMaxInputs || begin >= end) return;
-  Coverage& c = coverage_[input];
+  Coverage& c = set[input];
   // Merge every range that touches [begin, end), then keep the rest sorted
   // out of order: only the union matters.
   int kept = 0;
@@ -378,10 +563,11 @@ void Dispatcher::Cover(int input, uint32_t begin, uint32_t end) {
   if (c.count < kInputRanges) c.ranges[c.count++] = Range{begin, end};
 }
 
-bool Dispatcher::Complete(int input, uint32_t nbytes) const {
+bool Dispatcher::Complete(const Coverage* set, int input,
+                          uint32_t nbytes) const {
   if (nbytes == 0) return true;
   if (input < 0 || input >= kMaxInputs) return false;
-  const Coverage& c = coverage_[input];
+  const Coverage& c = set[input];
   return c.count == 1 && c.ranges[0].begin == 0 && c.ranges[0].end >= nbytes;
 }
 

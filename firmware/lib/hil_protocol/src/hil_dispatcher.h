@@ -26,6 +26,18 @@
 #ifndef HIL_DUP_PAYLOAD
 #define HIL_DUP_PAYLOAD 48
 #endif
+// Version 2 staging RAM, bytes: two input slots (the next sample streams
+// into one while the other waits or runs) and the previous sample's outputs.
+// Used when 2 x inputs + outputs fit; else the device reports no slots and
+// no staged outputs, and the host streams one sample at a time.
+#ifndef HIL_STAGING_BYTES
+#define HIL_STAGING_BYTES 4096
+#endif
+// The board's UART rate for INFO.line_baud (0: unknown, e.g. USB CDC);
+// a board's build flags set it (-DHIL_LINE_BAUD=115200).
+#ifndef HIL_LINE_BAUD
+#define HIL_LINE_BAUD 0
+#endif
 // Longest LOG text, bytes (longer text is cut).
 #ifndef HIL_MAX_LOG
 #define HIL_MAX_LOG 160
@@ -40,6 +52,8 @@ constexpr int kInputRanges = HIL_INPUT_RANGES;
 constexpr size_t kDupPayload = HIL_DUP_PAYLOAD;
 constexpr size_t kMaxLog = HIL_MAX_LOG;
 constexpr int kDupEntries = 2 * kRxWindow;
+constexpr size_t kStagingBytes = HIL_STAGING_BYTES;
+constexpr int kInputSlots = 2;
 
 static_assert(kDupPayload >= 24 && kDupPayload <= 255,
               "HIL_DUP_PAYLOAD must hold a RESULT");
@@ -64,8 +78,9 @@ struct DeviceInfo {
   uint32_t model_size;
   uint32_t arena_size;
   uint32_t arena_used;
-  uint32_t cpu_hz;  // 0 when unknown
-  uint16_t flags;   // kInfoCyclesReal, kInfoHostTime
+  uint32_t cpu_hz;     // 0 when unknown
+  uint16_t flags;      // kInfoCyclesReal, kInfoHostTime
+  uint32_t line_baud;  // the UART's rate; 0 when unknown (USB CDC)
 };
 
 // What the dispatcher needs from the model. Implemented by hil_runner's
@@ -102,6 +117,15 @@ class Dispatcher {
   // Backend::Invoke (TFLM's DebugLog); a log that arrives while a response
   // is being written is counted and dropped.
   Status SendBoot(uint32_t boot_nonce);
+
+  // The highest protocol version offered in HELLO (default and upper bound
+  // kProtocolVersion): 1 makes a version-1 device (tests, old hosts).
+  void SetMaxVersion(uint16_t version) {
+    max_version_ = version < kProtocolVersionMin ? kProtocolVersionMin
+                   : version > kProtocolVersion  ? kProtocolVersion
+                                                 : version;
+  }
+  uint16_t version() const { return version_; }
   Status Log(LogLevel level, const char* text, size_t length);
 
   struct Counters {
@@ -109,6 +133,8 @@ class Dispatcher {
     uint32_t duplicates;  // answered from memory / repeated
     uint32_t errors;      // ERROR responses
     uint32_t logs_dropped;
+    uint32_t naks;
+    uint32_t mismatches;  // INVOKEs refused: input CRC
   };
   const Counters& counters() const { return counters_; }
   const FrameReceiver::Counters& link_counters() const {
@@ -146,8 +172,15 @@ class Dispatcher {
   bool RefuseNotReady(uint16_t seq);
   Remembered* Find(uint16_t seq);
   void ClearInputs();
-  void Cover(int input, uint32_t begin, uint32_t end);
-  bool Complete(int input, uint32_t nbytes) const;
+  void Cover(Coverage* set, int input, uint32_t begin, uint32_t end);
+  bool Complete(const Coverage* set, int input, uint32_t nbytes) const;
+  // Version 2.
+  void ComputeLayout();
+  uint8_t* SlotInput(int slot, int input);
+  uint8_t* StagedOutput(int output);
+  bool InputCrcMatches(int slot, uint32_t want);
+  void SendNak(uint16_t first, uint16_t count, uint16_t reason);
+  void Track(const FrameView& request);
 
   Backend* backend_;
   FrameWriter writer_;
@@ -161,6 +194,22 @@ class Dispatcher {
   uint32_t hello_nonce_ = 0;
   uint8_t response_type_ = 0;  // of the response being written
   Counters counters_{};
+  // Version 2 state.
+  uint16_t max_version_ = kProtocolVersion;
+  uint16_t version_ = 1;
+  bool expect_valid_ = false;
+  uint16_t expect_ = 0;  // the seq the next new request should carry
+  alignas(8) uint8_t staging_[kStagingBytes];
+  bool layout_done_ = false;
+  int slots_ = 0;              // input slots in staging_ (0 or kInputSlots)
+  uint32_t input_total_ = 0;   // bytes of all inputs
+  uint32_t output_total_ = 0;  // bytes of all outputs
+  bool staged_outputs_ = false;
+  Coverage slot_coverage_[kInputSlots][kMaxInputs];
+  bool outputs_valid_ = false;  // the tensors hold the outputs of live_sample_
+  uint32_t live_sample_ = 0;
+  bool staged_valid_ = false;  // staging_ holds the outputs of staged_sample_
+  uint32_t staged_sample_ = 0;
 };
 
 }  // namespace protocol

@@ -218,12 +218,19 @@ Status CheckMessage(uint8_t type, const uint8_t* payload, size_t length) {
     case kHello:
       exact = 8;
       break;
-    case kInvoke:
+    case kInvoke:  // version 1 or version 2 form
+      return length == kInvokeV1Size || length == kInvokeV2Size
+                 ? Status::kOk
+                 : Status::kBadLength;
     case kBoot:
       exact = 4;
       break;
     case kRead:
-      exact = 12;
+      return length == kReadV1Size || length == kReadV2Size
+                 ? Status::kOk
+                 : Status::kBadLength;
+    case kNak:
+      exact = 8;
       break;
     case kAck:
       exact = 0;
@@ -263,6 +270,8 @@ Status CheckMessage(uint8_t type, const uint8_t* payload, size_t length) {
         if (length - pos < need) return Status::kBadLength;
         pos += need;
       }
+      // version 2 appends line_baud, staging_bytes, features, input_slots
+      if (LoadU16(payload) >= 2 && length - pos < 16) return Status::kBadLength;
       return Status::kOk;
     }
     default:

@@ -1,4 +1,4 @@
-// tinyhil wire protocol, version 1 (docs/protocol.md): the codec.
+// tinyhil wire protocol, versions 1 and 2 (docs/protocol.md): the codec.
 //
 // COBS framing, CRC-32, frame encode/decode, an incremental receiver and a
 // streaming frame writer. Plain C++17: no heap, no exceptions, no RTTI, no
@@ -26,7 +26,15 @@
 namespace hil {
 namespace protocol {
 
-constexpr uint16_t kProtocolVersion = 1;
+// The versions this library speaks (a device answers the highest within
+// the host's range; -DHIL_PROTOCOL_MAX_VERSION=1 builds a version-1 device).
+#ifndef HIL_PROTOCOL_MAX_VERSION
+#define HIL_PROTOCOL_MAX_VERSION 2
+#endif
+constexpr uint16_t kProtocolVersionMin = 1;
+constexpr uint16_t kProtocolVersion = HIL_PROTOCOL_MAX_VERSION;
+static_assert(kProtocolVersion >= 1 && kProtocolVersion <= 2,
+              "HIL_PROTOCOL_MAX_VERSION must be 1 or 2");
 constexpr size_t kMaxFrame = HIL_MAX_FRAME;
 constexpr uint16_t kRxWindow = HIL_RX_WINDOW;
 constexpr size_t kTxStage = HIL_TX_STAGE;
@@ -64,6 +72,7 @@ enum MessageType : uint8_t {
   kResult = 0x83,
   kData = 0x84,
   kPong = 0x86,
+  kNak = 0x87,  // version 2, unsolicited
   kError = 0xE0,
   kLog = 0xF0,
   kBoot = 0xF1,
@@ -75,6 +84,20 @@ constexpr uint8_t kFlagRetry = 0x01;
 constexpr uint16_t kInfoCyclesReal = 0x0001;
 constexpr uint16_t kInfoHostTime = 0x0002;
 
+// INFO (version 2) features.
+constexpr uint32_t kFeatureStagedOutputs = 0x0001;
+constexpr uint32_t kFeatureNak = 0x0002;
+
+// NAK reasons.
+constexpr uint16_t kNakGap = 1;
+constexpr uint16_t kNakBadFrame = 2;
+
+// Payload sizes of the two forms of INVOKE and READ.
+constexpr size_t kInvokeV1Size = 4;
+constexpr size_t kInvokeV2Size = 12;  // + u32 input_crc, u8 slot, u8 0, u16 0
+constexpr size_t kReadV1Size = 12;
+constexpr size_t kReadV2Size = 16;  // + u32 sample_id
+
 // ERROR codes (section 4).
 enum ErrorCode : uint16_t {
   kErrUnknownType = 1,
@@ -85,6 +108,8 @@ enum ErrorCode : uint16_t {
   kErrInvokeFailed = 6,
   kErrVersion = 7,
   kErrNotReady = 8,
+  kErrInputMismatch = 9,  // version 2: the inputs' CRC is not the INVOKE's
+  kErrStale = 10,         // version 2: the outputs of that sample are not held
 };
 
 // Tensor dtypes in INFO's descriptors (section 3.1; the Python codec's
@@ -133,6 +158,7 @@ class Crc32 {
   void Update(const uint8_t* data, size_t length);
   void Update(uint8_t byte) { Update(&byte, 1); }
   uint32_t Value() const { return ~state_; }
+  void Reset() { state_ = 0xFFFFFFFFu; }
   static uint32_t Of(const uint8_t* data, size_t length);
 
  private:

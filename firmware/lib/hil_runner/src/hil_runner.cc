@@ -209,6 +209,7 @@ void TflmBackend::GetInfo(protocol::DeviceInfo* info) {
   info->arena_used = static_cast<uint32_t>(arena_used());
   info->cpu_hz = board::CpuHz();
   info->flags = board::HasCycleCounter() ? protocol::kInfoCyclesReal : 0;
+  info->line_baud = HIL_LINE_BAUD;
 }
 
 int TflmBackend::NumInputs() { return kHilNumInputs; }
