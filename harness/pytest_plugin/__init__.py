@@ -295,3 +295,11 @@ def hil_session(hil_board):
         raise HilBoardError.of(f"board {hil_board.name}", exc) from None
     yield s
     s.close()
+
+
+def entry_point_installed() -> bool:
+    """Whether tinyhil is installed with its `pytest11` entry point (pytest then
+    loads the plugin by itself; `-p harness.pytest_plugin` would load it twice)."""
+    from importlib.metadata import entry_points
+
+    return any(e.value == __name__ for e in entry_points(group="pytest11") if e.name == "tinyhil")
