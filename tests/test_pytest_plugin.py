@@ -20,6 +20,7 @@ LOAD = [] if entry_point_installed() else ["-p", "harness.pytest_plugin"]
 # (the labgrid test runs in a subprocess).
 PLUGIN = [*LOAD, "-p", "no:labgrid", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
 N_BOARDS = 3
+PER_BOARD = 2  # tests per board in the xdist run
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +216,7 @@ def test_xdist_spreads_tests_over_three_boards_one_worker_each_at_a_time(pyteste
         "def note(what, board):\n"
         "    with open(LOG, 'a') as f:  # one short O_APPEND write: the file keeps the global order\n"
         "        f.write(f\"{what} {board.name} {os.environ.get('PYTEST_XDIST_WORKER', '-')}\\n\")\n\n"
-        "@pytest.mark.parametrize('k', range(4))\n"
+        f"@pytest.mark.parametrize('k', range({PER_BOARD}))\n"
         "def test_model(hil_validate, hil_board, k):\n"
         "    note('enter', hil_board)\n"
         "    holder = read_holder(lock_path(hil_board.instance.lock_key, __import__('pathlib').Path(LOCKS)))\n"
@@ -226,9 +227,9 @@ def test_xdist_spreads_tests_over_three_boards_one_worker_each_at_a_time(pyteste
     r = pytester.runpytest_subprocess(
         *PLUGIN, "--hil-lab", str(lab), "-n", "3", "--hil-wait", "120", "-p", "no:cacheprovider"
     )
-    r.assert_outcomes(passed=4 * N_BOARDS)
+    r.assert_outcomes(passed=PER_BOARD * N_BOARDS)
     events = [line.split() for line in log.read_text().splitlines()]
-    assert len(events) == 2 * 4 * N_BOARDS
+    assert len(events) == 2 * PER_BOARD * N_BOARDS
     holder: dict[str, str | None] = {}
     for what, board, worker in events:  # per board: enter, exit, enter, exit ... by the same worker
         if what == "enter":
@@ -254,7 +255,7 @@ def test_the_plugin_is_inert_without_options(pytester):
     r = pytester.runpytest_subprocess(*LOAD, "-p", "no:cacheprovider")
     r.assert_outcomes(passed=1)
     assert "tinyhil" not in r.stdout.str()
-    help_ = pytester.runpytest_subprocess(*LOAD, "--help")
+    help_ = pytester.runpytest(*PLUGIN, "--help")
     help_.stdout.fnmatch_lines(["*--hil-lab=LAB*", "*--hil-port=URL*", "*--hil-wait=SECONDS*"])
 
 
