@@ -348,7 +348,9 @@ def _compile(job: _Job, env_vars: dict, clean: bool, jobs: int | None, on_line, 
         if proc["returncode"] != 0:
             raise _classify_failure(job.board, proc["output"])
         build_dir = workspace_dir() / "build" / job.env
-        elf_src = next((p for p in (build_dir / "program.elf", build_dir / "program") if p.is_file()), None)
+        # hil-offline names it program(.elf); registry platforms (nordicnrf52) firmware.elf
+        names = ("program.elf", "program", "firmware.elf")
+        elf_src = next((p for p in (build_dir / n for n in names) if p.is_file()), None)
         if elf_src is None:
             raise BuildError(
                 f"PlatformIO reported success but left no program in {build_dir}", "run the build again with --clean"
