@@ -106,6 +106,12 @@ def find_tflm_tree(board: Board, tflm_dir: str | os.PathLike | None = None) -> P
     return tflm.tree_for(board.core, tflm_dir, what=f"the offline build of {board.id}").root
 
 
+def board_core_has_heap(board_id: str) -> bool:
+    """True for an Arduino core (mbed OS): its RTOS and USB stack allocate,
+    so its ELF links malloc whatever the firmware does."""
+    return load_board(board_id).get("framework") == "arduino"
+
+
 def check_toolchain(board: Board) -> None:
     tools = ["arm-none-eabi-g++", "arm-none-eabi-size"] if is_cross(board) else ["g++"]
     for tool in tools:
@@ -303,12 +309,13 @@ def _prepare_environment(board: Board, tflm_dir: str | os.PathLike | None) -> di
     if is_offline_env(board):
         check_toolchain(board)
         env_vars[tflm.ENV_VAR] = str(find_tflm_tree(board, tflm_dir))
-    elif tflm_dir:
-        raise ConfigError(
-            f"--tflm does not apply to {board.id}: its TFLM comes from PlatformIO's lib_deps", "leave --tflm out"
-        )
-    elif not pio.platform_installed(board.get("platform", "")) and not pio.registry_reachable():
-        raise _registry_error(board)
+    else:
+        # A registry platform's env (the Nano) builds the same local tree
+        # (firmware/scripts/hil_tflm_lib.py), read from the core's variable.
+        if not pio.platform_installed(board.get("platform", "")) and not pio.registry_reachable():
+            raise _registry_error(board)
+        tree = find_tflm_tree(board, tflm_dir)
+        env_vars[tflm.CORE_ENV_VARS.get(board.core, tflm.ENV_VAR)] = str(tree)
     pio.ensure_offline_platformio()
     return env_vars
 
@@ -341,7 +348,9 @@ def _compile(job: _Job, env_vars: dict, clean: bool, jobs: int | None, on_line, 
         if proc["returncode"] != 0:
             raise _classify_failure(job.board, proc["output"])
         build_dir = workspace_dir() / "build" / job.env
-        elf_src = next((p for p in (build_dir / "program.elf", build_dir / "program") if p.is_file()), None)
+        # hil-offline names it program(.elf); registry platforms (nordicnrf52) firmware.elf
+        names = ("program.elf", "program", "firmware.elf")
+        elf_src = next((p for p in (build_dir / n for n in names) if p.is_file()), None)
         if elf_src is None:
             raise BuildError(
                 f"PlatformIO reported success but left no program in {build_dir}", "run the build again with --clean"
@@ -377,7 +386,11 @@ def _check_image(result: BuildResult, info: dict) -> None:
             f"the firmware needs {result.ram_used} bytes of RAM; {board} has {result.ram_limit}",
             "use a model with a smaller arena or a bigger board",
         )
-    if result.allocator_symbols:
+    if result.allocator_symbols and board_core_has_heap(result.board):
+        result.warnings.append(
+            f"the Arduino core links its own heap ({', '.join(result.allocator_symbols[:4])}); the firmware does not use it"
+        )
+    elif result.allocator_symbols:
         raise BuildError(
             f"the {board} firmware links a heap allocator ({', '.join(result.allocator_symbols[:6])}); "
             "it must not allocate",

@@ -41,6 +41,9 @@ from harness.paths import cache_dir as _harness_cache
 
 ENV_VAR = "HIL_TFLM_DIR"
 M55_ENV_VAR = "HIL_TFLM_M55_DIR"  # a CMSIS-NN tree for the Cortex-M55 boards
+M4_ENV_VAR = "HIL_TFLM_M4_DIR"  # a CMSIS-NN tree for the Cortex-M4F boards (Nano 33 BLE)
+# The variable naming each core's own tree, tried before HIL_TFLM_DIR.
+CORE_ENV_VARS = {"cortex-m55": M55_ENV_VAR, "cortex-m4": M4_ENV_VAR}
 HINT = f"set {ENV_VAR} to a tree made by TFLM's create_tflm_tree.py, see docs/build.md"
 # What makes a folder a TFLM tree, and a CMSIS-NN (Cortex-M only) one.
 MARKER = "tensorflow/lite/micro/micro_interpreter.h"
@@ -84,6 +87,12 @@ class TflmTree:
 
     def include_dirs(self) -> list[Path]:
         return [self.root] + [self.root / d for d in _THIRD_PARTY_INCLUDES if (self.root / d).is_dir()]
+
+    def api_include_dirs(self) -> list[Path]:
+        """What code calling TFLM needs: `include_dirs` without the tree's
+        CMSIS folders, a partial copy that would shadow the CMSIS core a
+        framework brings (the Arduino mbed core's device headers)."""
+        return [d for d in self.include_dirs() if not d.is_relative_to(self.root / "third_party" / "cmsis")]
 
     def define_names(self) -> list[str]:
         """Preprocessor macros code compiled against this tree needs."""
@@ -139,13 +148,14 @@ def check_tree(path: str | os.PathLike, origin: str = ENV_VAR, host: bool = Fals
 
 
 def tree_for(core: str, given: str | os.PathLike | None = None, what: str = "the build") -> TflmTree:
-    """The tree for firmware on `core`: `given` (--tflm), else
-    HIL_TFLM_M55_DIR for Cortex-M55 (a CMSIS-NN tree), else HIL_TFLM_DIR. A
-    host build (`core` not a Cortex-M) skips a CMSIS-NN HIL_TFLM_M55_DIR."""
+    """The tree for firmware on `core`: `given` (--tflm), else the core's
+    own CMSIS-NN tree (HIL_TFLM_M55_DIR for Cortex-M55, HIL_TFLM_M4_DIR for
+    Cortex-M4), else HIL_TFLM_DIR. A host build (`core` not a Cortex-M)
+    never takes a CMSIS-NN tree."""
     host = not core.startswith("cortex-m")
     candidates = [("--tflm", given)]
-    if core == "cortex-m55":
-        candidates.append((M55_ENV_VAR, os.environ.get(M55_ENV_VAR)))
+    if core in CORE_ENV_VARS:
+        candidates.append((CORE_ENV_VARS[core], os.environ.get(CORE_ENV_VARS[core])))
     candidates.append((ENV_VAR, os.environ.get(ENV_VAR)))
     for origin, value in candidates:
         if value:

@@ -1,8 +1,9 @@
 """Board glue that cannot run here, compiled for its core with the cross
 compiler: the Nano 33 BLE's (against declarations of the Arduino API it
-uses, tests/stubs/arduino) and the Arduino branch of main.cpp. What is
-compiled is what PlatformIO would compile for `pio run -e nano33ble`, short
-of the Arduino core and TFLM, which need PlatformIO's registry."""
+uses, tests/stubs/arduino) and the Arduino branch of main.cpp, with the
+board's defines from boards/nano33ble.json. This runs without the Arduino
+core; tests/test_nano33ble_mbed.py compiles the same sources against the
+real ArduinoCore-mbed headers and TFLM when HIL_ARDUINO_MBED_DIR is set."""
 
 import shutil
 import subprocess
@@ -10,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.boards import define_flags, load_board
+from harness.boards import firmware_defines, load_board
 
 ROOT = Path(__file__).resolve().parents[1]
 FW = ROOT / "firmware"
 STUBS = Path(__file__).resolve().parent / "stubs" / "arduino"
-# The Nano 33 BLE's nRF52840: Cortex-M4F, hard float (as the Arduino mbed core builds).
-M4F = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"]
+# The Nano 33 BLE's nRF52840: Cortex-M4F, softfp as the Arduino mbed core's libmbed.a.
+M4F = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=softfp", "-mfpu=fpv4-sp-d16"]
+BOARD = [f"-D{n}" if v is None else f"-D{n}={v}" for n, v in firmware_defines(load_board("nano33ble"))]
 FLAGS = [
     "-std=gnu++17",
     "-O2",
@@ -25,8 +27,7 @@ FLAGS = [
     "-Werror",
     "-fno-exceptions",
     "-fno-rtti",
-    # The board's facts as PlatformIO's pre-script passes them (HIL_BOARD_ID, HIL_BAUD, HIL_ARDUINO, ...).
-    *define_flags(load_board("nano33ble")),
+    *BOARD,
     f"-I{STUBS}",
     f"-I{FW / 'include'}",
     f"-I{FW / 'lib' / 'hil_protocol' / 'src'}",
