@@ -127,6 +127,19 @@ def _check_args(example: str, board: str, faults: str | None, baud: int, latency
         )
 
 
+def _check_before_training(out: Path, faults: str | None, samples: int | None) -> OutputSet:
+    """Cheap checks before minutes of training: the work folder, the report
+    set, the options; then the work folder is made. Returns the checked
+    report set."""
+
+    report_set = OutputSet([out / "reports" / f"validation.{e}" for e in ("json", "xml", "html")]).check()
+    parse_faults(faults)
+    if samples is not None and samples < 1:
+        raise ConfigError(f"--samples {samples} must be at least 1", "leave it out to use every sample")
+    out.mkdir(parents=True, exist_ok=True)
+    return report_set
+
+
 def _save_state(out: Path, state: dict) -> None:
     write_json_atomic(out / STATE_FILE, {"format": STATE_FORMAT, **state})
 
@@ -211,24 +224,23 @@ def _validate_on_device(
     out: Path,
     steps: _Steps,
     *,
-    baud,
-    latency_ms,
-    faults,
-    seed,
+    line: dict,
     tflm_dir,
     on_build_line,
     **validate_kw,
 ):
     """4. the device, started by its driver (the simulated board on a
     pseudo-terminal, or the built firmware: QEMU or the host program),
-    5. validate over it."""
+    5. validate over it. `line` is the simulated line's shape: baud,
+    latency_ms, faults, seed."""
 
+    baud, latency_ms, faults = line["baud"], line["latency_ms"], line["faults"]
     elf = None
     if load_board(board).pio_env:  # a firmware to build (the simulated board has none)
         built = build(board, tflite, tflm_dir=tflm_dir, out=out / "build" / board, on_line=on_build_line)
         steps.end("build", False, f"{built.elf} (flash {built.flash_used:,} B, RAM {built.ram_used:,} B)")
         elf = built.elf
-    line = {"baud": baud, "latency_ms": latency_ms, "faults": faults, "seed": seed, "arena_size": cg.arena.measured}
+    line = {**line, "arena_size": cg.arena.measured}
     settings = driver_for(load_board(board)).settings
     dev = flash(board, elf=elf, model=tflite, options={k: v for k, v in line.items() if k in settings})
     try:
@@ -282,12 +294,7 @@ def run_demo(
     _check_args(example, board, faults, baud, latency_ms)
     t_all = time.monotonic()
     out = Path(out)
-    # Cheap checks before minutes of training: the work folder, the report set, the options.
-    report_set = OutputSet([out / "reports" / f"validation.{e}" for e in ("json", "xml", "html")]).check()
-    parse_faults(faults)
-    if samples is not None and samples < 1:
-        raise ConfigError(f"--samples {samples} must be at least 1", "leave it out to use every sample")
-    out.mkdir(parents=True, exist_ok=True)
+    report_set = _check_before_training(out, faults, samples)
     state = {} if fresh else _state(out)
     steps = _Steps(on_step)
     ex = _example_step(example, out, seed, state, steps)
@@ -301,10 +308,7 @@ def run_demo(
         cg,
         out,
         steps,
-        baud=baud,
-        latency_ms=latency_ms,
-        faults=faults,
-        seed=seed,
+        line={"baud": baud, "latency_ms": latency_ms, "faults": faults, "seed": seed},
         tflm_dir=tflm_dir,
         on_build_line=on_build_line,
         **validate_kw,

@@ -119,6 +119,41 @@ def _tensor(s, t) -> TensorInfo:
     )
 
 
+def _ops_used(s, m, g) -> tuple[set[str], set[str]]:
+    """The builtin and custom operator names subgraph `g` of model `m` runs."""
+    names = _opcode_names()
+    builtin, custom = set(), set()
+    codes = []
+    for i in range(m.OperatorCodesLength()):
+        oc = m.OperatorCodes(i)
+        code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
+        codes.append(code)
+    for i in range(g.OperatorsLength()):
+        op = g.Operators(i)
+        idx = op.OpcodeIndex()
+        code = codes[idx]
+        if code == s.BuiltinOperator.CUSTOM:
+            cc = m.OperatorCodes(idx).CustomCode()
+            custom.add(cc.decode() if cc else "?")
+        else:
+            builtin.add(names.get(code, f"BUILTIN_{code}"))
+    return builtin, custom
+
+
+def _tensor_types_and_quantization(tensors) -> tuple[list[str], int, int]:
+    """Each tensor's type name, and how many tensors are quantized per channel / per tensor."""
+    ttypes, per_ch, per_t = [], 0, 0
+    for t in tensors:
+        ttypes.append(_TENSOR_TYPES.get(t.Type(), (f"type{t.Type()}", None))[0])
+        q = t.Quantization()
+        n = q.ScaleLength() if q is not None else 0
+        if n > 1:
+            per_ch += 1
+        elif n == 1:
+            per_t += 1
+    return ttypes, per_ch, per_t
+
+
 def inspect_bytes(data: bytes, path: Path | None = None) -> ModelInfo:
     """Parse a TFLite flatbuffer; raise `ModelError` if it is not one."""
     from ai_edge_litert import schema_py_generated as s
@@ -135,35 +170,12 @@ def inspect_bytes(data: bytes, path: Path | None = None) -> ModelInfo:
         m = s.Model.GetRootAs(data, 0)
         if m.SubgraphsLength() < 1:
             raise ModelError(f"{where} has no subgraph", "re-convert the model")
-        names = _opcode_names()
-        builtin, custom = set(), set()
-        codes = []
-        for i in range(m.OperatorCodesLength()):
-            oc = m.OperatorCodes(i)
-            code = max(int(oc.BuiltinCode()), int(oc.DeprecatedBuiltinCode()))
-            codes.append(code)
         g = m.Subgraphs(0)
-        for i in range(g.OperatorsLength()):
-            op = g.Operators(i)
-            idx = op.OpcodeIndex()
-            code = codes[idx]
-            if code == s.BuiltinOperator.CUSTOM:
-                cc = m.OperatorCodes(idx).CustomCode()
-                custom.add(cc.decode() if cc else "?")
-            else:
-                builtin.add(names.get(code, f"BUILTIN_{code}"))
+        builtin, custom = _ops_used(s, m, g)
         tensors = [g.Tensors(i) for i in range(g.TensorsLength())]
         inputs = tuple(_tensor(s, tensors[i]) for i in g.InputsAsNumpy()) if g.InputsLength() else ()
         outputs = tuple(_tensor(s, tensors[i]) for i in g.OutputsAsNumpy()) if g.OutputsLength() else ()
-        ttypes, per_ch, per_t = [], 0, 0
-        for t in tensors:
-            ttypes.append(_TENSOR_TYPES.get(t.Type(), (f"type{t.Type()}", None))[0])
-            q = t.Quantization()
-            n = q.ScaleLength() if q is not None else 0
-            if n > 1:
-                per_ch += 1
-            elif n == 1:
-                per_t += 1
+        ttypes, per_ch, per_t = _tensor_types_and_quantization(tensors)
         nsub = m.SubgraphsLength()
     except ModelError:
         raise

@@ -62,6 +62,25 @@ def register(sub, common) -> None:
     )
     add_option(p, "--out", default="hil-demo", metavar="DIR", help="work folder (default ./hil-demo)")
     add_option(p, "--fresh", action="store_true", help="redo every step instead of reusing finished ones")
+    _add_device_options(p)
+    add_option(
+        p,
+        "--samples",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="validate on the first N samples (default all)",
+    )
+    _add_line_options(p)
+    add_option(
+        p, "--seed", type=nonnegative_int, default=0, help="seed of the example data, training and faults (default 0)"
+    )
+    add_option(p, "--min_cosine", type=cosine_gate, default=0.99, metavar="C", help="gate (default 0.99)")
+    add_option(p, "--max_lsb", type=gate_int, default=1, metavar="K", help="gate (default 1)")
+    p.set_defaults(func=run)
+
+
+def _add_device_options(p) -> None:
     add_option(
         p,
         "--board",
@@ -77,14 +96,9 @@ def register(sub, common) -> None:
         metavar="DIR",
         help="with --board qemu_m55/native: the TFLM tree (default $HIL_TFLM_M55_DIR / $HIL_TFLM_DIR)",
     )
-    add_option(
-        p,
-        "--samples",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="validate on the first N samples (default all)",
-    )
+
+
+def _add_line_options(p) -> None:
     add_option(
         p,
         "--baud",
@@ -102,15 +116,36 @@ def register(sub, common) -> None:
         help="one-way link latency (default 1 ms)",
     )
     add_option(p, "--faults", default=None, metavar="SPEC", help="fault injection on the link, e.g. ber=1e-4,drop=1e-4")
-    add_option(
-        p, "--seed", type=nonnegative_int, default=0, help="seed of the example data, training and faults (default 0)"
-    )
-    add_option(p, "--min_cosine", type=cosine_gate, default=0.99, metavar="C", help="gate (default 0.99)")
-    add_option(p, "--max_lsb", type=gate_int, default=1, metavar="K", help="gate (default 1)")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    gates = Gates(
+        min_cosine=None if args.min_cosine == -1 else args.min_cosine,
+        max_lsb=None if args.max_lsb == -1 else args.max_lsb,
+    )
+    res = _run_demo_with_progress(args, gates)
+    d = res.report.to_dict()
+    if console.VERBOSITY >= 0 and (d["outputs"] or d["device"]):
+        console.out.print(summary(d))
+    rep = res.report
+    console.info("")
+    console.info("[bold]reports[/bold]")
+    for kind, path in res.reports.items():
+        console.out.print(f"  {kind:5} {path}", highlight=False, soft_wrap=True)
+    if console.VERBOSITY >= 0:
+        _print_same_by_hand(args, res)
+    if rep.error is not None and rep.exit_code == 2:
+        raise rep.error
+    verdict = {
+        0: "[bold green]PASS[/bold green]",
+        1: "[bold red]DRIFT[/bold red]",
+        2: "[bold yellow]ERROR[/bold yellow]",
+    }[rep.exit_code]
+    console.result(f"{verdict} in {res.seconds:.1f} s")
+    return gate_verdict(rep.exit_code)
+
+
+def _run_demo_with_progress(args, gates):
     from rich.markup import escape
 
     def on_step(s):
@@ -118,10 +153,6 @@ def run(args) -> int:
         if console.VERBOSITY >= 0:
             console.err.print(f"[bold]{s.name:9}[/bold] {how:>8}  {escape(s.detail)}", soft_wrap=True)
 
-    gates = Gates(
-        min_cosine=None if args.min_cosine == -1 else args.min_cosine,
-        max_lsb=None if args.max_lsb == -1 else args.max_lsb,
-    )
     import time
 
     started = time.time()
@@ -129,7 +160,7 @@ def run(args) -> int:
     with procs.first_cancel_only():
         try:
             with console.make_progress(extra_columns=[link_column()]) as progress:
-                res = run_demo(
+                return run_demo(
                     args.example,
                     args.out,
                     fresh=args.fresh,
@@ -148,46 +179,33 @@ def run(args) -> int:
         except KeyboardInterrupt:
             _replace_reports_cancelled(args, gates, started)
             raise
-    d = res.report.to_dict()
-    if console.VERBOSITY >= 0 and (d["outputs"] or d["device"]):
-        console.out.print(summary(d))
-    rep = res.report
-    console.info("")
-    console.info("[bold]reports[/bold]")
-    for kind, path in res.reports.items():
-        console.out.print(f"  {kind:5} {path}", highlight=False, soft_wrap=True)
-    if console.VERBOSITY >= 0:
-        ex = res.example_paths
-        if args.board == "sim":
-            device = (
-                f"  hil codegen --model {res.tflite} --model_config {ex.config} --out {res.firmware_src}\n"
-                f"  hil device sim --model {res.tflite} > port.txt &   # prints the port\n"
-            )
-        else:
-            tflm = f" --tflm {args.tflm}" if args.tflm else ""
-            device = (
-                f"  hil build --board {args.board} --model {res.tflite}{tflm}\n"
-                f"  hil flash --board {args.board} > port.txt &   # prints the port; runs until stopped\n"
-            )
-        console.err.print(
-            "\n[bold]the same by hand[/bold]\n"
-            f"  hil convert --checkpoint_path {ex.keras} --model_config {ex.config} --data_path_train {ex.data} "
-            f"--output_path {res.tflite}\n"
-            + escape(device)
-            + f"  hil validate --port $(cat port.txt) --model {res.tflite} --data {res.npz} --html report.html",
-            soft_wrap=True,
-            highlight=False,
-            markup=True,
+
+
+def _print_same_by_hand(args, res) -> None:
+    from rich.markup import escape
+
+    ex = res.example_paths
+    if args.board == "sim":
+        device = (
+            f"  hil codegen --model {res.tflite} --model_config {ex.config} --out {res.firmware_src}\n"
+            f"  hil device sim --model {res.tflite} > port.txt &   # prints the port\n"
         )
-    if rep.error is not None and rep.exit_code == 2:
-        raise rep.error
-    verdict = {
-        0: "[bold green]PASS[/bold green]",
-        1: "[bold red]DRIFT[/bold red]",
-        2: "[bold yellow]ERROR[/bold yellow]",
-    }[rep.exit_code]
-    console.result(f"{verdict} in {res.seconds:.1f} s")
-    return gate_verdict(rep.exit_code)
+    else:
+        tflm = f" --tflm {args.tflm}" if args.tflm else ""
+        device = (
+            f"  hil build --board {args.board} --model {res.tflite}{tflm}\n"
+            f"  hil flash --board {args.board} > port.txt &   # prints the port; runs until stopped\n"
+        )
+    console.err.print(
+        "\n[bold]the same by hand[/bold]\n"
+        f"  hil convert --checkpoint_path {ex.keras} --model_config {ex.config} --data_path_train {ex.data} "
+        f"--output_path {res.tflite}\n"
+        + escape(device)
+        + f"  hil validate --port $(cat port.txt) --model {res.tflite} --data {res.npz} --html report.html",
+        soft_wrap=True,
+        highlight=False,
+        markup=True,
+    )
 
 
 def _replace_reports_cancelled(args, gates, started: float) -> None:

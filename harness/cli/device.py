@@ -51,6 +51,13 @@ def register(sub, common):
         help="a pseudo-terminal (default) or a TCP port on 127.0.0.1 (tcp:0 picks one)",
     )
     add_option(s, "--board", default="sim", metavar="ID", help="board profile from boards/ (default sim)")
+    _add_line_options(s)
+    _add_emulated_device_options(s)
+    s.set_defaults(func=run_sim)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _add_line_options(s) -> None:
     add_option(
         s,
         "--baud",
@@ -71,6 +78,9 @@ def register(sub, common):
         s, "--faults", default=None, metavar="SPEC", help="fault injection, e.g. ber=1e-4,drop=1e-4,garbage=0.01"
     )
     add_option(s, "--seed", type=nonnegative_int, default=0, help="seed of the fault injection (default 0)")
+
+
+def _add_emulated_device_options(s) -> None:
     add_option(
         s,
         "--arena_size",
@@ -98,8 +108,6 @@ def register(sub, common):
         metavar="V",
         help="the highest protocol version the board speaks (default the newest; 1 emulates an older firmware)",
     )
-    s.set_defaults(func=run_sim)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def run_sim(args) -> int:

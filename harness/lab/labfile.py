@@ -239,53 +239,13 @@ def _instance(r: _Reader, name_node, node, name: str) -> Instance:
             "needs exactly one of 'port' (a pyserial URL), 'usb' (vid, pid, serial) or 'place' (labgrid)"
             + (f"; it has {', '.join(ways)}" if ways else ""),
         )
-    port = usb = place = None
-    if "port" in m:
-        port = r.string(m["port"][1], f"{key}.port")
-    if "usb" in m:
-        u = r.mapping(m["usb"][1], f"{key}.usb", USB_KEYS)
-        for need in ("vid", "pid"):
-            if need not in u:
-                r.fail(m["usb"][1], f"{key}.usb", f"has no '{need}'")
-        usb = UsbMatch(
-            r.hexid(u["vid"][1], u["vid"][2]),
-            r.hexid(u["pid"][1], u["pid"][2]),
-            r.string(u["serial"][1], u["serial"][2]) if "serial" in u else None,
-        )
-    if "place" in m:
-        place = r.string(m["place"][1], f"{key}.place")
+    port = r.string(m["port"][1], f"{key}.port") if "port" in m else None
+    usb = _usb_match(r, m["usb"][1], f"{key}.usb") if "usb" in m else None
+    place = r.string(m["place"][1], f"{key}.place") if "place" in m else None
     baud = r.integer(m["baud"][1], m["baud"][2], 1) if "baud" in m else None
-    flash = FlashOptions()
-    if "flash" in m:
-        f = r.mapping(m["flash"][1], f"{key}.flash", FLASH_KEYS)
-        flash = FlashOptions(
-            elf=r.string(f["elf"][1], f["elf"][2]) if "elf" in f else None,
-            ram=r.boolean(f["ram"][1], f["ram"][2]) if "ram" in f else False,
-            tcp_port=r.integer(f["tcp_port"][1], f["tcp_port"][2], 1) if "tcp_port" in f else None,
-            command=r.command(f["command"][1], f["command"][2]) if "command" in f else None,
-            timeout=r.number(f["timeout"][1], f["timeout"][2]) if "timeout" in f else 300.0,
-        )
-    power = None
-    if "power" in m:
-        p = r.mapping(m["power"][1], f"{key}.power", POWER_KEYS)
-        power = PowerControl(
-            command=r.command(p["command"][1], p["command"][2]) if "command" in p else None,
-            labgrid=r.boolean(p["labgrid"][1], p["labgrid"][2]) if "labgrid" in p else False,
-            off_s=r.number(p["off_s"][1], p["off_s"][2]) if "off_s" in p else 1.0,
-        )
-        if (power.command is None) == (not power.labgrid):
-            r.fail(m["power"][1], f"{key}.power", "needs exactly one of 'command' or 'labgrid: true'")
-        if power.labgrid and place is None:
-            r.fail(m["power"][1], f"{key}.power.labgrid", "needs the instance to be a labgrid 'place'")
-    tags: tuple[str, ...] = ()
-    if "tags" in m:
-        import yaml
-
-        tnode = m["tags"][1]
-        if isinstance(tnode, yaml.SequenceNode):
-            tags = tuple(r.string(n, f"{key}.tags[{i}]") for i, n in enumerate(tnode.value))
-        else:
-            tags = tuple(r.string(tnode, f"{key}.tags").replace(",", " ").split())
+    flash = _flash_options(r, m["flash"][1], f"{key}.flash") if "flash" in m else FlashOptions()
+    power = _power_control(r, m["power"][1], f"{key}.power", place) if "power" in m else None
+    tags = _tags(r, m["tags"][1], f"{key}.tags") if "tags" in m else ()
     if "description" in m:
         r.string(m["description"][1], f"{key}.description")
     return Instance(
@@ -300,6 +260,52 @@ def _instance(r: _Reader, name_node, node, name: str) -> Instance:
         tags=tags,
         line=name_node.start_mark.line + 1,
     )
+
+
+def _usb_match(r: _Reader, node, key: str) -> UsbMatch:
+    u = r.mapping(node, key, USB_KEYS)
+    for need in ("vid", "pid"):
+        if need not in u:
+            r.fail(node, key, f"has no '{need}'")
+    return UsbMatch(
+        r.hexid(u["vid"][1], u["vid"][2]),
+        r.hexid(u["pid"][1], u["pid"][2]),
+        r.string(u["serial"][1], u["serial"][2]) if "serial" in u else None,
+    )
+
+
+def _flash_options(r: _Reader, node, key: str) -> FlashOptions:
+    f = r.mapping(node, key, FLASH_KEYS)
+    return FlashOptions(
+        elf=r.string(f["elf"][1], f["elf"][2]) if "elf" in f else None,
+        ram=r.boolean(f["ram"][1], f["ram"][2]) if "ram" in f else False,
+        tcp_port=r.integer(f["tcp_port"][1], f["tcp_port"][2], 1) if "tcp_port" in f else None,
+        command=r.command(f["command"][1], f["command"][2]) if "command" in f else None,
+        timeout=r.number(f["timeout"][1], f["timeout"][2]) if "timeout" in f else 300.0,
+    )
+
+
+def _power_control(r: _Reader, node, key: str, place: str | None) -> PowerControl:
+    p = r.mapping(node, key, POWER_KEYS)
+    power = PowerControl(
+        command=r.command(p["command"][1], p["command"][2]) if "command" in p else None,
+        labgrid=r.boolean(p["labgrid"][1], p["labgrid"][2]) if "labgrid" in p else False,
+        off_s=r.number(p["off_s"][1], p["off_s"][2]) if "off_s" in p else 1.0,
+    )
+    if (power.command is None) == (not power.labgrid):
+        r.fail(node, key, "needs exactly one of 'command' or 'labgrid: true'")
+    if power.labgrid and place is None:
+        r.fail(node, f"{key}.labgrid", "needs the instance to be a labgrid 'place'")
+    return power
+
+
+def _tags(r: _Reader, node, key: str) -> tuple[str, ...]:
+    """A YAML list of tags, or one string of them separated by commas or spaces."""
+    import yaml
+
+    if isinstance(node, yaml.SequenceNode):
+        return tuple(r.string(n, f"{key}[{i}]") for i, n in enumerate(node.value))
+    return tuple(r.string(node, key).replace(",", " ").split())
 
 
 def load_lab(path: str | os.PathLike) -> Lab:

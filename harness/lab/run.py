@@ -252,6 +252,32 @@ def run_command(argv: list[str], what: str, timeout: float) -> None:
         raise FlashError(f"{what} failed (exit {proc.returncode}): {tail[:200]}", "run it by hand: " + " ".join(argv))
 
 
+def _flash_with_lab_command(
+    inst: Instance,
+    model: Path,
+    elf: str | None,
+    port: str,
+    on_flash: Callable[[], None] | None,
+    steps: list[str],
+) -> None:
+    """The instance's own flash command from the lab file, its {placeholders} filled in."""
+    argv = expand(
+        inst.flash.command,
+        {
+            "model": model,
+            "elf": elf,
+            "port": port,
+            "board": inst.board,
+            "instance": inst.name,
+            "place": inst.place,
+        },
+    )
+    if on_flash is not None:
+        on_flash()
+    run_command(argv, f"{inst.name}: flash", inst.flash.timeout)
+    steps.append("flashed: " + " ".join(argv))
+
+
 def flash_instance(
     inst: Instance,
     model: Path,
@@ -270,21 +296,7 @@ def flash_instance(
     steps = steps if steps is not None else []
     port = reach.url()
     if inst.flash.command:
-        argv = expand(
-            inst.flash.command,
-            {
-                "model": model,
-                "elf": elf,
-                "port": port,
-                "board": inst.board,
-                "instance": inst.name,
-                "place": inst.place,
-            },
-        )
-        if on_flash is not None:
-            on_flash()
-        run_command(argv, f"{inst.name}: flash", inst.flash.timeout)
-        steps.append("flashed: " + " ".join(argv))
+        _flash_with_lab_command(inst, model, elf, port, on_flash, steps)
         return reach.url(), None  # it may have re-enumerated (a new /dev node, a new TCP port)
     if not driver_for(board).programs_existing_board:  # a running simulated board holds what it was started with
         return port, None
