@@ -568,6 +568,13 @@ def _normalization_warnings(normalization, config_path: Path | None, info: Model
     ]
 
 
+def _outputs(out_dir: Path, fmt: str, model: Path, config_path: Path | None) -> OutputSet:
+    return OutputSet(
+        outputs=[out_dir / f for f in ([INCBIN_COPY] if fmt == "incbin" else []) + list(FILES)],
+        inputs={"--model": model, "--model_config": config_path},
+    )
+
+
 def generate(
     model: str | Path,
     out: str | Path,
@@ -592,10 +599,7 @@ def generate(
     data, info, ops = _model_and_ops(model)
     ident = _identifier(name, model)
     config_path = resolve_model_config(model_config, model)
-    OutputSet(
-        outputs=[out_dir / f for f in ([INCBIN_COPY] if fmt == "incbin" else []) + list(FILES)],
-        inputs={"--model": model, "--model_config": config_path},
-    ).check()  # an unwritable --out, or one that holds the model, fails before the measurement
+    _outputs(out_dir, fmt, model, config_path).check()  # an unwritable --out, or one holding the model, fails now
     normalization = read_normalization(config_path) if config_path else None
     if board:
         load_board(board)  # an unknown board fails before the measurement starts

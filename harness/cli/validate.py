@@ -60,6 +60,7 @@ short (Ctrl-C, device lost) is marked partial and keeps the samples done.
 """
 
 
+# over 60 lines: one add_option per CLI option, a flat list on purpose.
 def register(sub, common) -> None:
     p = subcommand(
         sub,

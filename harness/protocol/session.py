@@ -503,6 +503,8 @@ class DeviceSession:
         for _ in self._flow(reqs, handle, what, stop_on_boot):
             pass
 
+    # over 60 lines: the one event loop of the link (send, receive, resend, adapt); split, its state
+    # would travel through every part.
     def _flow(
         self,
         reqs: list[_Req],
