@@ -56,6 +56,8 @@ def from_fields(mtype: int, d: dict):
         v = d[f.name]
         if f.name == "data":
             v = bytes.fromhex(v)
+        elif f.name in ("crcs", "ticks"):
+            v = tuple(v)
         elif f.name in ("inputs", "outputs"):
             v = tuple(
                 c.TensorDescriptor(t["dtype"], tuple(t["shape"]), t["scale"], t["zero_point"], t["nbytes"]) for t in v
