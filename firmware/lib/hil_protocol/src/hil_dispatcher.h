@@ -101,6 +101,20 @@ class Backend {
   // Runs the model once; returns TfLiteStatus (0 = ok).
   virtual int32_t Invoke(uint32_t* invoke_us, uint64_t* cycles) = 0;
 
+  // FEATURE_TRACE (optional): the per-operator record `op` of the traced
+  // invoke `sample_id`; false when none is held (answered ERROR STALE).
+  virtual bool TraceRecord(uint32_t /*sample_id*/, uint16_t /*op*/,
+                           uint16_t* /*n_ops*/, uint32_t* /*crc*/,
+                           uint32_t* /*ticks*/) {
+    return false;
+  }
+  // The capture of `sample_id`: its bytes, or nullptr when none is held.
+  virtual const uint8_t* CaptureOf(uint32_t /*sample_id*/,
+                                   uint16_t* /*first_op*/, uint16_t* /*n_ops*/,
+                                   uint32_t* /*total*/) {
+    return nullptr;
+  }
+
  protected:
   ~Backend() = default;
 };
@@ -166,6 +180,8 @@ class Dispatcher {
   void HandleWrite(const FrameView& request);
   void HandleInvoke(const FrameView& request);
   void HandleRead(const FrameView& request);
+  void HandleTraceRead(const FrameView& request);
+  void HandleCaptureRead(const FrameView& request);
   void SendError(uint16_t seq, uint16_t code, const char* message);
   void SendEmpty(uint8_t type, uint16_t seq);
   // NOT_READY when the backend is not ready (and answers); else false.
