@@ -22,6 +22,11 @@ from typing import NamedTuple
 
 import pytest
 
+# pytester for tests/test_pytest_plugin.py; tinyhil's own plugin for tests/test_hardware.py (by hand
+# until tinyhil is installed with its pytest11 entry point, which loads it by itself).
+_EP = any(e.name == "tinyhil" for e in __import__("importlib.metadata").metadata.entry_points(group="pytest11"))
+pytest_plugins = ["pytester", *([] if _EP else ["harness.pytest_plugin"])]
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Small enough to keep the session fast, large enough for stable metrics.

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers.simmodels import random_inputs, tiny_models
 
 from harness.device.sim import SimDevice, start_sim
 from harness.model import inspect_model
 from harness.protocol import codec as c
 from harness.protocol.session import DeviceSession, FrameSizer, RtoEstimator, optimal_chunk
 from harness.runtime import HostInterpreter
+from harness.testing.models import random_inputs, tiny_models
 
 pytestmark = pytest.mark.timeout(120)
 BAUD = 4_000_000

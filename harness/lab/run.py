@@ -252,6 +252,69 @@ def run_command(argv: list[str], what: str, timeout: float) -> None:
         raise FlashError(f"{what} failed (exit {proc.returncode}): {tail[:200]}", "run it by hand: " + " ".join(argv))
 
 
+def flash_instance(
+    inst: Instance,
+    model: Path,
+    reach,
+    *,
+    elf: str | None = None,
+    on_flash: Callable[[], None] | None = None,
+    steps: list[str] | None = None,
+):
+    """Put the firmware holding `model` on the board the way its lab entry
+    says (its own flash command, else the board's method; the simulated board
+    is not flashed), then find its port again: (port, FlashResult or None).
+    A FlashResult that started a process (QEMU, host firmware) is the
+    caller's to stop."""
+    board = load_board(inst.board)
+    steps = steps if steps is not None else []
+    port = reach.url()
+    if inst.flash.command:
+        argv = expand(
+            inst.flash.command,
+            {
+                "model": model,
+                "elf": elf,
+                "port": port,
+                "board": inst.board,
+                "instance": inst.name,
+                "place": inst.place,
+            },
+        )
+        if on_flash is not None:
+            on_flash()
+        run_command(argv, f"{inst.name}: flash", inst.flash.timeout)
+        steps.append("flashed: " + " ".join(argv))
+        return reach.url(), None  # it may have re-enumerated (a new /dev node, a new TCP port)
+    if not driver_for(board).programs_existing_board:  # a running simulated board holds what it was started with
+        return port, None
+    if inst.place is not None:
+        raise ConfigError(
+            f"{inst.name}: flashing {inst.board} on a remote labgrid exporter is not built in",
+            "give the instance a flash: {command: ...} that flashes it (e.g. over SSH on the exporter)",
+        )
+    if on_flash is not None:
+        on_flash()
+    started = flash(
+        inst.board,
+        port=port if inst.usb is None and inst.port else None,
+        elf=elf,
+        tcp_port=inst.flash.tcp_port,
+        ram=inst.flash.ram,
+        model=model,
+    )
+    try:
+        steps.append(f"flashed {inst.board}" + (f": {started.port}" if started.port else ""))
+        if inst.usb is not None:
+            port = reach.url(timeout=15.0)
+        elif started.port:
+            port = started.port
+    except BaseException:
+        started.stop()
+        raise
+    return port, started
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -411,43 +474,14 @@ class LabRunner:
             if isinstance(built, HilError):
                 raise built
             elf = inst.flash.elf or (str(built.elf) if built is not None else None)
-            port = reach.url()
-            if inst.flash.command:
-                argv = expand(
-                    inst.flash.command,
-                    {
-                        "model": spec.model,
-                        "elf": elf,
-                        "port": port,
-                        "board": inst.board,
-                        "instance": inst.name,
-                        "place": inst.place,
-                    },
-                )
-                self.on_event("flash", instance=inst.name, model=spec.name)
-                run_command(argv, f"{inst.name}: flash", inst.flash.timeout)
-                cell.steps.append("flashed: " + " ".join(argv))
-                port = reach.url()  # it may have re-enumerated (a new /dev node, a new TCP port)
-            elif driver_for(board).programs_existing_board:
-                if inst.place is not None:
-                    raise ConfigError(
-                        f"{inst.name}: flashing {inst.board} on a remote labgrid exporter is not built in",
-                        "give the instance a flash: {command: ...} that flashes it (e.g. over SSH on the exporter)",
-                    )
-                self.on_event("flash", instance=inst.name, model=spec.name)
-                started = flash(
-                    inst.board,
-                    port=port if inst.usb is None and inst.port else None,
-                    elf=elf,
-                    tcp_port=inst.flash.tcp_port,
-                    ram=inst.flash.ram,
-                    model=spec.model,
-                )
-                cell.steps.append(f"flashed {inst.board}" + (f": {started.port}" if started.port else ""))
-                if inst.usb is not None:
-                    port = reach.url(timeout=15.0)
-                elif started.port:
-                    port = started.port
+            port, started = flash_instance(
+                inst,
+                spec.model,
+                reach,
+                elf=elf,
+                on_flash=lambda: self.on_event("flash", instance=inst.name, model=spec.name),
+                steps=cell.steps,
+            )
             cell.port = port
             self.on_event("validate", instance=inst.name, model=spec.name, port=port)
             rep = validate(
