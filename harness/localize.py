@@ -268,7 +268,7 @@ class Localization:
     def line(self) -> str:
         f = self.first
         if f is None:
-            return f"sample {self.sample}: every one of {self.n_ops} operators matches the host"
+            return f"sample {self.sample}: no divergence (every one of {self.n_ops} operators matches the host)"
         txt = f"sample {self.sample}: first divergence: op {f.index} {f.op_type} '{f.name}'"
         if f.max_lsb is not None:
             txt += f", max {f.max_lsb:g} LSB, {f.differing_pct:.0f} % of elements"

@@ -146,3 +146,62 @@ def test_version_1_board_has_no_trace(gesture_model):
     with start_sim(model, listen="tcp:0", baud=0, latency_ms=0, max_version=1) as sim, DeviceSession(sim.url) as s:
         with pytest.raises(DeviceError, match="no per-operator trace"):
             s.trace(ins)
+
+
+def _validate(sim, m, tmp_path, *extra):
+    import json
+
+    from harness.cli import main
+
+    rj, rh = tmp_path / "r.json", tmp_path / "r.html"
+    argv = ["validate", "--port", sim.url, "--model", str(m.tflite), "--data", str(m.npz), "--samples", "12"]
+    rc = main([*argv, "--report-json", str(rj), "--html", str(rh), *extra])
+    return rc, json.loads(rj.read_text()), rh.read_text()
+
+
+@pytest.mark.timeout(300)
+def test_validate_localize_names_the_perturbed_operator(gesture_model, tmp_path, capsys):
+    ops = model_ops(gesture_model.tflite.read_bytes())
+    k = 2
+    with start_sim(gesture_model.tflite, listen="tcp:0", baud=0, latency_ms=0, faults=f"op={k}:lsb=+2") as sim:
+        rc, r, html = _validate(sim, gesture_model, tmp_path, "--localize")
+    assert rc in (0, 1)
+    loc = r["localization"]
+    assert loc["trigger"] == "asked" and loc["error"] is None and len(loc["samples"]) == 1
+    s = loc["samples"][0]
+    assert s["first_divergence"] == k and s["ops"][k]["op_type"] == ops[k].op_type
+    assert s["ops"][k]["max_lsb"] == 2 and s["invokes"] == 2
+    assert all(o["crc_match"] for o in s["ops"][:k])
+    err = capsys.readouterr().err
+    assert f"first divergence: op {k} {ops[k].op_type}" in err and "max 2 LSB" in err
+    assert "Localization" in html and "DIFFERS" in html and "<svg" in html
+
+
+@pytest.mark.timeout(300)
+def test_validate_localize_unperturbed_is_no_divergence(gesture_model, tmp_path, capsys):
+    with start_sim(gesture_model.tflite, listen="tcp:0", baud=0, latency_ms=0) as sim:
+        rc, r, _ = _validate(sim, gesture_model, tmp_path, "--localize", "2")
+    assert rc == 0
+    assert [s["first_divergence"] for s in r["localization"]["samples"]] == [None, None]
+    assert all(s["invokes"] == 1 for s in r["localization"]["samples"])
+    assert "no divergence" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(300)
+def test_failed_gate_localizes_the_worst_sample_by_itself(gesture_model, tmp_path, capsys):
+    k = 1
+    with start_sim(gesture_model.tflite, listen="tcp:0", baud=0, latency_ms=0, faults=f"op={k}:lsb=+6") as sim:
+        rc, r, _ = _validate(sim, gesture_model, tmp_path, "--max-lsb", "0")
+    assert rc == 1
+    loc = r["localization"]
+    assert loc["trigger"] == "gate failed" and loc["samples"][0]["first_divergence"] == k
+    worst = r["worst_samples"][0]["index"]
+    assert loc["samples"][0]["sample"] == worst
+    assert f"first divergence: op {k}" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(300)
+def test_passing_run_without_localize_does_not_trace(gesture_model, tmp_path):
+    with start_sim(gesture_model.tflite, listen="tcp:0", baud=0, latency_ms=0) as sim:
+        rc, r, _ = _validate(sim, gesture_model, tmp_path)
+    assert rc == 0 and r["localization"] is None
