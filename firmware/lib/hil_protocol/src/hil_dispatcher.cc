@@ -310,10 +310,17 @@ void Dispatcher::HandleHello(const FrameView& request) {
     writer_.PutU32(info.line_baud);
     writer_.PutU32(static_cast<uint32_t>(kStagingBytes));
     writer_.PutU32(kFeatureNak |
-                   (staged_outputs_ ? kFeatureStagedOutputs : 0u));
+                   (staged_outputs_ ? kFeatureStagedOutputs : 0u) |
+                   (info.trace_ops > 0 ? kFeatureTrace : 0u));
     writer_.PutU8(static_cast<uint8_t>(slots_));
     writer_.PutU8(0);
     writer_.PutU16(0);
+    if (info.trace_ops > 0) {
+      writer_.PutU16(info.trace_ops);
+      writer_.PutU16(0);
+      writer_.PutU32(info.capture_bytes);
+      writer_.PutU32(info.tick_hz);
+    }
   }
   writer_.End();
 }
@@ -462,6 +469,8 @@ void Dispatcher::HandleInvoke(const FrameView& request) {
     staged_sample_ = live_sample_;
     staged_valid_ = true;
   }
+  backend_->PrepareInvoke(sample_id, v2 ? request.payload[9] : 0,
+                          v2 ? LoadU16(request.payload + 10) : 0);
   uint32_t invoke_us = 0;
   uint64_t cycles = 0;
   const int32_t status = backend_->Invoke(&invoke_us, &cycles);
