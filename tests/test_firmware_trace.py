@@ -33,6 +33,10 @@ def test_native_trace_equals_the_host_on_every_operator(which, request, tflm_nat
     m = request.getfixturevalue(which)
     model = m.tflite.read_bytes()
     exe = build_for(m.tflite, tflm_native, tmp_path_factory, defines=(CAPTURE,))
+    from harness.build import read_elf
+
+    elf = read_elf(exe)  # what `hil build` reports: 8 bytes per operator, the capture buffer
+    assert elf["trace_bytes"] == 8 * len(model_ops(model)) and elf["capture_bytes"] == 4096
     dev = NativeDevice(exe)
     try:
         with DeviceSession(dev.port, timeout=5.0) as s:
