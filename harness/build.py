@@ -77,6 +77,8 @@ class BuildResult:
     log: Path | None = None
     warnings: list[str] = field(default_factory=list)
     allocator_symbols: list[str] = field(default_factory=list)  # empty: "heap: none"
+    trace_bytes: int | None = None  # hil_runner's per-operator trace records (None: not in the ELF)
+    capture_bytes: int | None = None  # its HIL_CAPTURE_BYTES buffer (None: capture off)
 
     @property
     def heap(self) -> str:
@@ -172,6 +174,14 @@ def _alloc_sections(f, sh_flags) -> tuple[list[SectionUse], dict]:
     return sections, by_index
 
 
+# hil_runner's trace RAM: g_trace and g_capture in its anonymous namespace
+# (mangled ..._GLOBAL__N_17g_traceE), or plain C names.
+TRACE_SYMBOLS = {
+    "trace_bytes": re.compile(r"(?:^|\d)g_trace(?:E|$)"),
+    "capture_bytes": re.compile(r"(?:^|\d)g_capture(?:E|$)"),
+}
+
+
 def _model_and_arena(symtab, by_index, sh_flags, model_symbol: str | None, arena_hint: str) -> dict:
     info = {"model_section": None, "model_address": None, "model_size": None, "model_readonly": False}
     best_arena = None
@@ -188,6 +198,9 @@ def _model_and_arena(symtab, by_index, sh_flags, model_symbol: str | None, arena
             info["model_size"] = sym["st_size"]
         elif arena_hint in sym.name.lower() and sym["st_size"] >= 16:
             best_arena = max(best_arena or 0, sym["st_size"])
+        for key, pat in TRACE_SYMBOLS.items():
+            if pat.search(sym.name):
+                info[key] = sym["st_size"]
     info["arena_symbol_bytes"] = best_arena
     return info
 
@@ -437,6 +450,8 @@ def build(
         model_in_readonly_section=info["model_readonly"],
         arena_bytes=cg.arena.recommended,
         arena_symbol_bytes=info["arena_symbol_bytes"],
+        trace_bytes=info.get("trace_bytes"),
+        capture_bytes=info.get("capture_bytes"),
         flash_used=info["flash_used"],
         flash_limit=job.board.flash_bytes,
         ram_used=info["ram_used"],

@@ -612,6 +612,9 @@ def generate(
         config_name=config_path.name if config_path else None,
         ops=ops,
     )
+    from harness.localize import model_ops
+
+    ctx["n_operators"] = len(model_ops(data))  # the trace's records (hil_runner's profiler)
     files, measured, how = _render_and_measure(model, data, fmt, out_dir, ctx, arena_bytes)
     arena = _arena(measured, how, margin_frac, margin_extra)
     usage, warnings = check_board(board, len(data), arena.recommended) if board else (None, [])

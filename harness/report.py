@@ -290,6 +290,30 @@ def svg_histogram(hist: dict[str, int], *, title: str, width: int = 360, height:
         return _svg(fig)
 
 
+def svg_operators(ops: list[dict], *, title: str, width: int = 560, height: int = 200) -> str:
+    """Bars per operator: its max |LSB| difference where captured, the
+    matching operators green, the diverging red (hatched when not captured)."""
+    from matplotlib.figure import Figure
+
+    with _plot_context():
+        fig = Figure(figsize=(width / 100, height / 100), dpi=100)
+        ax = fig.add_subplot()
+        ax.set_title(title, loc="left")
+        xs = [o["index"] for o in ops]
+        ys = [0.0 if o["crc_match"] else (o["max_lsb"] if o["max_lsb"] is not None else 1.0) for o in ops]
+        colors = ["#2e7d32" if o["crc_match"] else "#c62828" for o in ops]
+        bars = ax.bar(xs, [max(y, 0.05) for y in ys], color=colors)
+        for b, o in zip(bars, ops):
+            if not o["crc_match"] and o["max_lsb"] is None:
+                b.set_hatch("//")
+                b.set_facecolor("white")
+                b.set_edgecolor("#c62828")
+        ax.set_xticks(xs, [f"{o['index']}\n{o['op_type'][:10]}" for o in ops], fontsize=6)
+        ax.set_xlabel("operator (green: output CRC equals the host's; hatched: differs, not captured)")
+        ax.set_ylabel("max |LSB| difference")
+        return _svg(fig)
+
+
 def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f} %"
 
@@ -348,8 +372,20 @@ def render_html(report) -> str:
         for o in report.get("outputs") or []
         if o.get("lsb")
     ]
+    loc_plots = [
+        Markup(svg_operators(x["ops"], title=f"sample {x['sample']}: device vs host per operator"))
+        for x in (report.get("localization") or {}).get("samples", [])
+        if x["ops"]
+    ]
     tmpl = env.get_template("validate_report.html.j2")
-    return tmpl.render(r=report, plots=plots, hists=hists, colors=STATUS_COLOR)
+    return tmpl.render(
+        r=report,
+        plots=plots,
+        hists=hists,
+        loc_plots=loc_plots,
+        colors=STATUS_COLOR,
+        loc=report.get("localization"),
+    )
 
 
 def write_html(report: dict, path: str | os.PathLike) -> Path:

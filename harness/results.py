@@ -103,6 +103,7 @@ class ValidationReport:
     samples: list[dict] = field(default_factory=list)
     device_logs: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    localization: dict | None = None  # per-operator drift localization (harness.localize), when it ran
     # The exception that ended the run (the CLI raises it for its one line).
     error: HilError | None = _no_json(default=None, repr=False, compare=False)
 

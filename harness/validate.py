@@ -624,12 +624,20 @@ def _stream_samples(rep: ValidationReport, run: _Run, progress) -> None:
     task.close()
 
 
-def _close_session(rep: ValidationReport, run: _Run) -> None:
+def _snapshot_link(rep: ValidationReport, run: _Run) -> None:
+    """The link counters and device logs of the validation proper (before
+    any localization traces)."""
     session = run.session
     if session is None:
         return
     rep.link = _link(session, getattr(getattr(session, "info", None), "line_baud", 0) or run.baud)
     rep.device_logs = [{"level": lv, "text": tx} for lv, tx in list(getattr(session, "logs", []))[-50:]]
+
+
+def _close_session(run: _Run) -> None:
+    session = run.session
+    if session is None:
+        return
     try:
         session.close()
     except Exception:  # noqa: BLE001 - a port that died must not hide the result
@@ -670,6 +678,41 @@ def _compare_and_gate(rep: ValidationReport, run: _Run, gates: Gates, worst_k: i
     )
 
 
+def _localization_samples(rep: ValidationReport, n: int) -> list[int]:
+    """The `n` worst samples, drifting ones first (the worst-sample order)."""
+    rows = sorted(rep.samples, key=lambda r: (-(r["max_lsb"] or 0), r["cosine"], r["index"]))
+    return [r["index"] for r in rows[:n]]
+
+
+def _localize_phase(rep: ValidationReport, run: _Run, n: int | None) -> None:
+    """Per-operator localization (harness.localize) of the worst samples:
+    when asked (`n`), or for the worst one when a gate failed and the device
+    traces. A failure here is noted in the section, never the run's status."""
+    failed = any(g.status is Status.FAIL for g in rep.gates)
+    info = getattr(run.session, "info", None)
+    if run.session is None or not rep.samples or not (n or failed):
+        return
+    trigger = "asked" if n else "gate failed"
+    sec: dict = {"trigger": trigger, "reference": "tflm", "samples": [], "summary": None, "error": None}
+    rep.localization = sec
+    if info is None or not getattr(info, "traces", False):
+        sec["error"] = "the device has no per-operator trace (INFO features lack TRACE)"
+        return
+    from harness.localize import localize_on_device
+
+    try:
+        for i in _localization_samples(rep, n or 1):
+            loc = localize_on_device(run.session, run.mbytes, device_inputs(run.vd, run.info, i), sample=i)
+            sec["samples"].append({**loc.to_dict(), "line": loc.line()})
+    except HilError as exc:
+        sec["error"] = exc.message if hasattr(exc, "message") else str(exc)
+    sec["tick_hz"] = int(getattr(info, "tick_hz", 0) or 0)
+    sec["ticks_are_host_time"] = bool((rep.device or {}).get("invoke_us_is_host_time"))
+    if sec["samples"]:
+        first = sec["samples"][0]
+        sec["summary"] = first["line"]
+
+
 def _finish_status(rep: ValidationReport) -> None:
     statuses = {g.status for g in rep.gates}
     if Status.FAIL in statuses:
@@ -696,6 +739,7 @@ def validate(
     session_factory: Callable | None = None,
     on_log: Callable[[int, str], None] | None = None,
     board: str | None = None,
+    localize: int | None = None,
 ) -> ValidationReport:
     """Validate the device at `port` (any pyserial URL) against the host.
 
@@ -704,7 +748,13 @@ def validate(
 
     Never raises a `HilError` or `KeyboardInterrupt` once started: they end
     the run with a report whose status is "error" (and `partial` when some
-    samples were done). Bad settings (`ConfigError`) raise at once."""
+    samples were done). Bad settings (`ConfigError`) raise at once.
+
+    `localize`: trace the N worst samples operator by operator and name the
+    first that diverges from the host; without it the worst sample is traced
+    when a gate fails and the device has the trace."""
+    if localize is not None and localize < 0:
+        raise ConfigError(f"localize {localize} is negative", "use a number of samples, e.g. 1")
     _check_settings(gates, reference, worst_k, port, board, timeout, retries, baud)
     if session_factory is None:
         session_factory = DeviceSession
@@ -725,12 +775,16 @@ def validate(
         except HilError as exc:
             rep.error = exc
         finally:
-            _close_session(rep, run)
+            _snapshot_link(rep, run)
         _record_outcome(rep, run)
         _compare_and_gate(rep, run, gates, worst_k)
+        if rep.error is None and not rep.interrupted:
+            _localize_phase(rep, run, localize)
     except KeyboardInterrupt:  # a second Ctrl-C while comparing: report what is known
         rep.interrupted = rep.partial = True
         rep.error_info = rep.error_info or ErrorInfo("Interrupted", "interrupted")
+    finally:
+        _close_session(run)
     _finish_status(rep)
     rep.duration_s = round(time.monotonic() - t_start, 3)
     return rep

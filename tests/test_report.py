@@ -50,6 +50,7 @@ TOP_KEYS = {
     "samples",
     "device_logs",
     "notes",
+    "localization",
 }
 
 

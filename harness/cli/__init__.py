@@ -22,7 +22,7 @@ from harness.cli._common import HilArgumentParser, Verdict
 from harness.errors import HilError
 
 # Order is the order shown in `hil --help`.
-COMMANDS = ["demo", "convert", "codegen", "build", "flash", "device", "validate", "lab", "ports", "boards"]
+COMMANDS = ["demo", "convert", "codegen", "build", "flash", "device", "validate", "profile", "lab", "ports", "boards"]
 
 EPILOG = """\
 pipeline:

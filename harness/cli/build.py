@@ -65,6 +65,11 @@ def run(args) -> int:
         f"model {res.model_symbol}: {res.model_size} bytes in read-only {res.model_section} "
         f"at 0x{res.model_address:08x}; arena {res.arena_bytes} bytes"
     )
+    if res.trace_bytes is not None:
+        console.info(
+            f"per-operator trace: {res.trace_bytes} bytes of RAM; capture buffer: "
+            + (f"{res.capture_bytes} bytes" if res.capture_bytes else "off (HIL_CAPTURE_BYTES=0)")
+        )
     # The build fails when the ELF links an allocator, so this says "none".
     console.info(f"heap: {res.heap} (no allocator linked)")
     console.info(f"built in {res.seconds:.1f} s")

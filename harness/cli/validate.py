@@ -154,6 +154,18 @@ def register(sub, common) -> None:
     add_option(g, "--junit_xml", metavar="PATH", help="JUnit XML, one testcase per gate (for CI)")
     add_option(g, "--html", metavar="PATH", help="self-contained HTML report")
     add_option(g, "--worst_k", type=nonnegative_int, default=10, metavar="K", help="worst samples listed (default 10)")
+    add_option(
+        g,
+        "--localize",
+        type=positive_int,
+        nargs="?",
+        const=1,
+        default=None,
+        metavar="N",
+        help="trace the N worst samples (default 1) operator by operator and name the first operator whose "
+        "output differs from the host's; without it the worst sample is traced when a gate fails "
+        "(devices with the per-operator trace)",
+    )
     add_lab_options(p)
     p.set_defaults(func=run)
 
@@ -276,6 +288,7 @@ def execute(port, model, data, args, *, reports: dict, progress_label: str | Non
                     worst_k=args.worst_k,
                     progress=progress,
                     board=getattr(args, "board", None),
+                    localize=getattr(args, "localize", None),
                     on_log=lambda level, text: console.detail(f"device: {text}"),
                 )
         except KeyboardInterrupt:  # before validation could start: still replace the report set
@@ -294,6 +307,14 @@ def execute(port, model, data, args, *, reports: dict, progress_label: str | Non
 
         msg = escape(d["error"]["message"])
         console.err.print(f"[bold red]error:[/bold red] {msg}", markup=True, highlight=False, soft_wrap=True)
+    loc = d.get("localization")
+    if loc and console.VERBOSITY >= 0:
+        from rich.markup import escape
+
+        if loc["error"]:
+            console.err.print(f"localization: {escape(loc['error'])}", markup=True, highlight=False, soft_wrap=True)
+        for s in loc["samples"]:
+            console.err.print(escape(s["line"]), markup=True, highlight=False, soft_wrap=True)
     if rep.exit_code == 1:
         failed = [g["name"] for g in d["gates"] if g["status"] == "fail"]
         console.err.print(

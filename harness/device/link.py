@@ -30,7 +30,8 @@ FAULTS_HELP = (
     "comma-separated faults: ber=RATE (bit-error rate), drop=RATE (lost bytes), "
     "garbage=P (random bytes after a frame, per frame), reset_after=N (device resets once "
     "after N frames), reset_every=N, stall=P:DURATION (device stalls, per frame; e.g. "
-    "stall=0.001:200ms); all on both directions where it applies, seeded by --seed"
+    "stall=0.001:200ms), op=K:lsb=D (the board adds D LSB to operator K's output and computes on from it); "
+    "all on both directions where it applies, seeded by --seed"
 )
 
 
@@ -43,6 +44,8 @@ class Faults:
     reset_every: int = 0
     stall_p: float = 0.0
     stall_s: float = 0.0
+    perturb_op: int = -1  # the operator whose output the board changes (-1: none)
+    perturb_lsb: int = 0
 
     @property
     def line_faults(self) -> bool:
@@ -56,6 +59,8 @@ class Faults:
             parts.append(f"reset_every={self.reset_every}")
         if self.stall_p:
             parts.append(f"stall={self.stall_p:g}:{self.stall_s * 1000:g}ms")
+        if self.perturb_op >= 0:
+            parts.append(f"op={self.perturb_op}:lsb={self.perturb_lsb:+d}")
         return ",".join(parts) or "none"
 
 
@@ -92,6 +97,14 @@ def parse_faults(spec: str | None | Faults) -> Faults:
                 p, _, d = val.partition(":")
                 kw["stall_p"], kw["stall_s"] = float(p), _duration(d or "100ms")
                 if not (0.0 <= kw["stall_p"] <= 1.0 and kw["stall_s"] >= 0):
+                    raise ValueError
+            elif key == "op":
+                k, _, rest = val.partition(":")
+                name, _, d = rest.partition("=")
+                if name.strip() != "lsb":
+                    raise ValueError
+                kw["perturb_op"], kw["perturb_lsb"] = int(k), int(d)
+                if kw["perturb_op"] < 0 or kw["perturb_lsb"] == 0:
                     raise ValueError
             else:
                 raise ConfigError(f"unknown fault '{key}' in --faults '{spec}'", FAULTS_HELP)

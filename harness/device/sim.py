@@ -42,6 +42,8 @@ from harness.runtime import HostInterpreter
 
 FIRMWARE = f"tinyhil-sim {__version__}"
 BOOT_TIME_S = 0.02  # a reset loses what arrives while the board boots
+SIM_CAPTURE_BYTES = 16384  # the board's capture buffer (the firmware's HIL_CAPTURE_BYTES)
+TRACE_TICK_HZ = 1_000_000_000  # the board's trace ticks are host nanoseconds
 
 _ARENA_CACHE: dict[str, int] = {}
 
@@ -96,6 +98,8 @@ class SimDevice:
         staging: bool = True,
         line_baud: int = 0,
         sleep=time.sleep,
+        perturb: tuple[int, int] | None = None,
+        capture_bytes: int = SIM_CAPTURE_BYTES,
     ):
         if not c.VERSION_MIN <= int(max_version) <= c.VERSION:
             raise ConfigError(
@@ -130,6 +134,17 @@ class SimDevice:
             self._interp = HostInterpreter(self.model, "tflm")
         self._ins = self.info_model.inputs
         self._outs = self.info_model.outputs
+        # the trace runs the model one operator at a time (harness.localize.OpChain)
+        from harness.localize import model_ops
+
+        self.ops = model_ops(self.model)
+        self.perturb = perturb
+        if perturb is not None and not 0 <= perturb[0] < len(self.ops):
+            raise ConfigError(
+                f"fault op={perturb[0]}: the model has {len(self.ops)} operators", f"use 0..{len(self.ops) - 1}"
+            )
+        self.capture_bytes = int(capture_bytes)
+        self._chain = None
         # staging (version 2): two input slots, so the next sample streams in
         # while one waits or runs, and one set of outputs (the previous sample's)
         self.input_slots = 2 if staging else 0
@@ -149,6 +164,8 @@ class SimDevice:
         self._out_bufs: list[bytes] | None = None  # None until an INVOKE succeeds
         self._out_sample: int | None = None  # the INVOKE (version 2 sample_id) they belong to
         self._staged: tuple[int, list[bytes]] | None = None  # the outputs before them
+        self._trace: tuple[int, list[int], list[int]] | None = None  # (sample_id, crcs, ticks)
+        self._capture: tuple[int, int, int, bytes] | None = None  # (sample_id, first_op, n_ops, bytes)
         self.version = 1  # negotiated by HELLO
         self._expect: int | None = None  # the seq the next new request should carry (version 2)
         # seq -> (type, payload digest, response body): 2 x rx_window requests
@@ -180,8 +197,11 @@ class SimDevice:
             outputs=tuple(desc(t) for t in self._outs),
             line_baud=self.line_baud,
             staging_bytes=self.staging_bytes,
-            features=(c.FEATURE_STAGED_OUTPUTS if self.staging_bytes else 0) | c.FEATURE_NAK,
+            features=(c.FEATURE_STAGED_OUTPUTS if self.staging_bytes else 0) | c.FEATURE_NAK | c.FEATURE_TRACE,
             input_slots=self.input_slots,
+            n_ops=len(self.ops),
+            capture_bytes=self.capture_bytes,
+            tick_hz=TRACE_TICK_HZ,
         )
 
     # ------------------------------------------------------------- NAK
@@ -247,12 +267,13 @@ class SimDevice:
                 )
         elif isinstance(msg, c.Ping):
             resp = c.message_body(c.Pong(msg.data), frame.seq)
-        elif not isinstance(msg, (c.Write, c.Invoke, c.Read)):
+        elif not isinstance(msg, (c.Write, c.Invoke, c.Read, c.TraceRead, c.CaptureRead)):
             return self._error(frame, c.E_UNKNOWN_TYPE, f"type 0x{frame.type:02X} is not a request")
         elif self.not_ready:
             return self._error(frame, c.E_NOT_READY, self.not_ready)
         elif self.version < 2 and (
-            (isinstance(msg, c.Invoke) and msg.input_crc is not None)
+            isinstance(msg, (c.TraceRead, c.CaptureRead))
+            or (isinstance(msg, c.Invoke) and msg.input_crc is not None)
             or (isinstance(msg, c.Read) and msg.sample_id is not None)
         ):
             return self._error(frame, c.E_BAD_LENGTH, f"{c.TYPE_NAMES[frame.type]}: a version-2 form in version 1")
@@ -260,6 +281,10 @@ class SimDevice:
             resp = self._write(frame, msg)
         elif isinstance(msg, c.Invoke):
             resp = self._invoke(frame, msg)
+        elif isinstance(msg, c.TraceRead):
+            resp = self._trace_read(frame, msg)
+        elif isinstance(msg, c.CaptureRead):
+            resp = self._capture_read(frame, msg)
         else:
             resp = self._read(frame, msg)
         if frame.type != c.HELLO:
@@ -318,7 +343,10 @@ class SimDevice:
         arrays = [np.frombuffer(bytes(b), t.np_dtype).reshape(t.shape) for b, t in zip(bufs, self._ins)]
         t0 = time.perf_counter()
         try:
-            outs = self._interp.run(arrays)
+            if m.options or self.perturb is not None:
+                outs = self._run_traced(m, arrays)
+            else:
+                outs = self._interp.run(arrays)
         except Exception as exc:  # the interpreter's failure is the device's answer
             return self._error(frame, c.E_INVOKE_FAILED, f"{type(exc).__name__}: {exc}".splitlines()[0])
         want = self._compute_s()
@@ -336,6 +364,50 @@ class SimDevice:
         self.stats.invokes += 1
         self.stats.invoke_us.append(us)
         return c.message_body(c.Result(m.sample_id, 0, min(us, 0xFFFFFFFF), 0), frame.seq)
+
+    def _run_traced(self, m: c.Invoke, arrays) -> list[np.ndarray]:
+        """The model one operator at a time: the trace, the capture, and the
+        perturbation fault (the operators after it compute on from it)."""
+        from harness.localize import OpChain, output_crc
+
+        if self._chain is None:
+            self._chain = OpChain(self.model)
+        k, lsb = self.perturb if self.perturb is not None else (-1, 0)
+        per_op, ns, outs = self._chain.run(arrays, k, lsb)
+        if m.options & c.INVOKE_TRACE:
+            self._trace = (m.sample_id, [output_crc(o) for o in per_op], [min(t, 0xFFFFFFFF) for t in ns])
+        if m.options & c.INVOKE_CAPTURE and m.capture_op < len(per_op):
+            buf, n = b"", 0
+            for o in per_op[m.capture_op :]:
+                b = np.ascontiguousarray(o[0]).tobytes()
+                room = self.capture_bytes - len(buf)
+                if room <= 0:
+                    break
+                buf += b[:room]
+                n += 1
+            self._capture = (m.sample_id, m.capture_op, n, buf)
+        return outs
+
+    def _trace_read(self, frame: c.Frame, m: c.TraceRead) -> bytes:
+        if self._trace is None or self._trace[0] != m.sample_id:
+            return self._error(frame, c.E_STALE, f"no trace of sample {m.sample_id} held")
+        _, crcs, ticks = self._trace
+        if m.first_op > len(crcs):
+            return self._error(frame, c.E_OUT_OF_RANGE, f"operator {m.first_op}: the model has {len(crcs)}")
+        per = (self.max_frame - c.MIN_BODY - c.TRACE_HEADER) // c.TRACE_RECORD
+        end = min(len(crcs), m.first_op + m.count, m.first_op + per)
+        tr = c.Trace(m.sample_id, len(crcs), m.first_op, tuple(crcs[m.first_op : end]), tuple(ticks[m.first_op : end]))
+        return c.message_body(tr, frame.seq)
+
+    def _capture_read(self, frame: c.Frame, m: c.CaptureRead) -> bytes:
+        if self._capture is None or self._capture[0] != m.sample_id:
+            return self._error(frame, c.E_STALE, f"no capture of sample {m.sample_id} held")
+        sid, first, n, buf = self._capture
+        if m.offset > len(buf):
+            return self._error(frame, c.E_OUT_OF_RANGE, f"capture offset {m.offset} beyond its {len(buf)} bytes")
+        k = min(m.length, self.max_frame - c.MIN_BODY - c.CAPTURE_HEADER)
+        cap = c.Capture(sid, first, n, len(buf), m.offset, buf[m.offset : m.offset + k])
+        return c.message_body(cap, frame.seq)
 
     def _read(self, frame: c.Frame, m: c.Read) -> bytes:
         if m.tensor >= len(self._outs):
@@ -535,6 +607,7 @@ def start_sim(
     invoke_ms: float = 0.0,
     invoke_jitter_ms: float = 0.0,
     staging: bool = True,
+    capture_bytes: int = SIM_CAPTURE_BYTES,
 ) -> SimHandle:
     """Start a simulated board in background threads of this process.
 
@@ -564,5 +637,7 @@ def start_sim(
         seed=int(seed),
         staging=staging,
         line_baud=int(baud),
+        perturb=(faults.perturb_op, faults.perturb_lsb) if faults.perturb_op >= 0 else None,
+        capture_bytes=capture_bytes,
     )
     return SimHandle(dev, listen, baud, latency_ms, faults, int(seed), rx_buffer)

@@ -59,13 +59,23 @@ INFO_HOST_TIME = 0x0002
 # version's mandatory behaviour. Later versions add bits; never renumbered.
 FEATURE_STAGED_OUTPUTS = 0x0001  # the previous sample's outputs stay readable (staging buffer)
 FEATURE_NAK = 0x0002  # the device sends NAK on a sequence gap or a bad frame
+FEATURE_TRACE = 0x0004  # per-operator trace and capture (TRACE_READ, CAPTURE_READ; INFO trace fields)
+
+# INVOKE (version 2) options, only to a device with FEATURE_TRACE
+INVOKE_TRACE = 0x01  # record every operator's output CRC-32 and ticks
+INVOKE_CAPTURE = 0x02  # copy the outputs of operators capture_op, capture_op + 1, ... while they fit
+TRACE_RECORD = 8  # u32 crc, u32 ticks per operator in a TRACE
+TRACE_HEADER = 8  # TRACE: u32 sample_id, u16 n_ops, u16 first_op
+CAPTURE_HEADER = 16  # CAPTURE: u32 sample_id, u16 first_op, u16 n_ops, u32 total, u32 offset
 
 # NAK reasons
 NAK_GAP, NAK_BAD_FRAME = 1, 2
 
 # message types
 HELLO, WRITE, INVOKE, READ, PING = 0x01, 0x02, 0x03, 0x04, 0x06
+TRACE_READ, CAPTURE_READ = 0x07, 0x08  # FEATURE_TRACE
 ACK, INFO, RESULT, DATA, PONG, NAK = 0x80, 0x81, 0x83, 0x84, 0x86, 0x87
+TRACE, CAPTURE = 0x88, 0x89  # FEATURE_TRACE
 ERROR, LOG, BOOT = 0xE0, 0xF0, 0xF1
 
 # ERROR codes
@@ -269,18 +279,19 @@ class Invoke:
     sample_id: int
     input_crc: int | None = None
     slot: int = 0
+    options: int = 0  # INVOKE_TRACE | INVOKE_CAPTURE (FEATURE_TRACE; else 0)
+    capture_op: int = 0  # the first operator captured (INVOKE_CAPTURE)
     TYPE = INVOKE
 
     def payload(self) -> bytes:
         if self.input_crc is None:
             return _pack("<I", self.sample_id)
-        return _pack("<IIBBH", self.sample_id, self.input_crc, self.slot, 0, 0)
+        return _pack("<IIBBH", self.sample_id, self.input_crc, self.slot, self.options, self.capture_op)
 
     @classmethod
     def parse(cls, p: bytes) -> Invoke:
         if len(p) == 12:
-            sid, crc, slot, _, _ = _u("<IIBBH", p, INVOKE)
-            return cls(sid, crc, slot)
+            return cls(*_u("<IIBBH", p, INVOKE))
         return cls(*_u("<I", p, INVOKE))
 
 
@@ -307,6 +318,94 @@ class Read:
             return cls(t, off, n, sid)
         t, _, _, off, n = _u("<BBHII", p, READ)
         return cls(t, off, n)
+
+
+@dataclass(frozen=True)
+class TraceRead:
+    """FEATURE_TRACE: up to `count` operator records from `first_op` of the
+    trace of INVOKE `sample_id` (ERROR STALE when the device's last traced
+    invoke is another)."""
+
+    sample_id: int
+    first_op: int = 0
+    count: int = 0xFFFF
+    TYPE = TRACE_READ
+
+    def payload(self) -> bytes:
+        return _pack("<IHH", self.sample_id, self.first_op, self.count)
+
+    @classmethod
+    def parse(cls, p: bytes) -> TraceRead:
+        return cls(*_u("<IHH", p, TRACE_READ))
+
+
+@dataclass(frozen=True)
+class CaptureRead:
+    """FEATURE_TRACE: `length` bytes from `offset` of the capture of INVOKE `sample_id`."""
+
+    sample_id: int
+    offset: int
+    length: int
+    TYPE = CAPTURE_READ
+
+    def payload(self) -> bytes:
+        return _pack("<III", self.sample_id, self.offset, self.length)
+
+    @classmethod
+    def parse(cls, p: bytes) -> CaptureRead:
+        return cls(*_u("<III", p, CAPTURE_READ))
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Operator records `first_op` .. `first_op + len(crcs) - 1` of a traced
+    invoke of `n_ops` operators: each its outputs' CRC-32 (over every output
+    tensor's bytes in order, as `input_crc`) and its ticks."""
+
+    sample_id: int
+    n_ops: int
+    first_op: int
+    crcs: tuple[int, ...] = ()
+    ticks: tuple[int, ...] = ()
+    TYPE = TRACE
+
+    def payload(self) -> bytes:
+        if len(self.crcs) != len(self.ticks):
+            raise CodecError("VALUE", "a TRACE needs one tick count per CRC")
+        out = _pack("<IHH", self.sample_id, self.n_ops, self.first_op)
+        return out + b"".join(_pack("<II", a, b) for a, b in zip(self.crcs, self.ticks))
+
+    @classmethod
+    def parse(cls, p: bytes) -> Trace:
+        sid, n, first = _u("<IHH", p, TRACE, exact=False)
+        body = p[TRACE_HEADER:]
+        if len(body) % TRACE_RECORD:
+            raise CodecError("BAD_LENGTH", f"TRACE records of {len(body)} bytes")
+        recs = struct.unpack(f"<{len(body) // 4}I", body)
+        return cls(sid, n, first, tuple(recs[0::2]), tuple(recs[1::2]))
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Bytes `offset` .. of a capture: the first outputs of operators
+    `first_op` .. `first_op + n_ops - 1` back to back, `total` bytes in all
+    (the last one cut where the device's buffer ended)."""
+
+    sample_id: int
+    first_op: int
+    n_ops: int
+    total: int
+    offset: int
+    data: bytes = b""
+    TYPE = CAPTURE
+
+    def payload(self) -> bytes:
+        return _pack("<IHHII", self.sample_id, self.first_op, self.n_ops, self.total, self.offset) + bytes(self.data)
+
+    @classmethod
+    def parse(cls, p: bytes) -> Capture:
+        sid, first, n, total, off = _u("<IHHII", p, CAPTURE, exact=False)
+        return cls(sid, first, n, total, off, bytes(p[CAPTURE_HEADER:]))
 
 
 @dataclass(frozen=True)
@@ -412,6 +511,7 @@ def _read_str8(p: bytes, pos: int) -> tuple[str, int]:
 
 _INFO_FIXED = "<HHIHHIII32sI"
 _INFO_V2 = "<IIIBBH"  # line_baud, staging_bytes, features, input_slots, 0, 0
+_INFO_TRACE = "<HHII"  # FEATURE_TRACE: n_ops, 0, capture_bytes, tick_hz
 
 
 @dataclass(frozen=True)
@@ -437,6 +537,10 @@ class Info:
     staging_bytes: int = 0  # RAM of the device's output staging buffer
     features: int = 0  # FEATURE_*
     input_slots: int = 0  # input staging buffers (WRITE/INVOKE `slot` below this); 0 or 1: none
+    # FEATURE_TRACE, after the version-2 fields
+    n_ops: int = 0  # operators of subgraph 0 the trace records
+    capture_bytes: int = 0  # the capture buffer (HIL_CAPTURE_BYTES; 0: no capture)
+    tick_hz: int = 0  # trace ticks per second (0: unknown)
     TYPE = INFO
 
     @property
@@ -483,7 +587,13 @@ class Info:
             out += t.encode()
         if self.version >= 2:
             out += _pack(_INFO_V2, self.line_baud, self.staging_bytes, self.features, self.input_slots, 0, 0)
+            if self.features & FEATURE_TRACE:
+                out += _pack(_INFO_TRACE, self.n_ops, 0, self.capture_bytes, self.tick_hz)
         return out
+
+    @property
+    def traces(self) -> bool:
+        return self.version >= 2 and bool(self.features & FEATURE_TRACE)
 
     @property
     def staged_outputs(self) -> bool:
@@ -511,6 +621,13 @@ class Info:
             if len(p) - pos < struct.calcsize(_INFO_V2):
                 raise CodecError("BAD_LENGTH", "version-2 INFO ends before its line_baud/staging/features")
             v2 = struct.unpack_from(_INFO_V2, p, pos)[:4]
+            pos += struct.calcsize(_INFO_V2)
+        tr = (0, 0, 0)
+        if version >= 2 and v2[2] & FEATURE_TRACE:
+            if len(p) - pos < struct.calcsize(_INFO_TRACE):
+                raise CodecError("BAD_LENGTH", "INFO with FEATURE_TRACE ends before its trace fields")
+            n_ops, _, cap, hz = struct.unpack_from(_INFO_TRACE, p, pos)
+            tr = (n_ops, cap, hz)
         # bytes past this point belong to later versions and are ignored
         return cls(
             version,
@@ -527,6 +644,7 @@ class Info:
             tuple(tensors[:n_in]),
             tuple(tensors[n_in:]),
             *v2,
+            *tr,
         )
 
 
@@ -644,12 +762,54 @@ class Boot:
         return cls(*_u("<I", p, BOOT))
 
 
-Message = Hello | Write | Invoke | Read | Ping | Ack | Info | Result | Data | Pong | Nak | Error | Log | Boot
+Message = (
+    Hello
+    | Write
+    | Invoke
+    | Read
+    | Ping
+    | TraceRead
+    | CaptureRead
+    | Ack
+    | Info
+    | Result
+    | Data
+    | Pong
+    | Nak
+    | Trace
+    | Capture
+    | Error
+    | Log
+    | Boot
+)
 MESSAGE_CLASSES = {
-    c.TYPE: c for c in (Hello, Write, Invoke, Read, Ping, Ack, Info, Result, Data, Pong, Nak, Error, Log, Boot)
+    c.TYPE: c
+    for c in (
+        Hello,
+        Write,
+        Invoke,
+        Read,
+        Ping,
+        TraceRead,
+        CaptureRead,
+        Ack,
+        Info,
+        Result,
+        Data,
+        Pong,
+        Nak,
+        Trace,
+        Capture,
+        Error,
+        Log,
+        Boot,
+    )
 }
-REQUEST_TYPES = frozenset({HELLO, WRITE, INVOKE, READ, PING})
-TYPE_NAMES = {c.TYPE: c.__name__.upper() for c in MESSAGE_CLASSES.values()}
+REQUEST_TYPES = frozenset({HELLO, WRITE, INVOKE, READ, PING, TRACE_READ, CAPTURE_READ})
+TYPE_NAMES = {c.TYPE: c.__name__.upper() for c in MESSAGE_CLASSES.values()} | {
+    TRACE_READ: "TRACE_READ",
+    CAPTURE_READ: "CAPTURE_READ",
+}
 
 
 def decode_payload(mtype: int, payload: bytes) -> Message:

@@ -80,6 +80,19 @@ class InferenceResult:
 
 
 @dataclass
+class TraceResult:
+    """A traced invoke: the result, every operator's output CRC-32 and
+    ticks (`tick_hz` per second, 0 unknown), and the capture
+    `(first_op, n_ops, bytes)` when one was asked for."""
+
+    result: InferenceResult
+    crcs: list[int]
+    ticks: list[int]
+    capture: tuple[int, int, bytes] | None = None
+    tick_hz: int = 0
+
+
+@dataclass
 class LinkStats:
     """Counters since the port was opened. `payload_bytes_*` count tensor
     bytes delivered (acknowledged WRITE data, accepted DATA), so
@@ -325,6 +338,7 @@ class DeviceSession:
         self._decoder = c.FrameDecoder()
         self._line_free = 0.0
         self._sample_id = 0
+        self._invoke_options = (0, 0)  # (INVOKE options, capture_op) for the next INVOKEs (trace)
         self._boots: deque[c.Boot] = deque()
         self._tx_idx = 0
         self._port = self._open()
@@ -830,6 +844,99 @@ class DeviceSession:
         finally:
             self.stats.elapsed += time.monotonic() - t0
 
+    def trace(self, inputs: Sequence[np.ndarray], capture_op: int | None = None) -> TraceResult:
+        """One sample with the device's per-operator trace (FEATURE_TRACE):
+        every operator's output CRC-32 and ticks, and with `capture_op` the
+        outputs of operators from `capture_op` on, as many as the device's
+        capture buffer holds. One invoke (again only after a reset)."""
+        t0 = time.monotonic()
+        try:
+            if self.info is None:
+                self._handshake()
+            info = self.info
+            if not info.traces:
+                raise DeviceError(
+                    f"device at {self.url} has no per-operator trace (INFO features lack TRACE)",
+                    "flash firmware built by this tinyhil (hil build), or use the simulated board",
+                )
+            if capture_op is not None and not (0 <= capture_op < info.n_ops):
+                raise ConfigError(f"operator {capture_op} is not one of the device's {info.n_ops}", "pick 0..n_ops-1")
+            opts = c.INVOKE_TRACE | (c.INVOKE_CAPTURE if capture_op is not None and info.capture_bytes else 0)
+            for _ in range(self.retries + 1):
+                self._invoke_options = (opts, capture_op or 0)
+                try:
+                    res = next(self._stream_v2(iter([inputs])))
+                finally:
+                    self._invoke_options = (0, 0)
+                try:
+                    crcs, ticks = self._read_trace(self._sample_id)
+                    cap = self._read_capture(self._sample_id) if opts & c.INVOKE_CAPTURE else None
+                except _Redo:
+                    continue  # the device lost the trace (reset): run the sample again
+                return TraceResult(res, crcs, ticks, cap, info.tick_hz)
+            raise DeviceError(f"device at {self.url} kept losing its trace", "check the board's power and the link")
+        finally:
+            self.stats.elapsed += time.monotonic() - t0
+
+    def _trace_error(self, r: _Req, msg) -> None:
+        if isinstance(msg, c.Error):
+            if msg.code == c.E_STALE:
+                raise _Redo(f"{c.TYPE_NAMES[r.msg.TYPE]}: STALE")
+            raise DeviceError(
+                f"device at {self.url} answered {c.TYPE_NAMES[r.msg.TYPE]} with {msg.name}: {msg.message}",
+                "check that the firmware matches this tinyhil",
+            )
+
+    def _read_trace(self, sid: int) -> tuple[list[int], list[int]]:
+        n = self.info.n_ops
+        per = max(1, (self.info.max_frame - c.MIN_BODY - c.TRACE_HEADER) // c.TRACE_RECORD)
+        crcs, ticks = [0] * n, [0] * n
+
+        def handle(r, msg):
+            self._trace_error(r, msg)
+            if msg.sample_id != sid or msg.first_op != r.msg.first_op or msg.n_ops != n:
+                raise DeviceError(f"device at {self.url} answered TRACE_READ with another trace", "check the firmware")
+            k = msg.first_op
+            crcs[k : k + len(msg.crcs)] = msg.crcs
+            ticks[k : k + len(msg.ticks)] = msg.ticks
+            got = k + len(msg.crcs)
+            want = r.msg.first_op + r.msg.count
+            if len(msg.crcs) == 0 and r.msg.count:
+                raise DeviceError(f"device at {self.url} sent an empty TRACE", "check the firmware")
+            return [_Req(c.TraceRead(sid, got, want - got), reply_bytes=c.MIN_BODY + 64)] if got < want else None
+
+        reqs = [
+            _Req(c.TraceRead(sid, k, min(per, n - k)), reply_bytes=c.MIN_BODY + c.TRACE_HEADER + 8 * min(per, n - k))
+            for k in range(0, n, per)
+        ]
+        self._exchange(reqs, handle, "trace")
+        return crcs[:n], ticks[:n]
+
+    def _read_capture(self, sid: int) -> tuple[int, int, bytes]:
+        chunk = max(1, self.info.max_frame - c.MIN_BODY - c.CAPTURE_HEADER)
+        buf = bytearray()
+        head: list = []
+
+        def handle(r, msg):
+            self._trace_error(r, msg)
+            if msg.sample_id != sid or msg.offset != r.msg.offset:
+                raise DeviceError(
+                    f"device at {self.url} answered CAPTURE_READ with another capture", "check the firmware"
+                )
+            if not head:
+                head[:] = [msg.first_op, msg.n_ops, msg.total]
+                buf.extend(bytes(msg.total))
+            buf[msg.offset : msg.offset + len(msg.data)] = msg.data
+            end = msg.offset + len(msg.data)
+            if end < msg.total:
+                if not msg.data:
+                    raise DeviceError(f"device at {self.url} sent an empty CAPTURE", "check the firmware")
+                return [_Req(c.CaptureRead(sid, end, min(chunk, msg.total - end)), reply_bytes=c.MIN_BODY + chunk)]
+            return None
+
+        self._exchange([_Req(c.CaptureRead(sid, 0, chunk), reply_bytes=c.MIN_BODY + chunk)], handle, "capture")
+        return head[0], head[1], bytes(buf)
+
     def _size_frames(self) -> None:
         if self.sizer is not None:
             self.chunk = max(1, min(self.sizer.chunk, self.chunk_limit or 1 << 30))
@@ -1139,7 +1246,7 @@ class _Stream:
             for ti, b in enumerate(job.bufs)
             for off in range(0, len(b), s.chunk)
         ]
-        invoke = _Req(c.Invoke(job.sample_id, job.crc, slot), reply_bytes=c.MIN_BODY + 24)
+        invoke = _Req(c.Invoke(job.sample_id, job.crc, slot, *s._invoke_options), reply_bytes=c.MIN_BODY + 24)
         # On a lossy line an INVOKE right behind its WRITEs often overtakes
         # a resent one (and is refused): there it waits for their ACKs, while
         # the next sample streams into the other slot.
@@ -1338,7 +1445,15 @@ def _split(r: _Req) -> list[_Req] | None:
     return None
 
 
-_RESPONSE = {c.Hello: c.INFO, c.Write: c.ACK, c.Invoke: c.RESULT, c.Read: c.DATA, c.Ping: c.PONG}
+_RESPONSE = {
+    c.Hello: c.INFO,
+    c.Write: c.ACK,
+    c.Invoke: c.RESULT,
+    c.Read: c.DATA,
+    c.Ping: c.PONG,
+    c.TraceRead: c.TRACE,
+    c.CaptureRead: c.CAPTURE,
+}
 
 
 def check_device_matches(info: DeviceInfo, model) -> list[str]:

@@ -14,7 +14,7 @@ constexpr size_t kMaxErrorText = kMaxFrame - kMinBody - 4;
 
 bool IsRequest(uint8_t type) {
   return type == kHello || type == kWrite || type == kInvoke || type == kRead ||
-         type == kPing;
+         type == kPing || type == kTraceRead || type == kCaptureRead;
 }
 
 // The ERROR text for a request whose payload CheckMessage refused.
@@ -28,6 +28,10 @@ const char* BadLengthText(uint8_t type) {
       return "INVOKE takes 4 bytes (12 in version 2)";
     case kRead:
       return "READ takes 12 bytes (16 in version 2)";
+    case kTraceRead:
+      return "TRACE_READ takes 8 bytes";
+    case kCaptureRead:
+      return "CAPTURE_READ takes 12 bytes";
     default:
       return "payload does not fit its type";
   }
@@ -210,6 +214,12 @@ void Dispatcher::Execute(const FrameView& request) {
     case kRead:
       HandleRead(request);
       return;
+    case kTraceRead:
+      HandleTraceRead(request);
+      return;
+    case kCaptureRead:
+      HandleCaptureRead(request);
+      return;
     case kPing:
       response_type_ = kPong;
       writer_.Begin(kPong, 0, request.seq);
@@ -300,10 +310,17 @@ void Dispatcher::HandleHello(const FrameView& request) {
     writer_.PutU32(info.line_baud);
     writer_.PutU32(static_cast<uint32_t>(kStagingBytes));
     writer_.PutU32(kFeatureNak |
-                   (staged_outputs_ ? kFeatureStagedOutputs : 0u));
+                   (staged_outputs_ ? kFeatureStagedOutputs : 0u) |
+                   (info.trace_ops > 0 ? kFeatureTrace : 0u));
     writer_.PutU8(static_cast<uint8_t>(slots_));
     writer_.PutU8(0);
     writer_.PutU16(0);
+    if (info.trace_ops > 0) {
+      writer_.PutU16(info.trace_ops);
+      writer_.PutU16(0);
+      writer_.PutU32(info.capture_bytes);
+      writer_.PutU32(info.tick_hz);
+    }
   }
   writer_.End();
 }
@@ -452,6 +469,8 @@ void Dispatcher::HandleInvoke(const FrameView& request) {
     staged_sample_ = live_sample_;
     staged_valid_ = true;
   }
+  backend_->PrepareInvoke(sample_id, v2 ? request.payload[9] : 0,
+                          v2 ? LoadU16(request.payload + 10) : 0);
   uint32_t invoke_us = 0;
   uint64_t cycles = 0;
   const int32_t status = backend_->Invoke(&invoke_us, &cycles);
@@ -569,6 +588,72 @@ bool Dispatcher::Complete(const Coverage* set, int input,
   if (input < 0 || input >= kMaxInputs) return false;
   const Coverage& c = set[input];
   return c.count == 1 && c.ranges[0].begin == 0 && c.ranges[0].end >= nbytes;
+}
+
+void Dispatcher::HandleTraceRead(const FrameView& request) {
+  if (RefuseNotReady(request.seq)) return;
+  const uint32_t sample_id = LoadU32(request.payload);
+  const uint16_t first = LoadU16(request.payload + 4);
+  const uint16_t count = LoadU16(request.payload + 6);
+  uint16_t n_ops = 0;
+  uint32_t crc = 0;
+  uint32_t ticks = 0;
+  if (!backend_->TraceRecord(sample_id, 0, &n_ops, &crc, &ticks)) {
+    SendError(request.seq, kErrStale, "no trace of that sample held");
+    return;
+  }
+  if (first > n_ops) {
+    SendError(request.seq, kErrOutOfRange, "operator beyond the model's");
+    return;
+  }
+  constexpr size_t kPerFrame =
+      (kMaxFrame - kMinBody - kTraceHeaderSize) / kTraceRecordSize;
+  size_t end = first + static_cast<size_t>(count);
+  if (end > n_ops) end = n_ops;
+  if (end - first > kPerFrame) end = first + kPerFrame;
+  response_type_ = kTrace;
+  writer_.Begin(kTrace, 0, request.seq);
+  writer_.PutU32(sample_id);
+  writer_.PutU16(n_ops);
+  writer_.PutU16(first);
+  for (size_t op = first; op < end; ++op) {
+    backend_->TraceRecord(sample_id, static_cast<uint16_t>(op), &n_ops, &crc,
+                          &ticks);
+    writer_.PutU32(crc);
+    writer_.PutU32(ticks);
+  }
+  writer_.End();
+}
+
+void Dispatcher::HandleCaptureRead(const FrameView& request) {
+  if (RefuseNotReady(request.seq)) return;
+  const uint32_t sample_id = LoadU32(request.payload);
+  const uint32_t offset = LoadU32(request.payload + 4);
+  uint32_t length = LoadU32(request.payload + 8);
+  uint16_t first = 0;
+  uint16_t n_ops = 0;
+  uint32_t total = 0;
+  const uint8_t* data = backend_->CaptureOf(sample_id, &first, &n_ops, &total);
+  if (data == nullptr) {
+    SendError(request.seq, kErrStale, "no capture of that sample held");
+    return;
+  }
+  if (offset > total) {
+    SendError(request.seq, kErrOutOfRange, "capture offset beyond its bytes");
+    return;
+  }
+  constexpr size_t kChunk = kMaxFrame - kMinBody - kCaptureHeaderSize;
+  if (length > total - offset) length = total - offset;
+  if (length > kChunk) length = kChunk;
+  response_type_ = kCapture;
+  writer_.Begin(kCapture, 0, request.seq);
+  writer_.PutU32(sample_id);
+  writer_.PutU16(first);
+  writer_.PutU16(n_ops);
+  writer_.PutU32(total);
+  writer_.PutU32(offset);
+  writer_.Put(data + offset, length);
+  writer_.End();
 }
 
 }  // namespace protocol

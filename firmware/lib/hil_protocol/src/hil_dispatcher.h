@@ -81,6 +81,11 @@ struct DeviceInfo {
   uint32_t cpu_hz;     // 0 when unknown
   uint16_t flags;      // kInfoCyclesReal, kInfoHostTime
   uint32_t line_baud;  // the UART's rate; 0 when unknown (USB CDC)
+  // FEATURE_TRACE: operators traced (0: no trace), capture buffer bytes,
+  // trace ticks per second (0: unknown).
+  uint16_t trace_ops;
+  uint32_t capture_bytes;
+  uint32_t tick_hz;
 };
 
 // What the dispatcher needs from the model. Implemented by hil_runner's
@@ -100,6 +105,25 @@ class Backend {
   virtual const uint8_t* OutputBuffer(int index) = 0;
   // Runs the model once; returns TfLiteStatus (0 = ok).
   virtual int32_t Invoke(uint32_t* invoke_us, uint64_t* cycles) = 0;
+
+  // FEATURE_TRACE (optional): what the next Invoke() records, from the
+  // version-2 INVOKE's options (kInvokeTrace, kInvokeCapture) and first
+  // captured operator; options 0 before every untraced invoke.
+  virtual void PrepareInvoke(uint32_t /*sample_id*/, uint8_t /*options*/,
+                             uint16_t /*capture_op*/) {}
+  // The per-operator record `op` of the traced
+  // invoke `sample_id`; false when none is held (answered ERROR STALE).
+  virtual bool TraceRecord(uint32_t /*sample_id*/, uint16_t /*op*/,
+                           uint16_t* /*n_ops*/, uint32_t* /*crc*/,
+                           uint32_t* /*ticks*/) {
+    return false;
+  }
+  // The capture of `sample_id`: its bytes, or nullptr when none is held.
+  virtual const uint8_t* CaptureOf(uint32_t /*sample_id*/,
+                                   uint16_t* /*first_op*/, uint16_t* /*n_ops*/,
+                                   uint32_t* /*total*/) {
+    return nullptr;
+  }
 
  protected:
   ~Backend() = default;
@@ -166,6 +190,8 @@ class Dispatcher {
   void HandleWrite(const FrameView& request);
   void HandleInvoke(const FrameView& request);
   void HandleRead(const FrameView& request);
+  void HandleTraceRead(const FrameView& request);
+  void HandleCaptureRead(const FrameView& request);
   void SendError(uint16_t seq, uint16_t code, const char* message);
   void SendEmpty(uint8_t type, uint16_t seq);
   // NOT_READY when the backend is not ready (and answers); else false.

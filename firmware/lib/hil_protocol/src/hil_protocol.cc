@@ -230,7 +230,19 @@ Status CheckMessage(uint8_t type, const uint8_t* payload, size_t length) {
                  ? Status::kOk
                  : Status::kBadLength;
     case kNak:
+    case kTraceRead:
       exact = 8;
+      break;
+    case kCaptureRead:
+      exact = 12;
+      break;
+    case kTrace:
+      return length >= kTraceHeaderSize &&
+                     (length - kTraceHeaderSize) % kTraceRecordSize == 0
+                 ? Status::kOk
+                 : Status::kBadLength;
+    case kCapture:
+      at_least = kCaptureHeaderSize;
       break;
     case kAck:
       exact = 0;
@@ -271,7 +283,12 @@ Status CheckMessage(uint8_t type, const uint8_t* payload, size_t length) {
         pos += need;
       }
       // version 2 appends line_baud, staging_bytes, features, input_slots
-      if (LoadU16(payload) >= 2 && length - pos < 16) return Status::kBadLength;
+      if (LoadU16(payload) < 2) return Status::kOk;
+      if (length - pos < 16) return Status::kBadLength;
+      // FEATURE_TRACE appends n_ops, capture_bytes, tick_hz
+      if ((LoadU32(payload + pos + 8) & kFeatureTrace) != 0 &&
+          length - pos - 16 < kInfoTraceSize)
+        return Status::kBadLength;
       return Status::kOk;
     }
     default:

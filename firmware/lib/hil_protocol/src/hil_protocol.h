@@ -67,12 +67,16 @@ enum MessageType : uint8_t {
   kInvoke = 0x03,
   kRead = 0x04,
   kPing = 0x06,
+  kTraceRead = 0x07,    // FEATURE_TRACE
+  kCaptureRead = 0x08,  // FEATURE_TRACE
   kAck = 0x80,
   kInfo = 0x81,
   kResult = 0x83,
   kData = 0x84,
   kPong = 0x86,
-  kNak = 0x87,  // version 2, unsolicited
+  kNak = 0x87,      // version 2, unsolicited
+  kTrace = 0x88,    // FEATURE_TRACE
+  kCapture = 0x89,  // FEATURE_TRACE
   kError = 0xE0,
   kLog = 0xF0,
   kBoot = 0xF1,
@@ -87,6 +91,16 @@ constexpr uint16_t kInfoHostTime = 0x0002;
 // INFO (version 2) features.
 constexpr uint32_t kFeatureStagedOutputs = 0x0001;
 constexpr uint32_t kFeatureNak = 0x0002;
+constexpr uint32_t kFeatureTrace = 0x0004;  // TRACE_READ, CAPTURE_READ
+
+// INVOKE (version 2) options byte, with FEATURE_TRACE.
+constexpr uint8_t kInvokeTrace = 0x01;
+constexpr uint8_t kInvokeCapture = 0x02;
+constexpr size_t kTraceHeaderSize = 8;  // u32 sample_id, u16 n_ops, first_op
+constexpr size_t kTraceRecordSize = 8;  // u32 crc, u32 ticks
+constexpr size_t kCaptureHeaderSize = 16;
+constexpr size_t kInfoTraceSize =
+    12;  // u16 n_ops, u16 0, u32 capture, u32 tick_hz
 
 // NAK reasons.
 constexpr uint16_t kNakGap = 1;

@@ -12,8 +12,11 @@
 #include "hil_format.h"
 #include "model_data.h"
 #include "model_ops.h"
+#include "tensorflow/lite/micro/compatibility.h"
 #include "tensorflow/lite/micro/debug_log.h"
+#include "tensorflow/lite/micro/memory_helpers.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
+#include "tensorflow/lite/micro/micro_profiler_interface.h"
 #include "tensorflow/lite/micro/micro_time.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 
@@ -40,9 +43,213 @@ __attribute__((section(HIL_ARENA_SECTION)))
 #endif
 alignas(16) uint8_t g_arena[kArenaSize];
 
+// The interpreter with its evaluation tensors in reach: during the
+// profiler's EndEvent an operator's outputs are still live under the normal
+// memory planner, so the trace needs no preserved tensors (no extra arena).
+class TracingInterpreter : public tflite::MicroInterpreter {
+ public:
+  using tflite::MicroInterpreter::MicroInterpreter;
+  TfLiteEvalTensor* EvalTensor(int index) const {
+    return context().GetEvalTensor(&context(), index);
+  }
+};
+
+// The per-operator trace (FEATURE_TRACE): 8 bytes of RAM per operator,
+// filled in EndEvent, which TFLM calls once per operator in execution order.
+// TFLM's own MicroProfiler keeps 4096 events; this keeps what the wire sends.
+struct TraceRecord {
+  uint32_t crc;    // CRC-32 of the operator's output tensors, in order
+  uint32_t ticks;  // tflite::GetCurrentTimeTicks() from Begin to End
+};
+TraceRecord g_trace[kHilNumOperators];
+
+#if HIL_CAPTURE_BYTES > 0
+uint8_t g_capture[HIL_CAPTURE_BYTES];
+#endif
+
+// CRC-32 (zlib.crc32) sliced by 4: the trace checksums every operator's
+// outputs, so it must cost little next to the operator (the protocol's
+// nibble-table CRC is smaller but ~4x slower). 4 KB of tables in flash.
+struct CrcTables {
+  uint32_t t[4][256];
+};
+constexpr CrcTables MakeCrcTables() {
+  CrcTables x{};
+  for (uint32_t i = 0; i < 256; ++i) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; ++k) c = (c & 1u) ? (c >> 1) ^ 0xEDB88320u : c >> 1;
+    x.t[0][i] = c;
+  }
+  for (int s = 1; s < 4; ++s) {
+    for (uint32_t i = 0; i < 256; ++i) {
+      x.t[s][i] = (x.t[s - 1][i] >> 8) ^ x.t[0][x.t[s - 1][i] & 0xFFu];
+    }
+  }
+  return x;
+}
+constexpr CrcTables kCrc = MakeCrcTables();
+
+uint32_t CrcUpdate(uint32_t c, const uint8_t* p, size_t n) {
+  for (; n >= 4; p += 4, n -= 4) {
+    c ^= static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
+         static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24;
+    c = kCrc.t[3][c & 0xFFu] ^ kCrc.t[2][(c >> 8) & 0xFFu] ^
+        kCrc.t[1][(c >> 16) & 0xFFu] ^ kCrc.t[0][c >> 24];
+  }
+  for (; n > 0; --n) c = (c >> 8) ^ kCrc.t[0][(c ^ *p++) & 0xFFu];
+  return c;
+}
+
+class TraceProfiler : public tflite::MicroProfilerInterface {
+ public:
+  void Bind(const TracingInterpreter* interpreter, const tflite::Model* model) {
+    interpreter_ = interpreter;
+    operators_ = model->subgraphs()->Get(0)->operators();
+  }
+  void Arm(uint8_t options, uint16_t capture_op) {
+    options_ = options;
+    capture_op_ = capture_op;
+    next_op_ = 0;
+    depth_ = 0;
+    capture_length_ = 0;
+    capture_ops_ = 0;
+  }
+  // Keeps the last invoke's capture readable.
+  void Disarm() { options_ = 0; }
+  uint8_t options() const { return options_; }
+  int operators_done() const { return next_op_; }
+  uint32_t capture_length() const { return capture_length_; }
+  uint16_t capture_ops() const { return capture_ops_; }
+  uint16_t capture_first() const { return capture_op_; }
+
+  uint32_t BeginEvent(const char* /*tag*/) override {
+    if (depth_++ == 0) start_ = tflite::GetCurrentTimeTicks();
+    return 0;
+  }
+
+  void EndEvent(uint32_t /*handle*/) override {
+    if (depth_ == 0 || --depth_ > 0) return;  // only subgraph 0's operators
+    const uint32_t ticks = tflite::GetCurrentTimeTicks() - start_;
+    const int op = next_op_++;
+    if (op >= kHilNumOperators) return;
+#ifdef HIL_PERTURB_OP
+    // Test-only fault: operator K computes something else; the operators
+    // after it compute on from it (as a miscompiled kernel would).
+    if (op == HIL_PERTURB_OP) Perturb(op);
+#endif
+    if (options_ & protocol::kInvokeTrace) {
+      g_trace[op].ticks = ticks;
+      g_trace[op].crc = OutputCrc(op);
+    }
+#if HIL_CAPTURE_BYTES > 0
+    if ((options_ & protocol::kInvokeCapture) && op >= capture_op_ &&
+        capture_length_ < HIL_CAPTURE_BYTES) {
+      size_t n = 0;
+      const uint8_t* data = Output(op, 0, &n);
+      const size_t room = HIL_CAPTURE_BYTES - capture_length_;
+      if (n > room) n = room;
+      if (data != nullptr) std::memcpy(g_capture + capture_length_, data, n);
+      capture_length_ += static_cast<uint32_t>(n);
+      ++capture_ops_;
+    }
+#endif
+  }
+
+ private:
+  // Output `i` of operator `op`: its bytes and their count, or nullptr.
+  uint8_t* Output(int op, int i, size_t* bytes) const {
+    *bytes = 0;
+    const auto* outs = operators_->Get(op)->outputs();
+    if (outs == nullptr || i >= static_cast<int>(outs->size())) return nullptr;
+    const int index = outs->Get(i);
+    if (index < 0) return nullptr;
+    TfLiteEvalTensor* t = interpreter_->EvalTensor(index);
+    if (t == nullptr || t->data.raw == nullptr ||
+        tflite::TfLiteEvalTensorByteLength(t, bytes) != kTfLiteOk) {
+      *bytes = 0;
+      return nullptr;
+    }
+    return t->data.uint8;
+  }
+
+  uint32_t OutputCrc(int op) const {
+    uint32_t crc = 0xFFFFFFFFu;
+    const auto* outs = operators_->Get(op)->outputs();
+    const int n = outs == nullptr ? 0 : static_cast<int>(outs->size());
+    for (int i = 0; i < n; ++i) {
+      size_t bytes = 0;
+      const uint8_t* data = Output(op, i, &bytes);
+      if (data != nullptr) crc = CrcUpdate(crc, data, bytes);
+    }
+    return ~crc;
+  }
+
+#ifdef HIL_PERTURB_OP
+#ifndef HIL_PERTURB_LSB
+#define HIL_PERTURB_LSB 1
+#endif
+  // Moves every element of the operator's first output by HIL_PERTURB_LSB
+  // steps, saturating (harness.localize.perturb for int8/uint8/int16/int32).
+  void Perturb(int op) const {
+    const auto* outs = operators_->Get(op)->outputs();
+    if (outs == nullptr || outs->size() == 0 || outs->Get(0) < 0) return;
+    TfLiteEvalTensor* t = interpreter_->EvalTensor(outs->Get(0));
+    size_t bytes = 0;
+    if (t == nullptr ||
+        tflite::TfLiteEvalTensorByteLength(t, &bytes) != kTfLiteOk)
+      return;
+    switch (t->type) {
+      case kTfLiteInt8:
+        Shift(t->data.int8, bytes, -128, 127);
+        break;
+      case kTfLiteUInt8:
+        Shift(t->data.uint8, bytes, 0, 255);
+        break;
+      case kTfLiteInt16:
+        Shift(t->data.i16, bytes / 2, -32768, 32767);
+        break;
+      case kTfLiteInt32:
+        Shift(t->data.i32, bytes / 4, INT32_MIN, INT32_MAX);
+        break;
+      default:
+        break;
+    }
+  }
+  template <typename T>
+  static void Shift(T* v, size_t n, int64_t lo, int64_t hi) {
+    for (size_t i = 0; i < n; ++i) {
+      int64_t x = static_cast<int64_t>(v[i]) + HIL_PERTURB_LSB;
+      v[i] = static_cast<T>(x < lo ? lo : x > hi ? hi : x);
+    }
+  }
+#endif
+
+  const TracingInterpreter* interpreter_ = nullptr;
+  const flatbuffers::Vector<flatbuffers::Offset<tflite::Operator>>* operators_ =
+      nullptr;
+  uint32_t start_ = 0;
+  int depth_ = 0;
+  int next_op_ = 0;
+  uint8_t options_ = 0;
+  uint16_t capture_op_ = 0;
+  uint32_t capture_length_ = 0;
+  uint16_t capture_ops_ = 0;
+
+  // The virtual destructor must not pull in operator delete (no heap).
+  TF_LITE_REMOVE_VIRTUAL_DELETE
+};
+
 HilOpResolver g_resolver;
-alignas(tflite::MicroInterpreter) uint8_t
-    g_interpreter_storage[sizeof(tflite::MicroInterpreter)];
+TraceProfiler g_profiler;
+alignas(TracingInterpreter) uint8_t
+    g_interpreter_storage[sizeof(TracingInterpreter)];
+
+// What the last traced invoke left (TraceRecord / CaptureOf).
+bool g_trace_valid = false;
+uint32_t g_trace_sample = 0;
+bool g_capture_valid = false;
+uint16_t g_capture_first = 0;
+uint32_t g_next_sample = 0;
 
 LogSink g_log_sink = nullptr;
 
@@ -153,8 +360,17 @@ bool TflmBackend::Init() {
     return Fail("model schema %u, TFLM supports %d",
                 static_cast<unsigned>(model->version()), TFLITE_SCHEMA_VERSION);
   }
-  interpreter_ = new (g_interpreter_storage)
-      tflite::MicroInterpreter(model, g_resolver, g_arena, kArenaSize);
+  if (model->subgraphs()->size() < 1 ||
+      static_cast<int>(model->subgraphs()->Get(0)->operators()->size()) !=
+          kHilNumOperators) {
+    return Fail(
+        "the model's operator count differs from model_ops.h: "
+        "regenerate with hil codegen");
+  }
+  auto* interpreter = new (g_interpreter_storage) TracingInterpreter(
+      model, g_resolver, g_arena, kArenaSize, nullptr, &g_profiler);
+  g_profiler.Bind(interpreter, model);
+  interpreter_ = interpreter;
   if (interpreter_->AllocateTensors() != kTfLiteOk) {
     return Fail(
         "AllocateTensors() failed with a %u-byte arena; rebuild with a larger "
@@ -210,6 +426,47 @@ void TflmBackend::GetInfo(protocol::DeviceInfo* info) {
   info->cpu_hz = board::CpuHz();
   info->flags = board::HasCycleCounter() ? protocol::kInfoCyclesReal : 0;
   info->line_baud = HIL_LINE_BAUD;
+#if !defined(TF_LITE_STRIP_ERROR_STRINGS)  // else TFLM calls no profiler
+  info->trace_ops = static_cast<uint16_t>(kHilNumOperators);
+  info->capture_bytes = HIL_CAPTURE_BYTES;
+  info->tick_hz = tflite::ticks_per_second();
+#endif
+}
+
+void TflmBackend::PrepareInvoke(uint32_t sample_id, uint8_t options,
+                                uint16_t capture_op) {
+  g_next_sample = sample_id;
+  g_profiler.Arm(options, capture_op);
+  if (options & protocol::kInvokeTrace) g_trace_valid = false;
+  if (options & protocol::kInvokeCapture) g_capture_valid = false;
+}
+
+bool TflmBackend::TraceRecord(uint32_t sample_id, uint16_t op, uint16_t* n_ops,
+                              uint32_t* crc, uint32_t* ticks) {
+  if (!g_trace_valid || sample_id != g_trace_sample) return false;
+  *n_ops = static_cast<uint16_t>(kHilNumOperators);
+  if (op < kHilNumOperators) {
+    *crc = g_trace[op].crc;
+    *ticks = g_trace[op].ticks;
+  }
+  return true;
+}
+
+const uint8_t* TflmBackend::CaptureOf(uint32_t sample_id, uint16_t* first_op,
+                                      uint16_t* n_ops, uint32_t* total) {
+#if HIL_CAPTURE_BYTES > 0
+  if (!g_capture_valid || sample_id != g_trace_sample) return nullptr;
+  *first_op = g_capture_first;
+  *n_ops = g_profiler.capture_ops();
+  *total = g_profiler.capture_length();
+  return g_capture;
+#else
+  (void)sample_id;
+  (void)first_op;
+  (void)n_ops;
+  (void)total;
+  return nullptr;
+#endif
 }
 
 int TflmBackend::NumInputs() { return kHilNumInputs; }
@@ -241,6 +498,14 @@ int32_t TflmBackend::Invoke(uint32_t* invoke_us, uint64_t* cycles) {
   const TfLiteStatus status = interpreter_->Invoke();
   const uint32_t t1 = board::MicrosNow();
   const uint64_t c1 = board::CyclesNow();
+  const uint8_t options = g_profiler.options();
+  if (status == kTfLiteOk && g_profiler.operators_done() == kHilNumOperators) {
+    g_trace_sample = g_next_sample;
+    g_trace_valid = (options & protocol::kInvokeTrace) != 0;
+    g_capture_valid = (options & protocol::kInvokeCapture) != 0;
+    g_capture_first = g_profiler.capture_first();
+  }
+  g_profiler.Disarm();   // an INVOKE without options records nothing
   *invoke_us = t1 - t0;  // wraps correctly
   *cycles = board::HasCycleCounter() ? c1 - c0 : 0;
   FlushLine(protocol::kLogWarn);

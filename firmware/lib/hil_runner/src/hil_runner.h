@@ -17,6 +17,12 @@
 
 #include "hil_dispatcher.h"
 
+// Capture buffer (FEATURE_TRACE's CAPTURE_READ), bytes: the outputs of the
+// operators from the one the host names on. 0 turns capture off.
+#ifndef HIL_CAPTURE_BYTES
+#define HIL_CAPTURE_BYTES 0
+#endif
+
 #ifndef HIL_FIRMWARE_VERSION
 #define HIL_FIRMWARE_VERSION "tinyhil-fw 0.1.0"
 #endif
@@ -56,6 +62,12 @@ class TflmBackend : public protocol::Backend {
   uint8_t* InputBuffer(int index) override;
   const uint8_t* OutputBuffer(int index) override;
   int32_t Invoke(uint32_t* invoke_us, uint64_t* cycles) override;
+  void PrepareInvoke(uint32_t sample_id, uint8_t options,
+                     uint16_t capture_op) override;
+  bool TraceRecord(uint32_t sample_id, uint16_t op, uint16_t* n_ops,
+                   uint32_t* crc, uint32_t* ticks) override;
+  const uint8_t* CaptureOf(uint32_t sample_id, uint16_t* first_op,
+                           uint16_t* n_ops, uint32_t* total) override;
 
  private:
   bool Fail(const char* format, ...) __attribute__((format(printf, 2, 3)));

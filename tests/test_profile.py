@@ -1,0 +1,58 @@
+"""`hil profile` on the simulated board: per-operator time from the trace,
+the clock labelled as what it is."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from harness.cli import main
+from harness.device.sim import start_sim
+from harness.localize import model_ops
+from harness.profile import _report, clock_of
+
+
+@pytest.mark.timeout(300)
+def test_profile_on_the_simulated_board(gesture_model, tmp_path, capsys):
+    ops = model_ops(gesture_model.tflite.read_bytes())
+    rj, rh = tmp_path / "p.json", tmp_path / "p.html"
+    with start_sim(gesture_model.tflite, listen="tcp:0", baud=0, latency_ms=0) as sim:
+        argv = ["profile", "--port", sim.url, "--model", str(gesture_model.tflite), "--data", str(gesture_model.npz)]
+        rc = main([*argv, "--samples", "6", "--json", str(rj), "--html", str(rh)])
+        invokes = sim.device.stats.invokes
+    assert rc == 0 and invokes == 6
+    r = json.loads(rj.read_text())
+    assert r["schema"] == "tinyhil-profile-report/1" and r["samples"] == 6 and r["inputs"] == "data"
+    assert r["clock"]["kind"] == "host" and r["clock"]["unit"] == "us" and "HOST time" in r["clock"]["note"]
+    assert [o["op_type"] for o in r["ops"]] == [o.op_type for o in ops]
+    assert all(0 < o["time"]["min"] <= o["time"]["median"] <= o["time"]["p99"] for o in r["ops"])
+    assert sum(o["share"] for o in r["ops"]) == pytest.approx(1.0)
+    assert sum(t["count"] for t in r["op_types"]) == len(ops)
+    assert sum(t["share"] for t in r["op_types"]) == pytest.approx(1.0)
+    html = rh.read_text()
+    assert "<svg" in html and "HOST" in html and "FULLY_CONNECTED" in html
+    out = capsys.readouterr().out
+    assert "per operator" in out and "HOST time" in out
+
+
+@pytest.mark.timeout(300)
+def test_profile_of_a_board_without_the_trace_is_exit_2(gesture_model, capsys):
+    with start_sim(gesture_model.tflite, listen="tcp:0", baud=0, latency_ms=0, max_version=1) as sim:
+        rc = main(["profile", "--port", sim.url, "--model", str(gesture_model.tflite), "--samples", "2"])
+    assert rc == 2 and "no per-operator trace" in capsys.readouterr().err
+
+
+def test_clock_labels_and_tick_conversion():
+    dev = clock_of(SimpleNamespace(tick_hz=0, cpu_hz=64_000_000, host_time=False, board="nano33ble"))
+    assert dev == {"kind": "device", "tick_hz": 64_000_000, "note": "the device's own clock", "unit": "us"}
+    qemu = clock_of(SimpleNamespace(tick_hz=0, cpu_hz=32_000_000, host_time=False, board="qemu_m55"))
+    assert qemu["kind"] == "qemu" and "QEMU time" in qemu["note"]
+    none = clock_of(SimpleNamespace(tick_hz=0, cpu_hz=0, host_time=False, board="x"))
+    assert none["unit"] == "ticks"
+    ops = [SimpleNamespace(op_type=t, output_name=t.lower()) for t in ("CONV_2D", "CONV_2D", "SOFTMAX")]
+    r = _report(ops, [[6400, 3200, 6400], [6400, 6400, 0]], [300, 200], dev, {}, "p", "m", None, "x")
+    assert r["ops"][0]["time"]["median"] == pytest.approx(100.0)  # 6400 ticks at 64 MHz
+    conv = next(t for t in r["op_types"] if t["op_type"] == "CONV_2D")
+    assert conv["count"] == 2 and conv["share"] == pytest.approx((0.6 + 1.0) / 2)
