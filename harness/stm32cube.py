@@ -8,7 +8,7 @@ of it is committed here. The hil-offline builder asks this module for the
 include folders, defines and sources of one board's BSP.
 
 Only what the firmware calls is compiled: HAL core, Cortex, RCC, PWR, GPIO,
-UART and XSPI; the board's BSP core (SMPS, overdrive supply) and XSPI NOR
+UART and XSPI (with DMA and EXTI, whose types their handles name); the board's BSP core (SMPS, overdrive supply) and XSPI NOR
 file; the NOR flash component. The firmware's own `stm32n6xx_hal_conf.h`
 (firmware/src/boards/stm32n6/) enables exactly those HAL modules.
 """
@@ -31,9 +31,29 @@ DEVICE = "Drivers/CMSIS/Device/ST/STM32N6xx"
 CMSIS_CORE = "Drivers/CMSIS/Core/Include"
 # What makes a folder an STM32CubeN6 tree.
 MARKER = f"{HAL}/Inc/stm32n6xx_hal.h"
-# The HAL modules the firmware uses (= the *_MODULE_ENABLED of its hal_conf).
-HAL_MODULES = ("", "_cortex", "_rcc", "_rcc_ex", "_pwr", "_pwr_ex", "_gpio", "_uart", "_uart_ex", "_xspi")
+# The HAL modules the firmware uses (= the *_MODULE_ENABLED of its hal_conf);
+# DMA and EXTI because the XSPI and UART handles and the BSP's button
+# handles name their types.
+HAL_MODULES = (
+    "",
+    "_cortex",
+    "_rcc",
+    "_rcc_ex",
+    "_pwr",
+    "_pwr_ex",
+    "_gpio",
+    "_exti",
+    "_dma",
+    "_dma_ex",
+    "_uart",
+    "_uart_ex",
+    "_xspi",
+)
 DEFINES = ("STM32N657xx", "USE_HAL_DRIVER")
+# ST's sources: secure-state build as ST's FSBL projects (-mcmse: SAU and
+# the non-secure aliases that SystemInit touches), and C11's float_t (GCC
+# reports FLT_EVAL_METHOD 16 for the M55, for which newlib has no float_t).
+CFLAGS = ("-mcmse", "-fpermitted-flt-eval-methods=c11")
 
 
 @dataclass(frozen=True)

@@ -189,7 +189,7 @@ if cube_bsp:
     conf_dir = os.path.join("$PROJECT_DIR", option("custom_hil_stm32cube_conf", "src"))
     env.Append(CPPPATH=[conf_dir] + [str(d) for d in cube.include_dirs(cube_bsp)], CPPDEFINES=list(stm32cube.DEFINES))
     cube_env = env.Clone()
-    cube_env.Append(CCFLAGS=["-w"])  # ST's code: its warnings are not ours to fix
+    cube_env.Append(CCFLAGS=["-w"] + list(stm32cube.CFLAGS))  # ST's code: its warnings are not ours to fix
     cube_objs = [
         cube_env.Object(
             os.path.join("$BUILD_DIR", "stm32cube", os.path.splitext(str(src.relative_to(cube.root)))[0] + ".o"),

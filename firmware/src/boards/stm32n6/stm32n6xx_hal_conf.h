@@ -14,6 +14,9 @@ extern "C" {
 #define HAL_RCC_MODULE_ENABLED
 #define HAL_PWR_MODULE_ENABLED
 #define HAL_GPIO_MODULE_ENABLED
+// The XSPI and UART handles name DMA types, the BSPs' button handles EXTI.
+#define HAL_DMA_MODULE_ENABLED
+#define HAL_EXTI_MODULE_ENABLED
 #define HAL_UART_MODULE_ENABLED
 #define HAL_XSPI_MODULE_ENABLED
 
@@ -39,6 +42,8 @@ extern "C" {
 
 #include "stm32n6xx_hal_rcc.h"
 #include "stm32n6xx_hal_gpio.h"
+#include "stm32n6xx_hal_dma.h"
+#include "stm32n6xx_hal_exti.h"
 #include "stm32n6xx_hal_cortex.h"
 #include "stm32n6xx_hal_pwr.h"
 #include "stm32n6xx_hal_uart.h"
