@@ -354,20 +354,20 @@ def _compile(job: _Job, env_vars: dict, clean: bool, jobs: int | None, on_line, 
             )
         elf = job.out_dir / ("firmware.elf" if elf_src.suffix == ".elf" else "firmware")
         shutil.copy2(elf_src, elf)
-        for src, name in (
-            ("program.bin", "firmware.bin"),
-            ("program_extflash.bin", "firmware-extflash.bin"),
-            ("firmware.map", "firmware.map"),
-        ):
-            stale = job.out_dir / name
+        for src, name in (("program.bin", "firmware.bin"), ("firmware.map", "firmware.map")):
             if (build_dir / src).is_file():
-                shutil.copy2(build_dir / src, stale)
-            elif name == "firmware-extflash.bin" and stale.is_file():
-                stale.unlink()  # a previous build's model must not be flashed with this image
+                shutil.copy2(build_dir / src, job.out_dir / name)
+        # The external-flash model of this build, and never a previous one's.
+        ext_src, ext = build_dir / "program_extflash.bin", job.out_dir / EXTERNAL_MODEL_FILE
+        if env_vars.get("HIL_MODEL_PLACEMENT") == "external" and ext_src.is_file():
+            shutil.copy2(ext_src, ext)
+        elif ext.is_file():
+            ext.unlink()
     return elf, args, log_path
 
 
 EXTERNAL_MODEL_SECTION = ".hil_model_ext"  # = stm32n6_extflash.ld
+EXTERNAL_MODEL_FILE = "firmware-extflash.bin"  # = harness/drivers/stm_programmer.py
 
 
 def model_placement(board: Board, model: Path) -> str:
