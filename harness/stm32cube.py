@@ -53,7 +53,9 @@ DEFINES = ("STM32N657xx", "USE_HAL_DRIVER")
 # ST's sources: secure-state build as ST's FSBL projects (-mcmse: SAU and
 # the non-secure aliases that SystemInit touches), and C11's float_t (GCC
 # reports FLT_EVAL_METHOD 16 for the M55, for which newlib has no float_t).
-CFLAGS = ("-mcmse", "-fpermitted-flt-eval-methods=c11")
+# -Os: arm-none-eabi-gcc 12.2 (Debian/Ubuntu's) crashes at -O2 on
+# stm32n6xx_hal_dma_ex.c for cortex-m55; none of it is on the inference path.
+CFLAGS = ("-mcmse", "-fpermitted-flt-eval-methods=c11", "-Os")
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,10 @@ if cube_bsp:
     except HilError as exc:
         fail("%s -- %s" % (exc, exc.hint) if getattr(exc, "hint", "") else str(exc))
     conf_dir = os.path.join("$PROJECT_DIR", option("custom_hil_stm32cube_conf", "src"))
-    env.Append(CPPPATH=[conf_dir] + [str(d) for d in cube.include_dirs(cube_bsp)], CPPDEFINES=list(stm32cube.DEFINES))
+    # Before the TFLM tree's folders: its CMSIS Core is another release than
+    # the one ST's device headers are written against.
+    env.Prepend(CPPPATH=[conf_dir] + [str(d) for d in cube.include_dirs(cube_bsp)])
+    env.Append(CPPDEFINES=list(stm32cube.DEFINES))
     cube_env = env.Clone()
     cube_env.Append(CCFLAGS=["-w"] + list(stm32cube.CFLAGS))  # ST's code: its warnings are not ours to fix
     cube_objs = [
