@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import codegen, pio, procs, tflm
+from harness import codegen, pio, procs, stm32cube, tflm
 from harness.boards import Board, load_board
 from harness.errors import BuildError, ConfigError, ToolError
 from harness.fileio import sha256_file, write_json_atomic
@@ -79,6 +79,9 @@ class BuildResult:
     allocator_symbols: list[str] = field(default_factory=list)  # empty: "heap: none"
     trace_bytes: int | None = None  # hil_runner's per-operator trace records (None: not in the ELF)
     capture_bytes: int | None = None  # its HIL_CAPTURE_BYTES buffer (None: capture off)
+    model_placement: str = "image"  # "image" or "external flash" (STM32N6: XSPI NOR)
+    external_flash_used: int = 0
+    external_flash_limit: int = 0
 
     @property
     def heap(self) -> str:
@@ -322,6 +325,9 @@ def _prepare_environment(board: Board, tflm_dir: str | os.PathLike | None) -> di
     if is_offline_env(board):
         check_toolchain(board)
         env_vars[tflm.ENV_VAR] = str(find_tflm_tree(board, tflm_dir))
+        bsp = stm32cube.BOARD_BSP.get(board.id)
+        if bsp:  # checked before a long compile, not by the builder after it
+            env_vars[stm32cube.ENV_VAR] = str(stm32cube.check_tree(os.environ.get(stm32cube.ENV_VAR), bsp).root)
     else:
         # A registry platform's env (the Nano) builds the same local tree
         # (firmware/scripts/hil_tflm_lib.py), read from the core's variable.
@@ -370,10 +376,45 @@ def _compile(job: _Job, env_vars: dict, clean: bool, jobs: int | None, on_line, 
             )
         elf = job.out_dir / ("firmware.elf" if elf_src.suffix == ".elf" else "firmware")
         shutil.copy2(elf_src, elf)
-        binary = build_dir / "program.bin"
-        if binary.is_file():
-            shutil.copy2(binary, job.out_dir / "firmware.bin")
+        for src, name in (("program.bin", "firmware.bin"), ("firmware.map", "firmware.map")):
+            if (build_dir / src).is_file():
+                shutil.copy2(build_dir / src, job.out_dir / name)
+        # The external-flash model of this build, and never a previous one's.
+        ext_src, ext = build_dir / "program_extflash.bin", job.out_dir / EXTERNAL_MODEL_FILE
+        if env_vars.get("HIL_MODEL_PLACEMENT") == "external" and ext_src.is_file():
+            shutil.copy2(ext_src, ext)
+        elif ext.is_file():
+            ext.unlink()
     return elf, args, log_path
+
+
+EXTERNAL_MODEL_SECTION = ".hil_model_ext"  # = stm32n6_extflash.ld
+EXTERNAL_MODEL_FILE = "firmware-extflash.bin"  # = harness/drivers/stm_programmer.py
+
+
+def model_placement(board: Board, model: Path) -> str:
+    """Where the model goes: a board with external flash for models
+    (`model_flash_base`) takes one larger than `image_model_max_bytes`
+    there, leaving the image room for code; every other model stays in
+    the image."""
+    limit = board.get("image_model_max_bytes")
+    if board.get("model_flash_base") and limit is not None and model.stat().st_size > int(limit):
+        return "external flash"
+    return "image"
+
+
+def _split_external(result: BuildResult, board: Board) -> None:
+    """The external-flash model section counts against the board's external
+    flash, not against the image."""
+    ext = [s for s in result.sections if s.name == EXTERNAL_MODEL_SECTION]
+    if not ext:
+        return
+    result.model_placement = "external flash"
+    result.external_flash_used = sum(s.size for s in ext)
+    result.external_flash_limit = int(board.get("external_flash_bytes") or 0) - (
+        int(str(board.get("model_flash_base")), 0) - int(str(board.get("flash_base", "0x70000000")), 0)
+    )
+    result.flash_used -= result.external_flash_used
 
 
 def _check_image(result: BuildResult, info: dict) -> None:
@@ -388,6 +429,12 @@ def _check_image(result: BuildResult, info: dict) -> None:
         raise BuildError(
             f"the model array {symbol} sits in the writable section {info['model_section']}: it would be copied to RAM",
             "keep the generated `const` array; check the linker script",
+        )
+    if result.external_flash_used > result.external_flash_limit:
+        raise BuildError(
+            f"the model needs {result.external_flash_used} bytes of external flash; "
+            f"{board} has {result.external_flash_limit} from its model_flash_base",
+            "use a smaller model",
         )
     if result.flash_used > result.flash_limit:
         raise BuildError(
@@ -433,6 +480,9 @@ def build(
     env_vars.update(
         {"HIL_MODEL": str(job.model), "HIL_MODEL_DIR": str(gen_dir), "PLATFORMIO_WORKSPACE_DIR": str(workspace_dir())}
     )
+    placement = model_placement(job.board, job.model)
+    if placement == "external flash":
+        env_vars["HIL_MODEL_PLACEMENT"] = "external"
     t0 = time.monotonic()
     elf, args, log_path = _compile(job, env_vars, clean, jobs, on_line, timeout)
     seconds = time.monotonic() - t0
@@ -463,6 +513,12 @@ def build(
         log=log_path,
         allocator_symbols=info["allocators"],
     )
+    _split_external(result, job.board)
+    if result.model_placement != placement:
+        raise BuildError(
+            f"the model went to the {result.model_placement}, not the {placement}: the linker script did not place it",
+            "check the env's custom_hil_ldscript_external (firmware/platformio.ini)",
+        )
     _check_image(result, info)
     write_json_atomic(job.out_dir / "build_report.json", result.to_json())
     return result

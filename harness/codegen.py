@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import __version__
+from harness import __version__, npu
 from harness.arena import ArenaProbe, align_up
 from harness.boards import load_board
 from harness.config import (
@@ -439,18 +439,22 @@ def check_board(board_id: str, model_size: int, arena_bytes: int) -> tuple[dict,
     warnings above 90 %."""
 
     board = load_board(board_id)
+    model_flash = board.flash_bytes
+    if board.get("model_flash_base") and model_size > int(board.get("image_model_max_bytes") or 0):
+        # The STM32N6 firmware links such a model into the external NOR flash.
+        model_flash = int(board.get("external_flash_bytes") or 0)
     usage = {
         "board": board.id,
-        "flash_bytes": board.flash_bytes,
+        "flash_bytes": model_flash,
         "ram_bytes": board.ram_bytes,
         "model_bytes": model_size,
         "arena_bytes": arena_bytes,
-        "flash_fraction": model_size / board.flash_bytes if board.flash_bytes else math.inf,
+        "flash_fraction": model_size / model_flash if model_flash else math.inf,
         "ram_fraction": arena_bytes / board.ram_bytes if board.ram_bytes else math.inf,
     }
     problems, warnings = [], []
     for what, need, have, frac in (
-        ("model", model_size, board.flash_bytes, usage["flash_fraction"]),
+        ("model", model_size, model_flash, usage["flash_fraction"]),
         ("tensor arena", arena_bytes, board.ram_bytes, usage["ram_fraction"]),
     ):
         mem = "flash" if what == "model" else "RAM"
@@ -618,6 +622,8 @@ def generate(
     files, measured, how = _render_and_measure(model, data, fmt, out_dir, ctx, arena_bytes)
     arena = _arena(measured, how, margin_frac, margin_extra)
     usage, warnings = check_board(board, len(data), arena.recommended) if board else (None, [])
+    if board:
+        warnings += npu.npu_warnings(data, load_board(board))
     warnings += _normalization_warnings(normalization, config_path, info)
     files["model_data.h"] = render_header(ctx, arena)
     files = {k: files[k] for k in ([INCBIN_COPY] if fmt == "incbin" else []) + list(FILES)}

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import __version__
+from harness import __version__, npu
 from harness import data as hdata
+from harness.boards import load_board
 from harness.config import ModelConfig, read_config
 from harness.config import find_model_config as find_config
 from harness.console import NullProgress
@@ -61,6 +62,7 @@ class ConvertOptions:
     io: str = "float32"
     signal_threshold: float = 0.05
     min_class_samples: int = 2
+    board: str | None = None  # an STM32N6 board: warn per layer the NPU would leave to software
 
     @property
     def rounds(self) -> int:
@@ -717,6 +719,7 @@ def convert_with(opts: ConvertOptions, *, progress=None) -> ConvertResult:
     t_start = time.perf_counter()
     progress = progress or NullProgress()
     opts.check()
+    board = load_board(opts.board) if opts.board else None  # an unknown board fails before TF loads
     paths = _resolve_paths(opts)
     loaded = _load_model_and_data(opts, paths)
     converted = _convert_both(opts, loaded, progress)
@@ -742,7 +745,7 @@ def convert_with(opts: ConvertOptions, *, progress=None) -> ConvertResult:
         float_max_abs_diff=validation.float_max,
         passed=report.passed,
         convert_report=report,
-        notes=loaded.notes,
+        notes=loaded.notes + npu.npu_warnings(converted.flat, board),
     )
 
 

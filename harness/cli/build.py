@@ -63,12 +63,17 @@ def run(args) -> int:
     )
     console.info(
         f"model {res.model_symbol}: {res.model_size} bytes in read-only {res.model_section} "
-        f"at 0x{res.model_address:08x}; arena {res.arena_bytes} bytes"
+        f"at 0x{res.model_address:08x} ({res.model_placement}); arena {res.arena_bytes} bytes"
     )
     if res.trace_bytes is not None:
         console.info(
             f"per-operator trace: {res.trace_bytes} bytes of RAM; capture buffer: "
             + (f"{res.capture_bytes} bytes" if res.capture_bytes else "off (HIL_CAPTURE_BYTES=0)")
+        )
+    if res.model_placement == "external flash":
+        console.info(
+            f"external flash {_kb(res.external_flash_used)} of {_kb(res.external_flash_limit)}: "
+            "hil flash writes it with the board's external loader"
         )
     # The build fails when the ELF links an allocator, so this says "none".
     console.info(f"heap: {res.heap} (no allocator linked)")

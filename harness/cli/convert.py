@@ -152,6 +152,7 @@ def register(sub, common) -> None:
     )
     add_option(g, "--export_onnx", action="store_true", help="also write <out>.onnx (needs tinyhil[onnx])")
     add_option(g, "--report_json", metavar="PATH", help="write the JSON conversion report here")
+    add_option(g, "--board", metavar="ID", help="an STM32N6 board: warn per layer whose channels the NPU cannot take")
     p.set_defaults(func=run)
 
 
@@ -174,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
             io=args.io,
             signal_threshold=args.signal_threshold,
             min_class_samples=args.min_class_samples,
+            board=args.board,
             progress=progress,
         )
     _print_summary(res)

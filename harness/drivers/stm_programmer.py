@@ -2,7 +2,9 @@
 
 Flash boot: sign the image with STM32_SigningTool_CLI, then program the
 external flash with STM32_Programmer_CLI and the board's external loader.
-`ram`: load the ELF to AXISRAM in development boot. The port is the
+`ram`: load the ELF to AXISRAM in development boot. A model in external
+flash (firmware-extflash.bin beside the ELF, `hil build` writes it) is
+written at the board's model_flash_base with the same loader first. The port is the
 ST-LINK's virtual COM port (it stays enumerated).
 """
 
@@ -59,14 +61,26 @@ class StmProgrammerDriver(Driver):
         self, binary: Path, elf: Path, ram: bool, programmer: str, signer: str | None, loader: str | None
     ) -> list[list[str]]:
         connect = ["-c", "port=SWD", "mode=HOTPLUG", "AP=1"]
+        # A model linked into the external NOR flash (.hil_model_ext) comes as
+        # its own file, written at model_flash_base through the external loader.
+        model_bin = elf.with_name("firmware-extflash.bin")
+        model = []
+        if model_bin.is_file():
+            model = [[programmer, *connect, "-el", loader, "-w", str(model_bin), self.board.get("model_flash_base")]]
         if ram:
-            # Development boot (BOOT1 switch): load the ELF to AXISRAM and start it.
-            return [[programmer, *connect, "-d", str(elf), "-s"]]
+            # Development boot (BOOT1 switch): load the image part of the ELF
+            # to AXISRAM and start it; the model goes to flash first.
+            return (
+                [*model, [programmer, *connect, "-d", str(binary), "0x34180400", "-s", "0x34180400"]]
+                if model
+                else [[programmer, *connect, "-d", str(elf), "-s"]]
+            )
         signed = binary.with_name(binary.stem + "-trusted.bin")
         flash_base = self.board.get("flash_base", "0x70000000")
         sign = [signer, "-bin", str(binary), "-nk", "-of", "0x80000000", "-t", "fsbl", "-hv", "2.3"]
         return [
             [*sign, "-o", str(signed), "-s"],
+            *model,
             [programmer, *connect, "-el", loader, "-hardRst", "-w", str(signed), flash_base],
         ]
 
@@ -78,7 +92,7 @@ class StmProgrammerDriver(Driver):
         # A dry run shows the plan on a machine without ST's tools.
         programmer = PROGRAMMER if opts.dry_run else st_tool(PROGRAMMER)
         signer = loader = None
-        if not opts.ram:
+        if not opts.ram or elf.with_name("firmware-extflash.bin").is_file():
             signer = SIGNER if opts.dry_run else st_tool(SIGNER)
             loader = self.board.get("external_loader") if opts.dry_run else self.external_loader(programmer)
         commands = self.commands(binary, elf, opts.ram, programmer, signer, loader)

@@ -104,10 +104,27 @@ if cross:
         env.Replace(LDSCRIPT_PATH=board.get("build.ldscript"))
     if not env.get("LDSCRIPT_PATH"):
         fail("board %s has no linker script: set board_build.ldscript" % env.subst("$BOARD"))
+    # A model too big for the image goes to external flash (harness.build
+    # decides and sets HIL_MODEL_PLACEMENT): the env's second linker script.
+    if os.environ.get("HIL_MODEL_PLACEMENT") == "external":
+        external_ld = option("custom_hil_ldscript_external", "")
+        if not external_ld:
+            fail("env %s cannot hold a model in external flash (no custom_hil_ldscript_external)" % env["PIOENV"])
+        env.Replace(LDSCRIPT_PATH=external_ld)
+        env.Append(CPPDEFINES=["HIL_MODEL_EXTERNAL"])
+    # The linker scripts INCLUDE their shared part from their own folder.
+    env.Append(LIBPATH=[os.path.join("$PROJECT_DIR", os.path.dirname(env.subst("$LDSCRIPT_PATH")))])
     env.Append(
         BUILDERS=dict(
+            # The external-flash model is not part of the image (it would
+            # fill the gap up to 0x70100000); it gets its own file.
             ElfToBin=Builder(
-                action=env.VerboseAction("$OBJCOPY -O binary $SOURCES $TARGET", "Building $TARGET"), suffix=".bin"
+                action=env.VerboseAction("$OBJCOPY -O binary -R .hil_model_ext $SOURCES $TARGET", "Building $TARGET"),
+                suffix=".bin",
+            ),
+            ElfToExtBin=Builder(
+                action=env.VerboseAction("$OBJCOPY -O binary -j .hil_model_ext $SOURCES $TARGET", "Building $TARGET"),
+                suffix=".bin",
             ),
         )
     )
@@ -153,6 +170,38 @@ if truthy(option("custom_hil_tflm", "yes")):
     env.Prepend(LIBS=[tflm_lib])
     env.Replace(HIL_TFLM_DIR=str(tree.root))
 
+# ------------------------------------------------------------------ STM32CubeN6
+# ST's HAL, BSP and flash component sources from the user's tree
+# (HIL_STM32CUBE_N6_DIR); which files is harness.stm32cube's to say. The
+# firmware's own hal_conf and BSP conf headers come from
+# custom_hil_stm32cube_conf.
+cube_bsp = option("custom_hil_stm32cube", "")
+if cube_bsp:
+    from harness import stm32cube
+    from harness.errors import HilError
+
+    try:
+        cube = stm32cube.check_tree(
+            os.environ.get(stm32cube.ENV_VAR) or option("custom_hil_stm32cube_dir", ""), cube_bsp
+        )
+    except HilError as exc:
+        fail("%s -- %s" % (exc, exc.hint) if getattr(exc, "hint", "") else str(exc))
+    conf_dir = os.path.join("$PROJECT_DIR", option("custom_hil_stm32cube_conf", "src"))
+    # Before the TFLM tree's folders: its CMSIS Core is another release than
+    # the one ST's device headers are written against.
+    env.Prepend(CPPPATH=[conf_dir] + [str(d) for d in cube.include_dirs(cube_bsp)])
+    env.Append(CPPDEFINES=list(stm32cube.DEFINES))
+    cube_env = env.Clone()
+    cube_env.Append(CCFLAGS=["-w"] + list(stm32cube.CFLAGS))  # ST's code: its warnings are not ours to fix
+    cube_objs = [
+        cube_env.Object(
+            os.path.join("$BUILD_DIR", "stm32cube", os.path.splitext(str(src.relative_to(cube.root)))[0] + ".o"),
+            str(src),
+        )
+        for src in cube.sources(cube_bsp)
+    ]
+    env.Prepend(LIBS=[cube_env.StaticLibrary(os.path.join("$BUILD_DIR", "stm32cube"), cube_objs)])
+
 # ------------------------------------------------------------------ targets
 target_elf = env.BuildProgram()
 outputs = [target_elf]
@@ -160,6 +209,8 @@ if cross and board.get("build.binary", False):
     # A raw image for programmers that take .bin (the STM32N6 signing tool).
     outputs.append(env.ElfToBin(os.path.join("$BUILD_DIR", "${PROGNAME}"), target_elf))
     env.Depends(outputs[-1], "checkprogsize")
+    if os.environ.get("HIL_MODEL_PLACEMENT") == "external":
+        outputs.append(env.ElfToExtBin(os.path.join("$BUILD_DIR", "${PROGNAME}_extflash"), target_elf))
 
 AlwaysBuild(env.Alias("size", target_elf, env.VerboseAction("$SIZEPRINTCMD", "Calculating size $SOURCE")))
 Default(outputs)

@@ -1,0 +1,14 @@
+// APS256XX (the STM32N6570-DK's PSRAM) component configuration: its header
+// is included by the DK's XSPI BSP; the firmware does not use the PSRAM.
+#ifndef TINYHIL_APS256XX_CONF_H_
+#define TINYHIL_APS256XX_CONF_H_
+
+#include "stm32n6xx_hal.h"
+
+#define CONF_HSPI_DS APS256XX_MR0_DS_HALF
+#define CONF_HSPI_PASR APS256XX_MR4_PASR_FULL
+#define CONF_HSPI_RF APS256XX_MR4_RF_4X
+#define DEFAULT_READ_LATENCY_CODE APS256XX_READ_LATENCY_5
+#define DEFAULT_WRITE_LATENCY_CODE APS256XX_WRITE_LATENCY_5
+
+#endif  // TINYHIL_APS256XX_CONF_H_
