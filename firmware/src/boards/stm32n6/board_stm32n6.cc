@@ -51,7 +51,8 @@ extern "C" {
 namespace {
 
 // What went wrong at start-up, left where a debugger finds it.
-constexpr uint32_t kIsrErrors = USART_ISR_PE | USART_ISR_FE | USART_ISR_NE | USART_ISR_ORE;
+constexpr uint32_t kIsrErrors =
+    USART_ISR_PE | USART_ISR_FE | USART_ISR_NE | USART_ISR_ORE;
 constexpr uint32_t kIsrRxNotEmpty = USART_ISR_RXNE_RXFNE;
 constexpr uint32_t kIsrTxNotFull = USART_ISR_TXE_TXFNF;
 
@@ -78,7 +79,8 @@ void ConfigureClocks() {
   constexpr uint32_t kPllM = 4, kPllN = 75, kIc1 = 2, kIc2 = 3, kIc6 = 4,
                      kIc11 = 3;
 #else
-#error "STM32N6: HIL_CPU_HZ (the board's firmware_clock_hz) must be 600 or 800 MHz"
+#error \
+    "STM32N6: HIL_CPU_HZ (the board's firmware_clock_hz) must be 600 or 800 MHz"
 #endif
   RCC_OscInitTypeDef osc = {};
   RCC_ClkInitTypeDef clk = {};
