@@ -75,7 +75,8 @@ def test_info_v2_tail_only_in_version_2():
     v2 = replace(base, version=2)
     back = c.Info.parse(v2.payload())
     assert back == v2 and back.line_baud == 115200 and back.input_slots == 2 and back.staged_outputs
-    assert len(v2.payload()) == len(base.payload()) + 16
+    # the version-2 tail, and FEATURE_TRACE's n_ops, capture_bytes, tick_hz (the sim traces)
+    assert len(v2.payload()) == len(base.payload()) + 16 + (12 if v2.traces else 0)
     with pytest.raises(c.CodecError):
         c.Info.parse(v2.payload()[:-1])
 
