@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 
 import pytest
 
@@ -140,6 +141,15 @@ def test_stm32n6_links_against_stm32cube_with_the_model_in_the_image(tmp_path, b
     for fn in ("HAL_RCC_ClockConfig", "HAL_RCC_OscConfig", "HAL_UART_Init", "SystemInit"):
         assert re.search(rf"\.text\.{fn}\s", link_map), fn
     assert not (tmp_path / "firmware-extflash.bin").exists()
+    # The image the boot ROM loads: vectors first at 0x34180400, the stack in AXISRAM1; its first word
+    # is the initial stack pointer, the second the reset handler (Thumb bit set).
+    nm = subprocess.run(["arm-none-eabi-nm", str(res.elf)], capture_output=True, text=True, check=True).stdout
+    syms = {ln.split()[2]: int(ln.split()[0], 16) for ln in nm.splitlines() if len(ln.split()) == 3}
+    assert syms["g_hil_vectors"] == 0x34180400
+    assert 0x34000000 <= syms["__stack_top"] <= 0x34100000
+    words = res.elf.with_suffix(".bin").read_bytes()[:8]
+    assert int.from_bytes(words[:4], "little") == syms["__stack_top"]
+    assert int.from_bytes(words[4:8], "little") == syms["Reset_Handler"] | 1
 
 
 @pytest.mark.tflm
