@@ -348,3 +348,42 @@ def test_validate_with_lab_instance_takes_the_same_lock(lab_file, lab_models, lo
 def test_lab_run_help_has_examples():
     r = hil("lab", "run", "--help")
     assert r.returncode == 0 and "examples:" in r.stdout and "exit codes" in r.stdout
+
+
+@pytest.mark.tflm
+@pytest.mark.timeout(1200)
+def test_lab_run_builds_once_and_validates_native_firmware_instances(gesture_model, tmp_path):
+    """Two instances of the real firmware as host programs: one build for the
+    board type, each instance started (its port is the pty it prints) and
+    validated bit-exact to TFLM, every program stopped afterwards."""
+    tree = os.environ.get("HIL_TFLM_DIR")
+    if not tree:
+        pytest.skip("set HIL_TFLM_DIR=/path/to/tflm_tree (see docs/build.md) to run a lab of native-firmware boards")
+    # The port is a placeholder: the native firmware's start prints the real one (a pty).
+    inst = {
+        name: {"board": "native", "port": f"socket://127.0.0.1:{i + 1}"} for i, name in enumerate(["nat-a", "nat-b"])
+    }
+    lab = lab_yaml(tmp_path / "lab.yaml", inst, lock_dir=tmp_path / "locks")
+    r = hil(
+        "lab",
+        "run",
+        "--lab",
+        lab,
+        "--model",
+        gesture_model.tflite,
+        "--data",
+        gesture_model.npz,
+        "--out",
+        tmp_path / "out",
+        "--samples",
+        8,
+        env=hil_env(HIL_TFLM_DIR=tree),
+        timeout=1100,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads((tmp_path / "out" / "lab.json").read_text())
+    cells = {c["instance"]: c for c in rep["cells"]}
+    assert set(cells) == {"nat-a", "nat-b"} and all(c["status"] == "PASS" for c in cells.values())
+    for c in cells.values():
+        assert c["port"].startswith("/dev/"), c["port"]  # the pty the started firmware printed
+        assert any(st.startswith("flashed native") for st in c["steps"]), c["steps"]
