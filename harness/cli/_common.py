@@ -75,71 +75,32 @@ def _float(text: str) -> float:
     return v
 
 
-def positive_int(text: str) -> int:
-    v = _int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
-    return v
+def _ranged(name: str, parse, ok, why: str):
+    """An argparse `type=`: `parse` the text, refuse it unless `ok(value)`,
+    saying "<text> <why>"."""
+
+    def check(text: str):
+        v = parse(text)
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"{text} {why}")
+        return v
+
+    check.__name__ = check.__qualname__ = name
+    return check
 
 
-def nonnegative_int(text: str) -> int:
-    v = _int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
-    return v
-
-
-def finite_float(text: str) -> float:
-    return _float(text)
-
-
-def positive_finite_float(text: str) -> float:
-    v = _float(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be above 0")
-    return v
-
-
-def nonnegative_finite_float(text: str) -> float:
-    v = _float(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
-    return v
-
-
-def gate_int(text: str) -> int:
-    """A gate threshold: 0 or more, or -1 (off)."""
-    v = _int(text)
-    if v < -1:
-        raise argparse.ArgumentTypeError(f"{text} must be 0 or more (-1 turns the gate off)")
-    return v
-
-
-def unit_float(text: str) -> float:
-    """A fraction in [0, 1]."""
-    v = _float(text)
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1")
-    return v
-
-
-def cosine_gate(text: str) -> float:
-    """A cosine threshold in [-1, 1]; -1 turns the gate off."""
-    v = _float(text)
-    if not -1.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} must be between -1 and 1 (-1 turns the gate off)")
-    return v
-
-
-def tcp_port(text: str) -> int:
-    v = _int(text)
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (0 to 65535)")
-    return v
-
-
-def baud_rate(text: str) -> int:
-    v = _int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a baud rate (e.g. 115200)")
-    return v
+positive_int = _ranged("positive_int", _int, lambda v: v >= 1, "must be at least 1")
+nonnegative_int = _ranged("nonnegative_int", _int, lambda v: v >= 0, "must be 0 or more")
+finite_float = _ranged("finite_float", _float, lambda v: True, "")
+positive_finite_float = _ranged("positive_finite_float", _float, lambda v: v > 0, "must be above 0")
+nonnegative_finite_float = _ranged("nonnegative_finite_float", _float, lambda v: v >= 0, "must be 0 or more")
+# A gate threshold: 0 or more, or -1 (off).
+gate_int = _ranged("gate_int", _int, lambda v: v >= -1, "must be 0 or more (-1 turns the gate off)")
+# A fraction in [0, 1].
+unit_float = _ranged("unit_float", _float, lambda v: 0.0 <= v <= 1.0, "must be between 0 and 1")
+# A cosine threshold in [-1, 1]; -1 turns the gate off.
+cosine_gate = _ranged(
+    "cosine_gate", _float, lambda v: -1.0 <= v <= 1.0, "must be between -1 and 1 (-1 turns the gate off)"
+)
+tcp_port = _ranged("tcp_port", _int, lambda v: 0 <= v <= 65535, "is not a TCP port (0 to 65535)")
+baud_rate = _ranged("baud_rate", _int, lambda v: v >= 1, "is not a baud rate (e.g. 115200)")
