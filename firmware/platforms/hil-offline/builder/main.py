@@ -187,9 +187,17 @@ if cube_bsp:
     except HilError as exc:
         fail("%s -- %s" % (exc, exc.hint) if getattr(exc, "hint", "") else str(exc))
     conf_dir = os.path.join("$PROJECT_DIR", option("custom_hil_stm32cube_conf", "src"))
+    # The HAL's configuration header is generated, not kept in the tree.
+    hal_conf_dir = env.subst(os.path.join("$BUILD_DIR", "stm32cube_conf"))
+    os.makedirs(hal_conf_dir, exist_ok=True)
+    hal_conf = os.path.join(hal_conf_dir, stm32cube.HAL_CONF_NAME)
+    text = stm32cube.hal_conf_header()
+    if not os.path.isfile(hal_conf) or open(hal_conf).read() != text:  # unchanged: no rebuild
+        with open(hal_conf, "w") as f:
+            f.write(text)
     # Before the TFLM tree's folders: its CMSIS Core is another release than
     # the one ST's device headers are written against.
-    env.Prepend(CPPPATH=[conf_dir] + [str(d) for d in cube.include_dirs(cube_bsp)])
+    env.Prepend(CPPPATH=[hal_conf_dir, conf_dir] + [str(d) for d in cube.include_dirs(cube_bsp)])
     env.Append(CPPDEFINES=list(stm32cube.DEFINES))
     cube_env = env.Clone()
     cube_env.Append(CCFLAGS=["-w"] + list(stm32cube.CFLAGS))  # ST's code: its warnings are not ours to fix
