@@ -353,12 +353,17 @@ def localize(
 # ------------------------------------------------------------------ on the device
 
 
-def localize_on_device(session, model: bytes, inputs: Sequence[np.ndarray], sample: int = 0) -> Localization:
-    """Trace one sample on the device; when an operator diverges, run it
+def localize_on_device(
+    session, model: bytes, inputs: Sequence[np.ndarray], sample: int = 0, trace=None
+) -> Localization:
+    """Trace one sample on the device (or take `trace`, a `TraceResult` of
+    these inputs the caller already has); when an operator diverges, run it
     once more capturing from that operator. At most 2 extra invokes."""
-    tr = session.trace(inputs)
-    invokes = 1
-    loc = localize(model, inputs, tr.crcs, tr.ticks, sample=sample)
+    invokes = 0
+    if trace is None:
+        trace = session.trace(inputs)
+        invokes += 1
+    loc = localize(model, inputs, trace.crcs, trace.ticks, sample=sample)
     if loc.first_divergence is not None and session.info.capture_bytes:
         tr2 = session.trace(inputs, capture_op=loc.first_divergence)
         invokes += 1

@@ -25,7 +25,9 @@ from harness import __version__
 from harness.console import NullProgress
 from harness.errors import ConfigError, DeviceError
 from harness.model import inspect_bytes, read_model_bytes
+from harness.paths import templates_dir
 from harness.protocol.session import DeviceSession, check_device_matches
+from harness.report import _num, svg_profile
 
 SCHEMA = "tinyhil-profile-report/1"
 DEFAULT_SAMPLES = 20
@@ -147,24 +149,26 @@ def profile(
     return _report(ops, per_sample, invoke_us, clock, device, port, model, data, source)
 
 
-def _report(ops, per_sample, invoke_us, clock, device, port, model, data, source) -> dict:
-    ticks = np.asarray(per_sample, np.float64)  # samples x operators
+def summarize(ops, per_sample: list[list[int]], invoke_us: list[int], clock: dict) -> dict:
+    """Per-operator and per-operator-type time of traced samples: `ticks`
+    per sample per operator, turned into µs with `clock` (`clock_of`).
+    The part of a profile report that `hil validate` shows too."""
+    ticks = np.asarray(per_sample, np.float64).reshape(len(per_sample), len(ops))  # samples x operators
     scale = 1e6 / clock["tick_hz"] if clock["tick_hz"] else 1.0
     t = ticks * scale
     total = t.sum(axis=1)
     share = np.divide(t, total[:, None], out=np.zeros_like(t), where=total[:, None] > 0)
-    rows = []
-    for k, op in enumerate(ops):
-        rows.append(
-            {
-                "index": k,
-                "op_type": op.op_type,
-                "name": op.output_name,
-                "ticks": _stats(ticks[:, k]),
-                "time": _stats(t[:, k]),
-                "share": float(share[:, k].mean()),
-            }
-        )
+    rows = [
+        {
+            "index": k,
+            "op_type": op.op_type,
+            "name": op.output_name,
+            "ticks": _stats(ticks[:, k]),
+            "time": _stats(t[:, k]),
+            "share": float(share[:, k].mean()),
+        }
+        for k, op in enumerate(ops)
+    ]
     types: dict[str, list[int]] = {}
     for k, op in enumerate(ops):
         types.setdefault(op.op_type, []).append(k)
@@ -179,12 +183,6 @@ def _report(ops, per_sample, invoke_us, clock, device, port, model, data, source
     ]
     by_type.sort(key=lambda r: -r["share"])
     return {
-        "schema": SCHEMA,
-        "tool": {"name": "tinyhil", "version": __version__, "command": "profile"},
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "settings": {"port": port, "model": str(model), "data": None if data is None else str(data)},
-        "inputs": source,
-        "device": device,
         "clock": clock,
         "samples": len(per_sample),
         "operators_total": _stats(total),
@@ -194,37 +192,34 @@ def _report(ops, per_sample, invoke_us, clock, device, port, model, data, source
     }
 
 
+def _report(ops, per_sample, invoke_us, clock, device, port, model, data, source) -> dict:
+    return {
+        "schema": SCHEMA,
+        "tool": {"name": "tinyhil", "version": __version__, "command": "profile"},
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": {"port": port, "model": str(model), "data": None if data is None else str(data)},
+        "inputs": source,
+        "device": device,
+        **summarize(ops, per_sample, invoke_us, clock),
+    }
+
+
+def top_types_line(p: dict, n: int = 3) -> str:
+    """One console line: the operators' total and the costliest op types."""
+    unit = "µs" if p["clock"]["unit"] == "us" else "ticks"
+    tops = ", ".join(f"{r['op_type']} {100 * r['share']:.0f} %" for r in p["op_types"][:n])
+    return (
+        f"profile ({p['samples']} samples, {p['clock']['kind']} clock): operators median "
+        f"{_fmt(p['operators_total']['median'])} {unit}; {tops}"
+    )
+
+
 # ------------------------------------------------------------------ output
-
-
-def svg_profile(rep: dict) -> str:
-    """Horizontal bars: each operator's median time, p99 as a whisker."""
-    from matplotlib.figure import Figure
-
-    from harness.report import _plot_context, _svg
-
-    ops = rep["ops"]
-    unit = "µs" if rep["clock"]["unit"] == "us" else "ticks"
-    with _plot_context():
-        fig = Figure(figsize=(6.4, max(1.6, 0.22 * len(ops) + 0.8)), dpi=100)
-        ax = fig.add_subplot()
-        ax.set_title(f"time per operator (median, p99 whisker; {rep['clock']['kind']} clock)", loc="left")
-        ys = np.arange(len(ops))
-        med = [o["time"]["median"] for o in ops]
-        p99 = [o["time"]["p99"] - o["time"]["median"] for o in ops]
-        ax.barh(ys, med, xerr=[np.zeros(len(ops)), p99], color="#1565c0", ecolor="#90a4ae")
-        ax.set_yticks(ys, [f"{o['index']} {o['op_type']}" for o in ops], fontsize=6)
-        ax.invert_yaxis()
-        ax.set_xlabel(unit)
-        return _svg(fig)
 
 
 def render_html(rep: dict) -> str:
     import jinja2
     from markupsafe import Markup
-
-    from harness.paths import templates_dir
-    from harness.report import _num
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),

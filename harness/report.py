@@ -327,6 +327,27 @@ def _tick(v: float, integer: bool) -> str:
 # --------------------------------------------------------------------------- HTML
 
 
+def svg_profile(rep: dict) -> str:
+    """Horizontal bars: each operator's median time, p99 as a whisker."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    ops = rep["ops"]
+    unit = "µs" if rep["clock"]["unit"] == "us" else "ticks"
+    with _plot_context():
+        fig = Figure(figsize=(6.4, max(1.6, 0.22 * len(ops) + 0.8)), dpi=100)
+        ax = fig.add_subplot()
+        ax.set_title(f"time per operator (median, p99 whisker; {rep['clock']['kind']} clock)", loc="left")
+        ys = np.arange(len(ops))
+        med = [o["time"]["median"] for o in ops]
+        p99 = [o["time"]["p99"] - o["time"]["median"] for o in ops]
+        ax.barh(ys, med, xerr=[np.zeros(len(ops)), p99], color="#1565c0", ecolor="#90a4ae")
+        ax.set_yticks(ys, [f"{o['index']} {o['op_type']}" for o in ops], fontsize=6)
+        ax.invert_yaxis()
+        ax.set_xlabel(unit)
+        return _svg(fig)
+
+
 def render_html(report) -> str:
     import jinja2
     from markupsafe import Markup
@@ -377,9 +398,12 @@ def render_html(report) -> str:
         for x in (report.get("localization") or {}).get("samples", [])
         if x["ops"]
     ]
+    prof = report.get("profile")
+    profile_chart = Markup(svg_profile(prof)) if prof and prof.get("ops") else ""
     tmpl = env.get_template("validate_report.html.j2")
     return tmpl.render(
         r=report,
+        profile_chart=profile_chart,
         plots=plots,
         hists=hists,
         loc_plots=loc_plots,

@@ -104,6 +104,7 @@ class ValidationReport:
     device_logs: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     localization: dict | None = None  # per-operator drift localization (harness.localize), when it ran
+    profile: dict | None = None  # per-operator time of the traced samples (harness.profile.summarize)
     # The exception that ended the run (the CLI raises it for its one line).
     error: HilError | None = _no_json(default=None, repr=False, compare=False)
 

@@ -34,8 +34,10 @@ from harness import __version__
 from harness.boards import load_board
 from harness.console import NullProgress
 from harness.errors import ConfigError, DataError, DeviceError, HilError
+from harness.localize import localize_on_device, model_ops
 from harness.metrics import cosine_per_sample, pearson
 from harness.model import ModelInfo, TensorInfo, dequantize_sources, inspect_bytes, read_model_bytes
+from harness.profile import clock_of, summarize
 from harness.protocol.session import DeviceSession, check_device_matches
 from harness.results import ErrorInfo, GateResult, Status, ValidationReport
 from harness.runtime import KERNELS, HostInterpreter, dequantize, prepare_input
@@ -495,9 +497,11 @@ class _Run:
     session: object = None
     dev_out: list[list[np.ndarray]] = field(default_factory=list)
     per_sample: list[dict] = field(default_factory=list)
+    profile: bool = False  # every sample traced (asked, and the device traces)
+    traces: list = field(default_factory=list)  # TraceResult per sample, when profile
 
 
-def _settings(port, model, data, samples, reference, baud, timeout, retries, gates: Gates, worst_k, board) -> dict:
+def _settings(port, model, data, samples, reference, baud, timeout, retries, gates: Gates, worst_k, board, **asked):
     return {
         "port": port,
         "model": str(model),
@@ -510,6 +514,7 @@ def _settings(port, model, data, samples, reference, baud, timeout, retries, gat
         "gates": gates.to_dict(),
         "worst_k": int(worst_k),
         "board": board,
+        **asked,
     }
 
 
@@ -601,7 +606,10 @@ def _stream_samples(rep: ValidationReport, run: _Run, progress) -> None:
     # a version-2 device overlaps the samples on the link (harness/protocol/session.py)
     stream = getattr(session, "infer_stream", None)
     inputs = (device_inputs(vd, info, i) for i in range(vd.samples))
-    results = stream(inputs) if stream is not None else map(session.infer, inputs)
+    if run.profile:
+        results = _traced(session, inputs, run.traces)
+    else:
+        results = stream(inputs) if stream is not None else map(session.infer, inputs)
     for i, res in enumerate(results):
         run.dev_out.append([np.asarray(y).reshape(t.shape) for y, t in zip(res.outputs, info.outputs)])
         run.per_sample.append(
@@ -622,6 +630,15 @@ def _stream_samples(rep: ValidationReport, run: _Run, progress) -> None:
             line_fraction=max(sent, recv) / dt / line_rate if line_rate else 0.0,
         )
     task.close()
+
+
+def _traced(session, inputs, traces: list):
+    """Each sample with the per-operator trace on (one invoke each, no
+    overlap on the link): its result, the trace kept in `traces`."""
+    for xs in inputs:
+        tr = session.trace(xs)
+        traces.append(tr)
+        yield tr.result
 
 
 def _snapshot_link(rep: ValidationReport, run: _Run) -> None:
@@ -698,19 +715,44 @@ def _localize_phase(rep: ValidationReport, run: _Run, n: int | None) -> None:
     if info is None or not getattr(info, "traces", False):
         sec["error"] = "the device has no per-operator trace (INFO features lack TRACE)"
         return
-    from harness.localize import localize_on_device
-
     try:
         for i in _localization_samples(rep, n or 1):
-            loc = localize_on_device(run.session, run.mbytes, device_inputs(run.vd, run.info, i), sample=i)
+            done = run.traces[i] if i < len(run.traces) else None
+            loc = localize_on_device(run.session, run.mbytes, device_inputs(run.vd, run.info, i), sample=i, trace=done)
             sec["samples"].append({**loc.to_dict(), "line": loc.line()})
     except HilError as exc:
         sec["error"] = exc.message if hasattr(exc, "message") else str(exc)
     sec["tick_hz"] = int(getattr(info, "tick_hz", 0) or 0)
     sec["ticks_are_host_time"] = bool((rep.device or {}).get("invoke_us_is_host_time"))
+    sec["clock"] = clock_of(info)
     if sec["samples"]:
         first = sec["samples"][0]
         sec["summary"] = first["line"]
+
+
+def _profile_phase(rep: ValidationReport, run: _Run, asked: bool) -> None:
+    """Per-operator time (harness.profile.summarize) of what was traced:
+    every sample with `profile`, else the localization's traces."""
+    info = getattr(run.session, "info", None)
+    loc = [s for s in (rep.localization or {}).get("samples", []) if s["ops"]]
+    if run.traces:
+        source = "every sample"
+        ticks = [[int(t) for t in tr.ticks] for tr in run.traces]
+        invoke_us = [int(tr.result.invoke_us) for tr in run.traces]
+    elif loc:
+        source = f"the localization trace{'s' if len(loc) > 1 else ''} ({len(loc)} sample{'s' if len(loc) > 1 else ''})"
+        ticks = [[o["ticks"] for o in s["ops"]] for s in loc]
+        invoke_us = [rep.samples[s["sample"]]["invoke_us"] for s in loc if s["sample"] < len(rep.samples)]
+    else:
+        if asked:
+            why = "the device has no per-operator trace (INFO features lack TRACE)" if info else "no sample was traced"
+            rep.profile = {"source": None, "error": why}
+        return
+    rep.profile = {
+        "source": source,
+        "error": None,
+        **summarize(model_ops(run.mbytes), ticks, invoke_us, clock_of(info)),
+    }
 
 
 def _finish_status(rep: ValidationReport) -> None:
@@ -740,6 +782,7 @@ def validate(
     on_log: Callable[[int, str], None] | None = None,
     board: str | None = None,
     localize: int | None = None,
+    profile: bool = False,
 ) -> ValidationReport:
     """Validate the device at `port` (any pyserial URL) against the host.
 
@@ -752,7 +795,12 @@ def validate(
 
     `localize`: trace the N worst samples operator by operator and name the
     first that diverges from the host; without it the worst sample is traced
-    when a gate fails and the device has the trace."""
+    when a gate fails and the device has the trace.
+
+    `profile`: run every sample with the device's per-operator trace on, so
+    the report's `profile` section has each operator's time over all samples
+    (one invoke per sample, not overlapped on the link); without it the
+    section comes from the localization traces, when there are any."""
     if localize is not None and localize < 0:
         raise ConfigError(f"localize {localize} is negative", "use a number of samples, e.g. 1")
     _check_settings(gates, reference, worst_k, port, board, timeout, retries, baud)
@@ -761,13 +809,30 @@ def validate(
 
     progress = progress or NullProgress()
     t_start = time.monotonic()
-    rep = _new_report(_settings(port, model, data, samples, reference, baud, timeout, retries, gates, worst_k, board))
+    rep = _new_report(
+        _settings(
+            port,
+            model,
+            data,
+            samples,
+            reference,
+            baud,
+            timeout,
+            retries,
+            gates,
+            worst_k,
+            board,
+            localize=localize,
+            profile=bool(profile),
+        )
+    )
     run = _Run(port=port, model_path=model, reference=reference, baud=baud)
     try:
         try:
             _load_model_and_data(rep, run, data, samples)
             run.session = session_factory(port, baudrate=baud, timeout=timeout, retries=retries, on_log=on_log)
             _check_device(rep, run, board)
+            run.profile = bool(profile) and bool(getattr(getattr(run.session, "info", None), "traces", False))
             _host_references(rep, run, progress)
             _stream_samples(rep, run, progress)
         except KeyboardInterrupt:
@@ -780,6 +845,7 @@ def validate(
         _compare_and_gate(rep, run, gates, worst_k)
         if rep.error is None and not rep.interrupted:
             _localize_phase(rep, run, localize)
+            _profile_phase(rep, run, bool(profile))
     except KeyboardInterrupt:  # a second Ctrl-C while comparing: report what is known
         rep.interrupted = rep.partial = True
         rep.error_info = rep.error_info or ErrorInfo("Interrupted", "interrupted")

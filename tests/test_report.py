@@ -51,6 +51,7 @@ TOP_KEYS = {
     "device_logs",
     "notes",
     "localization",
+    "profile",
 }
 
 

@@ -20,6 +20,7 @@ from harness.cli._common import (
 from harness.cli._lab import add_lab_options, lab_instance
 from harness.errors import ConfigError
 from harness.fileio import OutputSet
+from harness.profile import top_types_line
 from harness.report import summary, write_html, write_json, write_junit
 from harness.results import Status
 from harness.validate import Gates, validate
@@ -51,6 +52,9 @@ what is compared (per output tensor, device vs the host's TFLM kernels, the orac
   triangulation  which host kernels (TFLM, LiteRT reference, LiteRT default) the device
                  matches bit-exactly: drift of kernels vs drift of the device
   timing         invoke time / cycles as the device reports them: min, median, p99
+  per operator   --localize N: the N worst samples traced operator by operator, the first
+                 operator whose output differs from the host's named (LSB stats from a capture);
+                 --profile: every sample traced, each operator's time (device clock, µs)
 
 gates (defaults): --min-cosine 0.99 (every sample), --max-lsb 1; --min-top1 off.
 
@@ -165,6 +169,13 @@ def register(sub, common) -> None:
         help="trace the N worst samples (default 1) operator by operator and name the first operator whose "
         "output differs from the host's; without it the worst sample is traced when a gate fails "
         "(devices with the per-operator trace)",
+    )
+    add_option(
+        g,
+        "--profile",
+        action="store_true",
+        help="run every sample with the device's per-operator trace on and report each operator's time "
+        "(min/median/p99, %% of the invoke, per op type); one invoke per sample, not overlapped on the link",
     )
     add_lab_options(p)
     p.set_defaults(func=run)
@@ -289,6 +300,7 @@ def execute(port, model, data, args, *, reports: dict, progress_label: str | Non
                     progress=progress,
                     board=getattr(args, "board", None),
                     localize=getattr(args, "localize", None),
+                    profile=bool(getattr(args, "profile", False)),
                     on_log=lambda level, text: console.detail(f"device: {text}"),
                 )
         except KeyboardInterrupt:  # before validation could start: still replace the report set
@@ -315,6 +327,10 @@ def execute(port, model, data, args, *, reports: dict, progress_label: str | Non
             console.err.print(f"localization: {escape(loc['error'])}", markup=True, highlight=False, soft_wrap=True)
         for s in loc["samples"]:
             console.err.print(escape(s["line"]), markup=True, highlight=False, soft_wrap=True)
+    prof = d.get("profile")
+    if prof and console.VERBOSITY >= 0:
+        line = f"profile: {prof['error']}" if prof["error"] else top_types_line(prof)
+        console.err.print(line, markup=False, highlight=False, soft_wrap=True)
     if rep.exit_code == 1:
         failed = [g["name"] for g in d["gates"] if g["status"] == "fail"]
         console.err.print(
