@@ -86,17 +86,69 @@ def all_boards(folder: Path | None = None) -> list[Board]:
     return [load_board(b, folder) for b in board_ids(folder)]
 
 
-def firmware_defines(board: Board) -> list[tuple[str, str | None]]:
+CAPTURE_MAX = 16 << 20  # bytes: a capture buffer larger than any board's RAM is a typo
+
+
+@dataclass(frozen=True)
+class FirmwareOptions:
+    """What `hil build` may change in a board's firmware: the capture buffer
+    (None: the board's `capture_bytes`, 0 off) and the test-only fault that
+    moves operator `perturb_op`'s output by `perturb_lsb` steps.
+
+    `hil build` hands them to PlatformIO's pre-build script as the variables
+    of `to_env()`; the script reads them back with `from_env()`."""
+
+    capture_bytes: int | None = None
+    perturb_op: int | None = None
+    perturb_lsb: int = 1
+
+    ENV = ("HIL_CAPTURE_BYTES", "HIL_PERTURB_OP", "HIL_PERTURB_LSB")
+
+    def to_env(self) -> dict[str, str]:
+        """Every variable, "" when unset: a stale one in the caller's shell
+        must not turn the fault on."""
+
+        def txt(v):
+            return "" if v is None else str(int(v))
+
+        perturbed = self.perturb_op is not None
+        return {
+            "HIL_CAPTURE_BYTES": txt(self.capture_bytes),
+            "HIL_PERTURB_OP": txt(self.perturb_op),
+            "HIL_PERTURB_LSB": txt(self.perturb_lsb) if perturbed else "",
+        }
+
+    @classmethod
+    def from_env(cls, env) -> FirmwareOptions:
+        def num(name):
+            v = env.get(name, "")
+            if v == "":
+                return None
+            try:
+                return int(v)
+            except ValueError:
+                raise ConfigError(f"{name}={v!r} is not a whole number", f"unset {name} or give a number") from None
+
+        lsb = num("HIL_PERTURB_LSB")
+        return cls(num("HIL_CAPTURE_BYTES"), num("HIL_PERTURB_OP"), 1 if lsb is None else lsb)
+
+
+def firmware_defines(board: Board, options: FirmwareOptions | None = None) -> list[tuple[str, str | None]]:
     """The preprocessor defines the firmware is built with, from the board's
-    data: (name, value) with C syntax values (strings quoted), None for a
-    bare flag."""
+    data and the build's `options`: (name, value) with C syntax values
+    (strings quoted), None for a bare flag."""
+    options = options or FirmwareOptions()
+    capture = board.get("capture_bytes", 0) if options.capture_bytes is None else options.capture_bytes
     defines: list[tuple[str, str | None]] = [
         ("HIL_BOARD_ID", f'"{board.id}"'),
         ("HIL_CPU_HZ", f"{board.cpu_hz}u"),
         ("HIL_BAUD", f"{board.baud}u"),
         ("HIL_MAX_FRAME", str(board.max_frame)),
         ("HIL_RX_WINDOW", str(board.rx_window)),
+        ("HIL_CAPTURE_BYTES", str(int(capture))),
     ]
+    if options.perturb_op is not None:
+        defines += [("HIL_PERTURB_OP", str(options.perturb_op)), ("HIL_PERTURB_LSB", str(options.perturb_lsb))]
     if board.get("framework") == "arduino":
         defines.append(("HIL_ARDUINO", None))  # the Arduino core owns main()
     return defines

@@ -21,9 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness import codegen, pio, procs, stm32cube, tflm
-from harness.boards import Board, load_board
+from harness.boards import CAPTURE_MAX, Board, FirmwareOptions, load_board
 from harness.errors import BuildError, ConfigError, ToolError
 from harness.fileio import sha256_file, write_json_atomic
+from harness.localize import model_ops
+from harness.model import read_model_bytes
 from harness.paths import firmware_dir, workspace_dir
 
 OFFLINE_PLATFORM = "hil-offline"
@@ -79,6 +81,8 @@ class BuildResult:
     allocator_symbols: list[str] = field(default_factory=list)  # empty: "heap: none"
     trace_bytes: int | None = None  # hil_runner's per-operator trace records (None: not in the ELF)
     capture_bytes: int | None = None  # its HIL_CAPTURE_BYTES buffer (None: capture off)
+    perturb_op: int | None = None  # a test build whose operator K computes a wrong output (FirmwareOptions)
+    perturb_lsb: int | None = None
     model_placement: str = "image"  # "image" or "external flash" (STM32N6: XSPI NOR)
     external_flash_used: int = 0
     external_flash_limit: int = 0
@@ -458,6 +462,18 @@ def _check_image(result: BuildResult, info: dict) -> None:
         )
 
 
+def _check_options(options: FirmwareOptions) -> None:
+    cap = options.capture_bytes
+    if cap is not None and not 0 <= cap <= CAPTURE_MAX:
+        raise ConfigError(f"capture buffer {cap} bytes is outside 0..{CAPTURE_MAX}", "use e.g. --capture-bytes 4096")
+    if options.perturb_op is not None and options.perturb_op < 0:
+        raise ConfigError(
+            f"operator {options.perturb_op} is negative", "operators count from 0 (hil codegen lists them)"
+        )
+    if options.perturb_op is not None and not (options.perturb_lsb and -127 <= options.perturb_lsb <= 127):
+        raise ConfigError(f"perturbation {options.perturb_lsb} LSB is outside ±1..127", "use e.g. --perturb-op 3:+1")
+
+
 def build(
     board_id: str,
     model: str | os.PathLike,
@@ -468,14 +484,26 @@ def build(
     jobs: int | None = None,
     on_line=None,
     timeout: float | None = None,
+    options: FirmwareOptions | None = None,
 ) -> BuildResult:
     """Build the firmware for `board_id` holding `model`; see the module docstring.
 
     `on_line(str)` receives PlatformIO's output lines as they come (the CLI
-    shows them with -v).
+    shows them with -v). `options`: the capture buffer's size (default the
+    board's `capture_bytes`) and the test-only operator fault.
     """
+    options = options or FirmwareOptions()
+    _check_options(options)
     job = _resolve(board_id, model, out)
+    if options.perturb_op is not None:
+        n_ops = len(model_ops(read_model_bytes(job.model)))
+        if options.perturb_op >= n_ops:
+            raise ConfigError(
+                f"operator {options.perturb_op} is not one of the model's {n_ops} (0..{n_ops - 1})",
+                "hil codegen lists the operators",
+            )
     env_vars = _prepare_environment(job.board, tflm_dir)
+    env_vars.update(options.to_env())
     cg, gen_dir = _generate_sources(job)
     env_vars.update(
         {"HIL_MODEL": str(job.model), "HIL_MODEL_DIR": str(gen_dir), "PLATFORMIO_WORKSPACE_DIR": str(workspace_dir())}
@@ -512,6 +540,8 @@ def build(
         env_vars=env_vars,
         log=log_path,
         allocator_symbols=info["allocators"],
+        perturb_op=options.perturb_op,
+        perturb_lsb=options.perturb_lsb if options.perturb_op is not None else None,
     )
     _split_external(result, job.board)
     if result.model_placement != placement:

@@ -562,5 +562,20 @@ def summary(report):
     if tri:
         parts.append(_triangulation_table(tri))
         parts.append(Text(f"→ {tri['verdict']}", style="italic"))
+    prof = report.get("profile")
+    if prof and prof.get("ops"):
+        parts.append(_slowest_ops_table(prof))
     parts += _summary_lines(report)
     return Group(*parts)
+
+
+def _slowest_ops_table(p: dict, n: int = 5):
+    """The `n` operators that cost the most time (the HTML has them all)."""
+    unit = "µs" if p["clock"]["unit"] == "us" else "ticks"
+    t = _table(f"slowest operators ({unit}, {p['clock']['kind']} clock, {p['samples']} samples)")
+    for col in ("op", "type", "median", "p99", "% of invoke"):
+        t.add_column(col, justify="left" if col == "type" else "right")
+    for o in sorted(p["ops"], key=lambda o: -o["share"])[:n]:
+        s = o["time"]
+        t.add_row(str(o["index"]), o["op_type"], f"{s['median']:.1f}", f"{s['p99']:.1f}", f"{100 * o['share']:.1f}")
+    return t

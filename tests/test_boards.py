@@ -11,6 +11,7 @@ import re
 import pytest
 
 from harness.boards import (
+    FirmwareOptions,
     all_boards,
     define_flags,
     firmware_defines,
@@ -19,6 +20,7 @@ from harness.boards import (
     pio_manifest_text,
     write_pio_manifests,
 )
+from harness.errors import ConfigError
 from harness.paths import boards_dir, firmware_dir
 
 
@@ -84,6 +86,23 @@ def test_firmware_defines_come_from_the_board_data():
     assert n6["HIL_CPU_HZ"] == "600000000u"  # the clock set (ST's Nucleo template), not the 800 MHz max
     assert ("HIL_ARDUINO", None) in firmware_defines(load_board("nano33ble"))
     assert '-DHIL_BOARD_ID="native"' in define_flags(load_board("native"))
+    assert qemu["HIL_CAPTURE_BYTES"] == "8192" and "HIL_PERTURB_OP" not in qemu  # the board's capture_bytes
+
+
+def test_firmware_options_reach_the_defines_through_the_environment():
+    board = load_board("qemu_m55")
+    opts = FirmwareOptions(capture_bytes=0, perturb_op=3, perturb_lsb=-2)
+    env = opts.to_env()
+    assert env == {"HIL_CAPTURE_BYTES": "0", "HIL_PERTURB_OP": "3", "HIL_PERTURB_LSB": "-2"}
+    assert FirmwareOptions.from_env(env) == opts  # what hil_board.py reads back
+    d = dict(firmware_defines(board, FirmwareOptions.from_env(env)))
+    assert d["HIL_CAPTURE_BYTES"] == "0" and d["HIL_PERTURB_OP"] == "3" and d["HIL_PERTURB_LSB"] == "-2"
+    # `hil build` without options sets every variable empty: a stale
+    # HIL_PERTURB_OP in the user's shell cannot turn the fault on.
+    clean = {"HIL_PERTURB_OP": "5", **FirmwareOptions().to_env()}
+    assert "HIL_PERTURB_OP" not in dict(firmware_defines(board, FirmwareOptions.from_env(clean)))
+    with pytest.raises(ConfigError, match="HIL_CAPTURE_BYTES='lots' is not a whole number"):
+        FirmwareOptions.from_env({"HIL_CAPTURE_BYTES": "lots"})
 
 
 def test_board_sources_repeat_no_board_fact():

@@ -105,6 +105,14 @@ def test_cli_build_error_exits_2(capsys, monkeypatch, tmp_path):
     assert "TensorFlow Lite Micro tree" in capsys.readouterr().err
 
 
+def test_perturbing_an_operator_the_model_lacks_is_refused_before_building(gesture_model, capsys):
+    from harness.cli import main
+
+    assert main(["build", "--board", "native", "--model", str(gesture_model.tflite), "--perturb-op", "99"]) == 2
+    err = capsys.readouterr().err
+    assert "operator 99 is not one of the model's" in err and "TEST BUILD" in err and "Traceback" not in err
+
+
 # --------------------------------------------------------------------------- with a TFLM tree
 
 

@@ -83,8 +83,9 @@ def test_validate_profile_traces_every_sample(gesture_model, tmp_path, capsys):
     assert p["invoke_us"]["median"] == pytest.approx(r["timing"]["invoke_us"]["median"])
     assert r["outputs"][0]["bit_exact_samples"] == 8  # the traced run's outputs are the outputs compared
     assert "Time per operator" in html and "HOST clock" in html and html.count("<svg") >= 2
-    err = capsys.readouterr().err
-    assert "profile (8 samples, host clock): operators median" in err and "FULLY_CONNECTED" in err
+    cap = capsys.readouterr()
+    assert "profile (8 samples, host clock): operators median" in cap.err and "FULLY_CONNECTED" in cap.err
+    assert "slowest operators (µs, host clock, 8 samples)" in cap.out
 
 
 @pytest.mark.timeout(300)

@@ -6,6 +6,8 @@ import argparse
 import math
 import sys
 
+from harness.boards import CAPTURE_MAX
+
 
 class Verdict(int):
     """An exit code a quality gate decided (0 pass, 1 failed). The top level
@@ -104,3 +106,15 @@ cosine_gate = _ranged(
 )
 tcp_port = _ranged("tcp_port", _int, lambda v: 0 <= v <= 65535, "is not a TCP port (0 to 65535)")
 baud_rate = _ranged("baud_rate", _int, lambda v: v >= 1, "is not a baud rate (e.g. 115200)")
+
+
+capture_size = _ranged("capture_size", _int, lambda v: 0 <= v <= CAPTURE_MAX, f"is outside 0..{CAPTURE_MAX}")
+
+
+def perturbation(text: str) -> tuple[int, int]:
+    """`K` or `K:LSB`: operator K, moved by LSB steps (signed, not 0; default +1)."""
+    k_txt, _, lsb_txt = text.partition(":")
+    k, lsb = _int(k_txt), _int(lsb_txt) if lsb_txt else 1
+    if k < 0 or not lsb or not -127 <= lsb <= 127:
+        raise argparse.ArgumentTypeError(f"{text} is not K[:LSB] with K >= 0 and LSB in ±1..127 (e.g. 3 or 3:-2)")
+    return k, lsb

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from harness import console
-from harness.boards import load_board
+from harness.boards import FirmwareOptions, load_board
 from harness.build import build
-from harness.cli._common import add_option, subcommand
+from harness.cli._common import add_option, capture_size, perturbation, subcommand
 
 EPILOG = """\
 examples:
@@ -14,6 +14,16 @@ examples:
          build/qemu_m55/build_report.json (flash/RAM use, model section, arena)
   hil build --board native --model m.tflite           (TFLM tree from HIL_TFLM_DIR)
   hil build --board nucleo_n657x0_q --model m.tflite --out fw/n6
+  hil build --board native --model m.tflite --capture-bytes 65536
+      -> a larger capture buffer: `hil validate --localize` gets LSB statistics
+         for more operators after the first diverging one
+
+per-operator trace: every firmware has it (8 bytes of RAM per operator) and a
+capture buffer of the board's capture_bytes (boards/<id>.json), which holds the
+outputs of the operators from the first diverging one on. --perturb-op K[:LSB]
+builds a TEST firmware whose operator K's output is moved by LSB steps
+(default +1), to prove `hil validate --localize` finds it; it says so in its
+handshake ("TEST BUILD") and must never be used to validate a model.
 
 offline boards (native, qemu_m55, nucleo_n657x0_q, stm32n6570_dk) build with
 the system compilers (g++, arm-none-eabi-gcc) and a local TFLM tree: --tflm,
@@ -35,6 +45,20 @@ def register(sub, common):
     add_option(p, "--out", metavar="DIR", help="output folder (default: build/<board>)")
     add_option(p, "--clean", action="store_true", help="clean PlatformIO's build folder first")
     add_option(p, "--jobs", "-j", type=int, metavar="N", help="parallel compile jobs (default: PlatformIO's)")
+    add_option(
+        p,
+        "--capture_bytes",
+        type=capture_size,
+        metavar="N",
+        help="capture buffer for --localize's LSB statistics, bytes (default: the board's capture_bytes; 0 off)",
+    )
+    add_option(
+        p,
+        "--perturb_op",
+        type=perturbation,
+        metavar="K[:LSB]",
+        help="TEST ONLY: operator K's output moved by LSB steps (default +1), to check localization",
+    )
     p.set_defaults(func=run)
 
 
@@ -47,8 +71,19 @@ def run(args) -> int:
 
     load_board(args.board)  # an unknown board is one line, before any output
     console.info(f"building {args.board} firmware for {args.model} ...")
+    k, lsb = args.perturb_op or (None, 1)
+    options = FirmwareOptions(capture_bytes=args.capture_bytes, perturb_op=k, perturb_lsb=lsb)
+    if k is not None:
+        console.warn(f"TEST BUILD: operator {k}'s output is moved by {lsb:+d} LSB; never validate a model with it")
     res = build(
-        args.board, args.model, tflm_dir=args.tflm, out=args.out, clean=args.clean, jobs=args.jobs, on_line=on_line
+        args.board,
+        args.model,
+        tflm_dir=args.tflm,
+        out=args.out,
+        clean=args.clean,
+        jobs=args.jobs,
+        on_line=on_line,
+        options=options,
     )
     env_txt = " ".join(f"{k}={v}" for k, v in res.env_vars.items())
     console.detail(f"command: {env_txt} {' '.join(res.command)}")
@@ -68,8 +103,10 @@ def run(args) -> int:
     if res.trace_bytes is not None:
         console.info(
             f"per-operator trace: {res.trace_bytes} bytes of RAM; capture buffer: "
-            + (f"{res.capture_bytes} bytes" if res.capture_bytes else "off (HIL_CAPTURE_BYTES=0)")
+            + (f"{res.capture_bytes} bytes" if res.capture_bytes else "off (capture_bytes 0)")
         )
+    if res.perturb_op is not None:
+        console.warn(f"TEST BUILD: operator {res.perturb_op} perturbed by {res.perturb_lsb:+d} LSB")
     if res.model_placement == "external flash":
         console.info(
             f"external flash {_kb(res.external_flash_used)} of {_kb(res.external_flash_limit)}: "

@@ -99,11 +99,13 @@ NATIVE_FLAGS = [
 ]
 
 
-def _board_flags() -> list[str]:
-    # The native board's facts, as `pio run` gets them (boards/native.json).
+def _board_flags(overrides: tuple[str, ...] = ()) -> list[str]:
+    # The native board's facts, as `pio run` gets them (boards/native.json),
+    # less those a test build sets itself (`-DNAME=...` in `overrides`).
     from harness.boards import define_flags, load_board
 
-    return define_flags(load_board("native"))
+    names = {d[2:].split("=", 1)[0] for d in overrides if d.startswith("-D")}
+    return [f for f in define_flags(load_board("native")) if f[2:].split("=", 1)[0] not in names]
 
 
 def _includes(tree, model_dir: Path | None = None) -> list[str]:
@@ -143,7 +145,7 @@ def build_native(
             [
                 cxx,
                 *NATIVE_FLAGS,
-                *_board_flags(),
+                *_board_flags(defines),
                 *defines,
                 *tree.defines(),
                 *_includes(tree, model_dir),

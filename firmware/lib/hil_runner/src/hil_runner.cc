@@ -417,7 +417,13 @@ size_t TflmBackend::arena_used() const {
 const char* TflmBackend::NotReadyReason() { return ready_ ? nullptr : reason_; }
 
 void TflmBackend::GetInfo(protocol::DeviceInfo* info) {
+#ifdef HIL_PERTURB_OP
+  // A test build says so in every handshake (and so in every report).
+  info->firmware = HIL_FIRMWARE_VERSION
+      " TEST BUILD: operator " HIL_STR(HIL_PERTURB_OP) " perturbed";
+#else
   info->firmware = HIL_FIRMWARE_VERSION;
+#endif
   info->board = board::BoardId();
   info->model_sha256 = kHilModelSha256;
   info->model_size = kHilModelSize;

@@ -27,6 +27,9 @@
 #define HIL_FIRMWARE_VERSION "tinyhil-fw 0.1.0"
 #endif
 
+#define HIL_STR_(x) #x
+#define HIL_STR(x) HIL_STR_(x)
+
 namespace tflite {
 class MicroInterpreter;
 }
