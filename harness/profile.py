@@ -45,22 +45,25 @@ def _stats(values) -> dict | None:
     }
 
 
-def _emulated(board_id: str) -> bool:
+def _board_data(board_id: str) -> dict:
     from harness.boards import boards_dir
 
     path = boards_dir() / f"{board_id}.json"
     try:
-        return bool(json.loads(path.read_text(encoding="utf-8")).get("emulated"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return {}
 
 
 def clock_of(info) -> dict:
     """Which clock the trace's ticks count, and how many a second."""
     hz = int(getattr(info, "tick_hz", 0) or 0) or int(getattr(info, "cpu_hz", 0) or 0)
+    board = _board_data(getattr(info, "board", ""))
     if getattr(info, "host_time", False):
         kind, note = "host", "HOST time: the simulated board's ticks are this host's nanoseconds, not a device's"
-    elif _emulated(getattr(info, "board", "")):
+    elif board.get("upload_method") == "native":
+        kind, note = "host", "HOST time: the native firmware runs on this host, on its clock, not a device's"
+    elif board.get("emulated"):
         kind, note = "qemu", "QEMU time: an emulator's counts, not a chip's (QEMU does not model the core's timing)"
     else:
         kind, note = "device", "the device's own clock"

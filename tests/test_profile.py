@@ -49,6 +49,8 @@ def test_clock_labels_and_tick_conversion():
     assert dev == {"kind": "device", "tick_hz": 64_000_000, "note": "the device's own clock", "unit": "us"}
     qemu = clock_of(SimpleNamespace(tick_hz=0, cpu_hz=32_000_000, host_time=False, board="qemu_m55"))
     assert qemu["kind"] == "qemu" and "QEMU time" in qemu["note"]
+    native = clock_of(SimpleNamespace(tick_hz=1_000_000, cpu_hz=0, host_time=False, board="native"))
+    assert native["kind"] == "host" and "native firmware runs on this host" in native["note"]
     none = clock_of(SimpleNamespace(tick_hz=0, cpu_hz=0, host_time=False, board="x"))
     assert none["unit"] == "ticks"
     ops = [SimpleNamespace(op_type=t, output_name=t.lower()) for t in ("CONV_2D", "CONV_2D", "SOFTMAX")]
