@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,21 +55,37 @@ def prepare_input(x: np.ndarray, t: TensorInfo) -> np.ndarray:
     return x.astype(t.np_dtype, copy=False)
 
 
+_QUIET_LOCK = threading.Lock()
+_quiet = {"depth": 0, "saved": None}
+
+
 @contextlib.contextmanager
 def _quiet_stderr():
-    """TFLM's C++ prints allocation chatter on fd 2; keep the console clean."""
+    """TFLM's C++ prints allocation chatter on fd 2; keep the console clean.
+
+    fd 2 is the process's, shared by every thread: the first of overlapping
+    callers (a lab validating boards in parallel) saves it and the last one
+    restores it, so two threads can never leave it on /dev/null."""
+    with _QUIET_LOCK:
+        if _quiet["depth"] == 0:
+            try:
+                saved = os.dup(2)
+            except OSError:
+                saved = None
+            if saved is not None:
+                with open(os.devnull, "w") as null:
+                    os.dup2(null.fileno(), 2)
+            _quiet["saved"] = saved
+        _quiet["depth"] += 1
     try:
-        fd = os.dup(2)
-    except OSError:
         yield
-        return
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
     finally:
-        os.dup2(fd, 2)
-        os.close(fd)
+        with _QUIET_LOCK:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0 and _quiet["saved"] is not None:
+                os.dup2(_quiet["saved"], 2)
+                os.close(_quiet["saved"])
+                _quiet["saved"] = None
 
 
 class HostInterpreter:

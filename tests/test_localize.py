@@ -205,3 +205,36 @@ def test_passing_run_without_localize_does_not_trace(gesture_model, tmp_path):
     with start_sim(gesture_model.tflite, listen="tcp:0", baud=0, latency_ms=0) as sim:
         rc, r, _ = _validate(sim, gesture_model, tmp_path)
     assert rc == 0 and r["localization"] is None
+
+
+def test_quiet_stderr_from_many_threads_never_loses_fd_2(tmp_path):
+    """A lab validates boards in threads, each silencing TFLM's chatter:
+    overlapping callers must leave fd 2 where it was (it once stayed on
+    /dev/null, and the lab's DRIFT line vanished)."""
+    import os
+    import threading
+    import time
+
+    from harness.runtime import _quiet_stderr
+
+    log = tmp_path / "stderr.txt"
+    keep = os.dup(2)
+    try:
+        with open(log, "wb") as f:
+            os.dup2(f.fileno(), 2)
+
+        def work():
+            for _ in range(100):
+                with _quiet_stderr():
+                    time.sleep(0.0002)
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        os.write(2, b"still here\n")
+    finally:
+        os.dup2(keep, 2)
+        os.close(keep)
+    assert log.read_bytes() == b"still here\n"
