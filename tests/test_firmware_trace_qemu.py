@@ -15,6 +15,8 @@ import shutil
 import numpy as np
 import pytest
 
+from harness.build import build
+from harness.flash import flash
 from harness.localize import model_ops, output_crc, reference_outputs
 from harness.model import inspect_model
 from harness.protocol.session import DeviceSession
@@ -49,9 +51,6 @@ def _model(request, name):
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("name", ["gesture_model", "audio_model", *ARCHITECTURES])
 def test_qemu_trace_equals_the_host_on_every_operator(name, request, m55_tree, tmp_path_factory):
-    from harness.build import build
-    from harness.flash import flash
-
     tflite, npz = _model(request, name)
     model = tflite.read_bytes()
     ops = model_ops(model)

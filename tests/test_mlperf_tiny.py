@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from test_firmware_native import NativeDevice, build_for, tflm_native  # noqa: F401 - the fixture
 
+from harness.cli import main
+from harness.device.sim import start_sim
 from harness.localize import OpChain, localize_on_device, model_ops, output_crc, reference_outputs
 from harness.model import inspect_model
 from harness.protocol.session import DeviceSession
@@ -191,8 +193,6 @@ def test_fully_connected_rounding_is_where_the_references_part(mlperf):
 
 
 def _validate_sim(tflite, tmp_path, faults=None, *extra):
-    from harness.cli import main
-    from harness.device.sim import start_sim
 
     rj = tmp_path / "r.json"
     with start_sim(tflite, listen="tcp:0", baud=0, latency_ms=0, faults=faults) as sim:
